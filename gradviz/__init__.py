@@ -1,0 +1,58 @@
+"""gradviz: see PyTorch's autograd graph, and step through backward in the terminal.
+
+The public names load lazily (PEP 562) so that ``gradviz --help`` and the app's
+first frame do not wait for ``import torch``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "GradvizError": "gradviz.core.errors",
+    "GraphError": "gradviz.core.errors",
+    "ScenarioError": "gradviz.core.errors",
+    "ExportError": "gradviz.core.errors",
+    "build_graph": "gradviz.core.graph",
+    "record": "gradviz.core.record",
+    "Recording": "gradviz.core.record",
+    "to_dot": "gradviz.core.export",
+    "to_json": "gradviz.core.export",
+    "Scenario": "gradviz.core.scenario",
+    "load_scenario": "gradviz.core.scenario",
+    "builtin_scenarios": "gradviz.core.catalog",
+    "load_weights": "gradviz.core.scenario",
+    "CheckResult": "gradviz.core.scenario",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gradviz' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from gradviz.core.catalog import builtin_scenarios
+    from gradviz.core.errors import ExportError, GradvizError, GraphError, ScenarioError
+    from gradviz.core.export import to_dot, to_json
+    from gradviz.core.graph import build_graph
+    from gradviz.core.record import Recording, record
+    from gradviz.core.scenario import (
+        CheckResult,
+        Scenario,
+        load_scenario,
+        load_weights,
+    )

@@ -1,0 +1,1 @@
+"""The torch + networkx layer of gradviz: nothing here imports Textual."""

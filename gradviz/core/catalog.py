@@ -1,0 +1,68 @@
+"""Where scenario files are, read without importing torch (so ``gradviz list`` is instant).
+
+A scenario file's module docstring's first line is its description.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+
+from gradviz.core.errors import ScenarioError
+
+#: The built-in demos, in the order ``gradviz list`` shows them.
+BUILTIN_NAMES = (
+    "autograd-basics",
+    "resnet18",
+    "finetune",
+    "mlp-dataloader",
+    "lstm",
+    "custom-function",
+    "nan-grad",
+)
+
+
+@dataclass(frozen=True)
+class ScenarioInfo:
+    """A scenario file as listed, read without running it."""
+
+    name: str
+    description: str
+    path: Path
+
+
+def demos_folder() -> Path:
+    return Path(str(importlib.resources.files("gradviz") / "demos"))
+
+
+def builtin_scenarios() -> list[ScenarioInfo]:
+    """The built-in demos with their one-line descriptions."""
+    return [describe_file(resolve(name), name) for name in BUILTIN_NAMES]
+
+
+def describe_file(path: Path, name: str | None = None) -> ScenarioInfo:
+    """Name and description of a scenario file, from its docstring; it is not run."""
+    try:
+        docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    except SyntaxError:
+        docstring = ""
+    description = docstring.strip().splitlines()[0] if docstring.strip() else ""
+    return ScenarioInfo(name or path.stem, description, path)
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """The file of a built-in name, or the path given; a one-line error for neither."""
+    text = str(name_or_path)
+    if text in BUILTIN_NAMES:
+        return demos_folder() / f"{text.replace('-', '_')}.py"
+    path = Path(text).expanduser()
+    if path.suffix == ".py" or path.exists() or "/" in text:
+        if not path.is_file():
+            raise ScenarioError(f"{path}: no such scenario file")
+        return path
+    raise ScenarioError(
+        f"no scenario named {text!r}: choose one of {', '.join(BUILTIN_NAMES)}, "
+        "or give the path of a .py file that defines build()"
+    )

@@ -1,0 +1,20 @@
+"""One family of user-facing errors, each a single line that says what to do.
+
+The CLI prints ``str(error)`` and exits 1; tracebacks only with ``--debug``.
+"""
+
+
+class GradvizError(Exception):
+    """Base of every error gradviz raises for a user's mistake."""
+
+
+class GraphError(GradvizError, ValueError):
+    """The roots given to :func:`gradviz.build_graph` have no autograd graph to walk."""
+
+
+class ScenarioError(GradvizError):
+    """A scenario (built-in or file) could not be loaded, built or run."""
+
+
+class ExportError(GradvizError):
+    """A graph could not be written where the user asked."""
