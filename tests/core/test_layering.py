@@ -1,0 +1,24 @@
+"""The core never imports Textual, and the CLI's list needs no torch."""
+
+import subprocess
+import sys
+
+
+def imported_after(code):
+    probe = f"{code}\nimport sys\nprint(' '.join(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True, timeout=120)
+    return set(result.stdout.split())
+
+
+def test_core_does_not_import_textual():
+    modules = imported_after(
+        "import gradviz.core.graph, gradviz.core.record, gradviz.core.export, "
+        "gradviz.core.scenario"
+    )
+    assert "torch" in modules and "textual" not in modules
+
+
+def test_listing_scenarios_needs_no_torch():
+    modules = imported_after("from gradviz.cli import main; main(['list'])")
+    assert "torch" not in modules
