@@ -38,6 +38,12 @@ _SAVED_PREFIX = "_saved_"
 
 _saved_attrs_by_type: dict[type, tuple[str, ...]] = {}
 
+# Deep graphs repeat a few shapes and saved-tensor descriptions over and over: one
+# shared object per distinct value keeps a 1M-node graph's attributes small. Treat
+# attribute values as read-only.
+_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
+_metas: dict[tuple[tuple[int, ...], torch.dtype], dict[str, Any]] = {}
+
 
 def build_graph(
     roots: Roots,
@@ -65,7 +71,8 @@ def build_graph(
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        graph = _walk(root_fns, describe)
+        walk = discover(root_fns)
+        graph = _graph_of(walk, describe)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -75,47 +82,64 @@ def build_graph(
     return graph
 
 
-def _walk(root_fns: list[Node], describe: _Describer) -> nx.DiGraph:
-    """Depth-first from the roots; keys are handed out as nodes are first seen."""
-    keys: dict[Node, str] = {}
-    nodes: list[tuple[str, dict[str, Any]]] = []
-    edges: list[tuple[str, str, dict[str, int]]] = []
-    repeated_slots: dict[tuple[str, str], list[int]] = {}
-    stack: list[Node] = []
-    for fn in root_fns:
-        key, attrs = describe(fn)
-        attrs["root"] = True
-        keys[fn] = key
-        nodes.append((key, attrs))
-        stack.append(fn)
-    stack.reverse()  # the first root is walked first
+class Walk:
+    """The nodes behind some roots in discovery order, and the edges between them.
 
+    Discovery order is depth-first from the roots, slot 0 first, numbering a node
+    when first seen; ``build_graph`` and the stepper both key nodes by it.
+    """
+
+    def __init__(self, nodes: list[Node], edges: list[tuple[int, int, int]], roots: int):
+        self.nodes = nodes  # index -> autograd Node
+        self.edges = edges  # (parent index, child index, slot)
+        self.roots = roots  # the first ``roots`` nodes are the roots
+
+
+def discover(root_fns: list[Node]) -> Walk:
+    """Every autograd Node behind ``root_fns``, each once (by identity), iteratively."""
+    index: dict[Node, int] = {fn: i for i, fn in enumerate(root_fns)}
+    nodes = list(root_fns)
+    edges: list[tuple[int, int, int]] = []
+    stack = list(reversed(root_fns))  # the first root is walked first
     while stack:
         fn = stack.pop()
-        parent = keys[fn]
+        parent = index[fn]
         children = []
-        seen_here: dict[str, int] = {}
         for slot, (child, _input_nr) in enumerate(fn.next_functions):
             if child is None:
                 continue
-            key = keys.get(child)
-            if key is None:
-                key, attrs = describe(child)
-                keys[child] = key
-                nodes.append((key, attrs))
+            position = index.get(child)
+            if position is None:
+                position = index[child] = len(nodes)
+                nodes.append(child)
                 children.append(child)
-            if key in seen_here:  # x * x: two slots, one DiGraph edge
-                repeated_slots.setdefault((parent, key), [seen_here[key]]).append(slot)
-                continue
-            seen_here[key] = slot
-            edges.append((parent, key, {"slot": slot}))
+            edges.append((parent, position, slot))
         stack.extend(reversed(children))  # slot 0's subtree first
+    return Walk(nodes, edges, len(root_fns))
 
-    graph = nx.DiGraph(roots=[keys[fn] for fn in root_fns])
-    graph.add_nodes_from(nodes)
-    graph.add_edges_from(edges)
-    for (parent, child), slots in repeated_slots.items():
-        graph.edges[parent, child]["slots"] = tuple(slots)
+
+def _graph_of(walk: Walk, describe: _Describer) -> nx.DiGraph:
+    keys = []
+    attributes = []
+    for fn in walk.nodes:
+        key, attrs = describe(fn)
+        keys.append(key)
+        attributes.append(attrs)
+    for attrs in attributes[: walk.roots]:
+        attrs["root"] = True
+    edges = {}
+    for parent, child, slot in walk.edges:
+        pair = (keys[parent], keys[child])
+        if pair in edges:  # x * x: two slots, one DiGraph edge
+            edges[pair].setdefault("slots", [edges[pair]["slot"]]).append(slot)
+        else:
+            edges[pair] = {"slot": slot}
+    for data in edges.values():
+        if "slots" in data:
+            data["slots"] = tuple(data["slots"])
+    graph = nx.DiGraph(roots=keys[: walk.roots])
+    graph.add_nodes_from(zip(keys, attributes))
+    graph.add_edges_from((u, v, d) for (u, v), d in edges.items())
     return graph
 
 
@@ -224,7 +248,7 @@ class _Describer:
             "op": ACCUMULATE_GRAD,
             "name": ", ".join(names),
             "names": tuple(names),
-            "shape": tuple(tensor.shape),
+            "shape": shape_tuple(tensor.shape),
             "seq": -1,
             "module": from_model[0].rpartition(".")[0] if from_model else None,
             "saved": {},
@@ -238,7 +262,16 @@ def _incoming_shape(fn: Node) -> tuple[int, ...] | None:
     metadata = getattr(fn, "_input_metadata", None)  # torch >= 2.3
     if not metadata:
         return None
-    return tuple(metadata[0].shape)
+    return shape_tuple(metadata[0].shape)
+
+
+def shape_tuple(size: torch.Size | list[int]) -> tuple[int, ...]:
+    """``tuple(size)``, one shared tuple per distinct shape."""
+    key = size if isinstance(size, tuple) else tuple(size)  # metadata shapes are lists
+    shape = _shapes.get(key)
+    if shape is None:
+        shape = _shapes.setdefault(tuple(key), tuple(key))
+    return shape
 
 
 def describe_saved(fn: Node) -> tuple[dict[str, Any] | str, dict[str, Any]]:
@@ -275,9 +308,16 @@ def _saved_attrs(node_type: type) -> tuple[str, ...]:
 
 
 def tensor_meta(tensor: torch.Tensor | None) -> dict[str, Any] | None:
+    """{"shape", "dtype"} of a tensor, one shared dict per distinct pair."""
     if tensor is None:
         return None
-    return {"shape": tuple(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch.")}
+    key = (tensor.shape, tensor.dtype)
+    meta = _metas.get(key)
+    if meta is None:
+        shape = shape_tuple(tensor.shape)
+        meta = {"shape": shape, "dtype": str(tensor.dtype).removeprefix("torch.")}
+        _metas[(shape, tensor.dtype)] = meta
+    return meta
 
 
 def _plain(value: Any) -> Any:
