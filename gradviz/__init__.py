@@ -25,6 +25,16 @@ _EXPORTS = {
     "load_scenario": "gradviz.core.scenario",
     "builtin_scenarios": "gradviz.core.catalog",
     "load_weights": "gradviz.core.scenario",
+    "BackwardStepper": "gradviz.core.stepper",
+    "StepEvent": "gradviz.core.stepper",
+    "StepperError": "gradviz.core.stepper",
+    "BackwardAborted": "gradviz.core.stepper",
+    "TensorSummary": "gradviz.core.summary",
+    "OptimizerWatch": "gradviz.core.optimizer_watch",
+    "UpdateReport": "gradviz.core.optimizer_watch",
+    "ParamUpdate": "gradviz.core.optimizer_watch",
+    "Session": "gradviz.core.session",
+    "summarize": "gradviz.core.summary",
     "CheckResult": "gradviz.core.scenario",
 }
 
@@ -49,7 +59,11 @@ if TYPE_CHECKING:
     from gradviz.core.errors import ExportError, GradvizError, GraphError, ScenarioError
     from gradviz.core.export import to_dot, to_json
     from gradviz.core.graph import build_graph
+    from gradviz.core.stepper import BackwardAborted, BackwardStepper, StepEvent, StepperError
+    from gradviz.core.summary import TensorSummary, summarize
+    from gradviz.core.optimizer_watch import OptimizerWatch, ParamUpdate, UpdateReport
     from gradviz.core.record import Recording, record
+    from gradviz.core.session import Session
     from gradviz.core.scenario import (
         CheckResult,
         Scenario,

@@ -48,7 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-modules", dest="modules", action="store_false", help="no module clusters"
     )
     export.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
+
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train a scenario headless and print its losses and update ratios",
+        description="Run N training iterations (forward, backward through the stepper, "
+        "optimizer step) and print a table of losses and |update|/|param|.",
+    )
+    train.add_argument("scenario", metavar="NAME_OR_FILE", help="a built-in demo or a .py file")
+    train.add_argument("--steps", type=_positive, default=10, metavar="N",
+                       help="training iterations (default 10)")
+    train.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -59,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"gradviz {__version__}")
         return 0
-    command = {None: cmd_list, "list": cmd_list, "export": cmd_export}[args.command]
+    command = {None: cmd_list, "list": cmd_list, "export": cmd_export,
+               "train": cmd_train}[args.command]
     from gradviz.core.errors import GradvizError
 
     try:
@@ -110,6 +130,74 @@ def cmd_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             file=sys.stderr,
         )
     return 0
+
+
+def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from gradviz.core.scenario import load_scenario
+    from gradviz.core.session import Session
+
+    console = Console()
+    session = Session(load_scenario(args.scenario, weights=args.weights))
+    reports = []
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(session.scenario.name, total=args.steps, loss="-")
+        for _ in range(args.steps):
+            reports.append(session.train_iteration())
+            progress.update(task, advance=1, loss=f"{reports[-1].loss:.6g}")
+    console.print(_iterations_table(reports))
+    if reports[-1].update is not None:
+        console.print(_update_table(reports[-1].update))
+    origin = next((r for r in reports if r.first_nonfinite is not None), None)
+    if origin is not None:
+        event = origin.first_nonfinite
+        where = f" in module {event.module}" if event.module else ""
+        console.print(f"[red]first non-finite gradient[/]: iteration {origin.iteration}, "
+                      f"node {event.node} ({event.op}){where}", soft_wrap=True)
+    failed = [c for c in reports[-1].checks if not c.passed]
+    for check in reports[-1].checks:
+        mark = "[green]pass[/]" if check.passed else "[red]FAIL[/]"
+        console.print(f"check {check.name}: {mark} {check.detail}", soft_wrap=True)
+    return 1 if failed else 0
+
+
+def _iterations_table(reports):
+    from rich.table import Table
+
+    table = Table(title="training", title_justify="left")
+    for name in ("iteration", "loss", "median |Δ|/|p|", "max |Δ|/|p|", "largest update"):
+        table.add_column(name, justify="left" if name == "largest update" else "right")
+    shown = reports if len(reports) <= 20 else [
+        reports[round(i * (len(reports) - 1) / 19)] for i in range(20)]
+    for report in shown:
+        ratios = [] if report.update is None else sorted(
+            (p.ratio, p.name) for p in report.update.updated)
+        median = f"{ratios[len(ratios) // 2][0]:.3g}" if ratios else "-"
+        top = ratios[-1] if ratios else (None, "-")
+        table.add_row(str(report.iteration), f"{report.loss:.6g}", median,
+                      "-" if top[0] is None else f"{top[0]:.3g}", top[1])
+    return table
+
+
+def _update_table(update):
+    from rich.table import Table
+
+    table = Table(title=f"last {update.optimizer} step: the 10 largest |update|/|param|",
+                  title_justify="left")
+    for name in ("parameter", "shape", "|grad|", "|Δ|", "|Δ|/|p|", "state"):
+        table.add_column(name, justify="left" if name in ("parameter", "state") else "right")
+    ranked = sorted(update.updated, key=lambda p: -p.ratio)[:10]
+    for p in ranked:
+        table.add_row(p.name, str(p.shape), f"{p.grad.norm:.3g}", f"{p.update.norm:.3g}",
+                      f"{p.ratio:.3g}", ", ".join(p.state))
+    skipped = [p for p in update.params if not p.updated]
+    if skipped:
+        table.caption = f"{len(skipped)} skipped ({', '.join(sorted({p.skipped for p in skipped}))})"
+    return table
 
 
 def _format_from_suffix(output: str | None) -> str | None:

@@ -17,7 +17,6 @@ each entry of its ``next_functions``, with the entry's index as ``slot``.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
@@ -28,6 +27,7 @@ from torch.autograd.graph import Node
 
 from gradviz.core.deep_graphs import ensure_stack_for
 from gradviz.core.errors import GraphError
+from gradviz.core.quiet_gc import paused_gc
 
 Roots = Union[torch.Tensor, Node, Sequence[Union[torch.Tensor, Node]]]
 
@@ -61,25 +61,30 @@ def build_graph(
     ``None`` for op nodes. Each autograd Node appears once; the walk is iterative, so
     depth is limited only by memory.
     """
+    return walk_graph(roots, model=model, params=params, modules=modules)[0]
+
+
+def walk_graph(
+    roots: Roots,
+    *,
+    model: torch.nn.Module | None = None,
+    params: Mapping[str, torch.Tensor] | None = None,
+    modules: Mapping[int, str] | None = None,
+) -> tuple[nx.DiGraph, Walk]:
+    """:func:`build_graph`, and the :class:`Walk` whose ``nodes[i]`` is the graph's i-th key."""
     root_fns = root_nodes(roots)
     model_names, extra_names = _parameter_names(model, params)
     describe = _Describer(model_names, extra_names, modules or {})
 
-    # The walk allocates a few containers per node while a big graph keeps many
-    # tensors alive: the cyclic GC's passes over them cost more than the walk itself
-    # (measured: 3x on a 100,000-node chain). Nothing here makes cycles, so pause it.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    # GC passes over the big heap a forward leaves cost more than the walk itself
+    # (3x on a 100,000-node chain); the walk makes no cycles.
+    with paused_gc():
         walk = discover(root_fns)
         graph = _graph_of(walk, describe)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     if model is not None:
         graph.graph["model"] = type(model).__name__
     ensure_stack_for(graph.number_of_nodes())
-    return graph
+    return graph, walk
 
 
 class Walk:

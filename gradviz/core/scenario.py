@@ -44,16 +44,28 @@ class Scenario:
     gradient: torch.Tensor | Sequence[torch.Tensor] | None = None
     checks: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
 
-    def trace(self) -> Trace:
-        """Run ``forward`` once (under :func:`gradviz.record` when there is a model)."""
-        if self.model is not None:
-            with record(self.model) as recording:
-                roots = _as_roots(self.forward(), self.name)
-            graph = recording.graph(roots, params=self.params)
-        else:
+    def run_forward(self) -> tuple[list[torch.Tensor], dict[int, str]]:
+        """Run ``forward`` once: its roots, and the module of each node (see ``record``)."""
+        if self.model is None:
+            return _as_roots(self.forward(), self.name), {}
+        with record(self.model) as recording:
             roots = _as_roots(self.forward(), self.name)
-            graph = build_graph(roots, params=self.params)
+        return roots, recording.modules
+
+    def trace(self) -> Trace:
+        """Run ``forward`` once and walk its graph."""
+        roots, modules = self.run_forward()
+        graph = build_graph(roots, model=self.model, params=self.params, modules=modules)
         return Trace(roots=roots, graph=graph)
+
+    def loss_value(self, roots: Sequence[torch.Tensor]) -> float:
+        """The scalar that backward differentiates: sum(gradient * root) for a vector root."""
+        grads = self.gradient if isinstance(self.gradient, Sequence) else [self.gradient]
+        grads = list(grads) + [None] * (len(roots) - len(grads))
+        with torch.no_grad():
+            return float(sum(
+                (root if grad is None else grad * root).sum() for root, grad in zip(roots, grads)
+            ))
 
     def named_leaves(self) -> dict[str, torch.Tensor]:
         """Every named tensor that can receive a gradient: the model's, then ``params``."""

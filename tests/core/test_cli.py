@@ -69,3 +69,18 @@ def test_debug_shows_the_traceback(tmp_path):
     assert quiet.returncode == 1 and "build() raised KeyError" in quiet.stderr
     loud = gradviz("export", str(broken), "--debug")
     assert "Traceback" in loud.stderr and "KeyError" in loud.stderr
+
+
+def test_train_prints_losses_updates_and_where_nan_started():
+    result = gradviz("train", "nan-grad", "--steps", "2")
+    assert result.returncode == 1  # its check fails
+    assert "first non-finite gradient: iteration 1, node SqrtBackward0#0" in result.stdout
+    assert "module abs" in result.stdout and "check all gradients finite: FAIL" in result.stdout
+    ok = gradviz("train", "autograd-basics", "--steps", "3")
+    assert ok.returncode == 0 and "│         3 │ -31.7814 │" in ok.stdout
+    assert "check 9*a**2 == a.grad: pass" in ok.stdout
+
+
+def test_train_needs_a_positive_step_count():
+    result = gradviz("train", "autograd-basics", "--steps", "0")
+    assert result.returncode == 2 and "must be at least 1" in result.stderr

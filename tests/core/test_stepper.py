@@ -1,0 +1,325 @@
+"""BackwardStepper: PyTorch's own engine, one node at a time, giving exactly its gradients."""
+
+import threading
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+import gradviz
+from gradviz import BackwardStepper, GraphError, StepperError
+from gradviz.core.catalog import BUILTIN_NAMES
+from gradviz.core.graph import walk_graph
+
+
+def same(a, b):
+    """Bit-for-bit equal, NaN equal to NaN."""
+    torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+    return True
+
+
+def plain_order(roots, gradient=None, *, model=None, params=None):
+    """The engine's own order, recorded with bare pre-hooks."""
+    graph, walk = walk_graph(roots, model=model, params=params)
+    order, handles = [], []
+    for key, fn in zip(graph.nodes, walk.nodes):
+        handles.append(fn.register_prehook(lambda grads, key=key: order.append(key)))
+    try:
+        torch.autograd.backward(roots, grad_tensors=gradient)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return order
+
+
+def no_gradviz_threads():
+    return not [t for t in threading.enumerate() if t.name.startswith("gradviz")]
+
+
+@pytest.mark.parametrize("name", BUILTIN_NAMES)
+def test_every_demo_gives_the_grads_and_order_of_plain_backward(name):
+    stepped, plain = gradviz.load_scenario(name), gradviz.load_scenario(name)
+    roots, modules = stepped.run_forward()
+    with BackwardStepper(roots, gradient=stepped.gradient, model=stepped.model,
+                         params=dict(stepped.params), modules=modules) as stepper:
+        for _ in range(5):
+            stepper.step()
+        stepper.run()
+        assert stepper.finished
+    reference_order = plain_order(plain.run_forward()[0], plain.gradient, model=plain.model,
+                                  params=dict(plain.params))
+    assert stepper.executed == reference_order
+    for (n1, t1), (n2, t2) in zip(stepped.named_leaves().items(), plain.named_leaves().items()):
+        assert n1 == n2
+        assert (t1.grad is None) == (t2.grad is None), n1
+        if t1.grad is not None:
+            assert same(t1.grad, t2.grad)
+    assert no_gradviz_threads()
+
+
+def test_tutorial_step_by_step():
+    a = torch.tensor([2.0, 3.0], requires_grad=True)
+    b = torch.tensor([6.0, 4.0], requires_grad=True)
+    q = 3 * a**3 - b**2
+    stepper = BackwardStepper(q, gradient=torch.tensor([1.0, 1.0]), params={"a": a, "b": b})
+    assert stepper.ready == {"SubBackward0#0"} and stepper.pending is None
+    stepper.start()
+    assert stepper.pending == "SubBackward0#0"
+    assert [s.sample for s in stepper.pending_grad_outputs] == [(1.0, 1.0)]
+
+    first = stepper.step()
+    assert (first.index, first.node, first.op) == (0, "SubBackward0#0", "SubBackward0")
+    assert [s.sample for s in first.grad_inputs] == [(1.0, 1.0), (-1.0, -1.0)]
+    assert stepper.ready == {"MulBackward0#0", "PowBackward0#0"}
+    assert a.grad is None and b.grad is None  # the engine really is paused
+
+    events = [first]
+    while (event := stepper.step()) is not None:
+        events.append(event)
+    assert [e.node for e in events] == ["SubBackward0#0", "PowBackward0#0", "param:b",
+                                        "MulBackward0#0", "PowBackward0#1", "param:a"]
+    mul = events[3]
+    assert mul.grad_inputs[1] is None  # the constant 3 gets nothing
+    assert events[-1].param_grad.sample == (36.0, 81.0)
+    assert events[2].param_grad.sample == (-12.0, -8.0)
+    assert torch.equal(a.grad, 9 * a**2) and torch.equal(b.grad, -2 * b)
+    assert stepper.done and stepper.ready == set()
+    with pytest.raises(StepperError, match="finished"):
+        stepper.step()
+
+
+def test_summaries_hold_the_real_statistics():
+    x = torch.tensor([[1.0, -2.0], [3.0, 4.0]], requires_grad=True)
+    with BackwardStepper((x * x).sum()) as stepper:
+        events = stepper.run()
+    leaf = events[-1]
+    expected = 2 * x.detach()
+    summary = leaf.param_grad
+    assert summary.shape == (2, 2) and summary.dtype == "float32" and summary.device == "cpu"
+    assert summary.norm == pytest.approx(float(expected.norm()))
+    assert summary.mean == pytest.approx(float(expected.mean()))
+    assert summary.std == pytest.approx(float(expected.std(correction=0)))
+    assert (summary.min, summary.max) == (-4.0, 8.0)
+    assert summary.sample == (2.0, -4.0, 6.0, 8.0) and summary.finite
+
+
+@pytest.mark.parametrize("reentrant", [False, True])
+def test_checkpoint_finishes_with_the_same_grads(reentrant):
+    def make():
+        torch.manual_seed(0)
+        first, second = nn.Linear(4, 4), nn.Linear(4, 1)
+        x = torch.randn(3, 4, requires_grad=reentrant)
+        hidden = checkpoint(lambda t: torch.tanh(first(t)), x, use_reentrant=reentrant)
+        return (first, second), second(hidden).sum()
+
+    stepped_modules, stepped_loss = make()
+    plain_modules, plain_loss = make()
+    reference = plain_order(plain_loss)
+    with BackwardStepper(stepped_loss) as stepper:
+        while stepper.step() is not None:
+            pass
+    assert stepper.executed == reference
+    for m1, m2 in zip(stepped_modules, plain_modules):
+        for p1, p2 in zip(m1.parameters(), m2.parameters()):
+            assert same(p1.grad, p2.grad)
+
+
+def test_hard_graphs_match_plain_backward():
+    def cases():
+        torch.manual_seed(0)
+        tied = nn.Linear(3, 3)
+        x = torch.randn(2, 3)
+        yield "tied weight", [tied.weight, tied.bias], [tied(tied(x)).sum()], None
+
+        w = torch.randn(3, requires_grad=True)
+        y = w.exp()
+        yield "several roots", [w], [y.sum(), (y * y).mean()], None
+
+        v = torch.randn(3, requires_grad=True)
+        yield "vector root", [v], [v * 2 + v**2], [torch.tensor([1.0, 0.5, -1.0])]
+
+        u = torch.randn(4, requires_grad=True)
+        h = u * 2
+        h.relu_()  # a valid in-place op
+        yield "in-place", [u], [h.sum()], None
+
+        p = torch.randn(3, requires_grad=True)
+        frozen = torch.randn(3)  # a branch that needs no grad
+        yield "no-grad branch", [p], [(p * frozen.exp() + frozen.sin()).sum()], None
+
+    stepped, plain = list(cases()), list(cases())
+    for (name, leaves, roots, grads), (_, plain_leaves, plain_roots, plain_grads) in zip(stepped, plain):
+        with BackwardStepper(roots, gradient=grads) as stepper:
+            stepper.run()
+        torch.autograd.backward(plain_roots, grad_tensors=plain_grads)
+        for mine, theirs in zip(leaves, plain_leaves):
+            assert same(mine.grad, theirs.grad), name
+
+
+def test_create_graph_gives_a_differentiable_grad():
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    with BackwardStepper((x**3).sum(), create_graph=True) as stepper:
+        stepper.run()
+    assert torch.equal(x.grad, 3 * x.detach() ** 2) and x.grad.requires_grad
+    (second,) = torch.autograd.grad(x.grad.sum(), x)
+    assert torch.equal(second, 6 * x.detach())
+
+
+def test_nan_grad_first_nonfinite_is_sqrt_in_abs():
+    scenario = gradviz.load_scenario("nan-grad")
+    roots, modules = scenario.run_forward()
+    with BackwardStepper(roots, model=scenario.model, modules=modules) as stepper:
+        stepper.run_until(lambda event: event.nonfinite)
+        origin = stepper.first_nonfinite
+        assert (origin.op, origin.module) == ("SqrtBackward0", "abs")
+        assert origin.grad_inputs[0].inf > 0 and all(s.finite for s in origin.grad_outputs)
+        assert not stepper.done  # stopped right there
+        stepper.run()
+    later = [e for e in stepper.events if e.index > origin.index and e.produces_nonfinite]
+    assert later and not any(e.nonfinite for e in later)  # they only pass it on
+
+
+def test_breakpoints_and_run_until(resnet18_trace):
+    scenario = gradviz.load_scenario("resnet18")
+    roots, modules = scenario.run_forward()
+    with BackwardStepper(roots, model=scenario.model, modules=modules) as stepper:
+        stepper.breakpoints.add("ConvolutionBackward0#0")
+        ran = stepper.run()
+        assert stepper.pending == "ConvolutionBackward0#0"
+        assert "ConvolutionBackward0#0" not in [e.node for e in ran]
+        event = stepper.step()
+        assert event.node == "ConvolutionBackward0#0" and event.module == "layer4.1.conv2"
+        assert scenario.model.fc.weight.grad is not None  # AccumulateGrad runs once ready
+        with pytest.raises(StepperError, match="'param:fc.weight' has already run"):
+            stepper.run_until("param:fc.weight")
+        ran = stepper.run_until("param:layer1.0.conv1.weight")
+        assert ran[-1].node == "param:layer1.0.conv1.weight"
+        assert scenario.model.layer1[0].conv1.weight.grad is not None
+        assert scenario.model.conv1.weight.grad is None  # not reached yet
+        with pytest.raises(StepperError, match="no node 'nope'"):
+            stepper.run_until("nope")
+        stepper.breakpoints.clear()
+        stepper.run()
+        assert stepper.finished and len(stepper.executed) == 134
+
+
+def test_history_budget_keeps_summaries_drops_old_tensors():
+    def run(budget):
+        x = torch.randn(1000, requires_grad=True)
+        y = x
+        for _ in range(20):
+            y = y.sin()
+        with BackwardStepper(y.sum(), history_bytes=budget) as stepper:
+            return stepper.run()
+
+    events = run(30_000)  # each event holds two 4 kB gradients: the newest three or so fit
+    kept = [e for e in events if e.tensors is not None]
+    assert 0 < len(kept) < len(events) and kept == events[-len(kept):]
+    sin_events = [e for e in events if e.op == "SinBackward0"]
+    assert len(sin_events) == 20
+    assert all(e.grad_inputs[0].shape == (1000,) for e in sin_events)  # summaries stay
+    assert sum(e.tensors.nbytes for e in kept) <= 30_000
+    assert all(e.tensors is None for e in run(0))
+
+
+def test_an_error_inside_backward_reaches_the_caller_with_its_node():
+    x = torch.ones(3, requires_grad=True)
+    y = x.sigmoid()
+    loss = (y * 2).sum()
+    y.add_(1)  # modifies a tensor SigmoidBackward0 saved
+    stepper = BackwardStepper(loss)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation") as caught:
+        while stepper.step() is not None:
+            pass
+    assert caught.value.gradviz_node == "SigmoidBackward0#0"
+    assert stepper.done and stepper.error is caught.value
+    with pytest.raises(StepperError, match="backward failed at SigmoidBackward0#0"):
+        stepper.step()
+    assert no_gradviz_threads()
+
+
+def test_a_custom_function_that_raises():
+    class Broken(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, grad):
+            raise ValueError("my backward is broken")
+
+    x = torch.ones(3, requires_grad=True)
+    with pytest.raises(ValueError, match="my backward is broken") as caught:
+        BackwardStepper(Broken.apply(x).exp().sum()).run()
+    assert caught.value.gradviz_node == "BrokenBackward#0"
+    assert no_gradviz_threads()
+
+
+def test_abort_mid_backward_leaves_nothing_running(resnet18_trace):
+    scenario = gradviz.load_scenario("resnet18")
+    stepper = BackwardStepper(scenario.run_forward()[0], model=scenario.model)
+    for _ in range(10):
+        stepper.step()
+    stepper.abort()
+    assert stepper.aborted and stepper.done and len(stepper.executed) == 10
+    assert no_gradviz_threads()
+    with pytest.raises(StepperError, match="aborted"):
+        stepper.step()
+    stepper.abort()  # idempotent
+    # Leaving the context mid-backward ends it too.
+    with BackwardStepper(gradviz.load_scenario("resnet18").run_forward()[0]) as second:
+        second.step()
+    assert second.aborted and no_gradviz_threads()
+
+
+def test_hooks_are_removed_after_backward():
+    layer = nn.Linear(2, 2)
+    loss = layer(torch.ones(1, 2)).sum()
+    graph, walk = walk_graph(loss)
+    with BackwardStepper(loss, retain_graph=True) as stepper:
+        stepper.run()
+    calls = []
+    for fn in walk.nodes:
+        fn.register_prehook(lambda grads: calls.append(1))
+    loss.backward()  # would hang here if a gradviz pre-hook were left behind
+    assert len(calls) == len(walk.nodes)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: torch.ones(2, requires_grad=True), "leaf tensor"),
+        (lambda: torch.ones(2, requires_grad=True) * 2, "not a scalar (shape (2,))"),
+        (lambda: (torch.ones(2, requires_grad=True) * 2).grad_fn, "needs the root tensors"),
+    ],
+)
+def test_bad_roots(make, message):
+    with pytest.raises(GraphError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        BackwardStepper(make())
+
+
+def test_a_graph_from_other_roots_is_refused():
+    x = torch.ones(2, requires_grad=True)
+    other = gradviz.build_graph((x.exp() * 3).sum())
+    with pytest.raises(GraphError, match="not built from these roots"):
+        BackwardStepper((x * 2).sum(), graph=other)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_nodes_run_on_device_threads_and_still_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1)).cuda()
+    plain = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1)).cuda()
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(4, 8, device="cuda")
+    loss = model(x).sum()
+    with BackwardStepper(loss, model=model) as stepper:
+        first = stepper.step()
+        assert first.grad_outputs[0].device.startswith("cuda")
+        stepper.run()
+    plain(x).sum().backward()
+    for p1, p2 in zip(model.parameters(), plain.parameters()):
+        assert same(p1.grad, p2.grad)
+    assert any(e.thread != "gradviz-backward" for e in stepper.events)
+    assert no_gradviz_threads()
