@@ -139,8 +139,19 @@ class StepEvent:
         return f"StepEvent({self.index}, {self.node!r}, {self.duration * 1e3:.3f} ms)"
 
 
+_CACHED = "_gradviz_summary"
+
+
 def _summary(tensor: torch.Tensor | None) -> TensorSummary | None:
-    return None if tensor is None else summarize(tensor)
+    """Summarize once per tensor: what a node sends is, as a rule, the very tensor its
+    child receives, so the summary rides on the tensor object (halves the work)."""
+    if tensor is None:
+        return None
+    summary = getattr(tensor, _CACHED, None)
+    if summary is None:
+        summary = summarize(tensor)
+        setattr(tensor, _CACHED, summary)
+    return summary
 
 
 def _all_finite(tensors) -> bool:
@@ -156,11 +167,13 @@ def _all_finite(tensors) -> bool:
 class _Visit:
     """A node the engine has started: held in its pre-hook until granted, or running."""
 
-    __slots__ = ("key", "grad_outputs", "thread", "command", "started", "event", "awaited")
+    __slots__ = ("key", "grad_outputs", "thread", "command", "started", "event", "awaited",
+                 "grad_was_empty")
 
     def __init__(self, key, grad_outputs, thread):
         self.key = key
         self.grad_outputs = grad_outputs  # the tensors flowing in
+        self.grad_was_empty = False  # a leaf whose .grad was None before it ran
         self.thread = thread
         self.command: str | None = None  # "run" or "abort", set by the stepper's caller
         self.started = 0.0
@@ -437,6 +450,9 @@ class BackwardStepper:
 
     def _pre_hook(self, key: str, grad_outputs):
         visit = _Visit(key, tuple(grad_outputs), threading.current_thread().name)
+        leaf = self._leaf_tensors.get(key)
+        if leaf is not None:
+            visit.grad_was_empty = leaf.grad is None
         with self._cond:
             if self._abort_requested:
                 raise BackwardAborted
@@ -454,12 +470,16 @@ class BackwardStepper:
 
     def _post_hook(self, key: str, grad_inputs, grad_outputs):
         ended = time.perf_counter()
-        leaf = self._leaf_tensors.get(key)
-        param_grad = None
-        if leaf is not None and leaf.grad is not None:  # .grad changes in place later: copy
-            param_grad = leaf.grad.detach().clone()
         with self._cond:
             visit = self._running[threading.get_ident()].pop()
+        leaf = self._leaf_tensors.get(key)
+        param_grad = None
+        if leaf is not None and leaf.grad is not None:
+            if visit.grad_was_empty and len(visit.grad_outputs) == 1:
+                param_grad = visit.grad_outputs[0]  # .grad = the gradient that came in
+            else:  # accumulated: .grad changes in place later, so copy it
+                param_grad = leaf.grad.detach().clone()
+        with self._cond:
             op, module = self._ops[key]
             kept = KeptTensors(visit.grad_outputs, tuple(grad_inputs), param_grad,
                                _nbytes(visit.grad_outputs, grad_inputs, param_grad))
@@ -543,7 +563,9 @@ class BackwardStepper:
 
 
 def _nbytes(grad_outputs, grad_inputs, param_grad) -> int:
-    total = 0 if param_grad is None else param_grad.numel() * param_grad.element_size()
+    total = 0
+    if param_grad is not None and not any(param_grad is t for t in grad_outputs):
+        total = param_grad.numel() * param_grad.element_size()
     for t in grad_outputs:
         if t is not None:
             total += t.numel() * t.element_size()

@@ -1,8 +1,7 @@
 """TensorSummary: what a person wants to know about a gradient at a glance.
 
-Computed on the thread that holds the tensor (an engine thread, inside a hook),
-with the statistics stacked into one tensor and read back with one ``tolist()``,
-so a CUDA tensor costs one device sync, not ten.
+Two passes over the data, with the statistics stacked into one tensor and read
+back with one ``tolist()``, so a CUDA tensor costs one device sync, not ten.
 """
 
 from __future__ import annotations
@@ -57,14 +56,22 @@ def summarize(tensor: torch.Tensor) -> TensorSummary:
         nothing = math.nan
         return TensorSummary(_shape(tensor), _dtype(tensor), str(tensor.device), 0,
                              0.0, nothing, nothing, nothing, nothing, 0, 0, ())
+    # Two passes over the data: std_mean and aminmax. The norm follows from them
+    # (|x|^2 = n (std^2 + mean^2)); and min, max and mean are NaN or Inf whenever an
+    # element is, so NaN/Inf are counted only then.
     std, mean = torch.std_mean(flat, correction=0)
     low, high = torch.aminmax(flat)
-    stats = [torch.linalg.vector_norm(flat), mean, std, low, high]
-    finite = torch.isfinite(flat)
-    stats += [(~finite).sum(), torch.isinf(flat).sum()]
     head = flat[:SAMPLE_SIZE]
-    numbers = torch.cat([torch.stack([s.double() for s in stats]), head.double()]).tolist()
-    norm, mean_v, std_v, low_v, high_v, not_finite, inf = numbers[:7]
+    numbers = torch.cat([torch.stack([mean, std, low, high]).double(), head.double()]).tolist()
+    mean_v, std_v, low_v, high_v = numbers[:4]
+    nan = inf = 0
+    if not all(math.isfinite(v) for v in (mean_v, std_v, low_v, high_v)):
+        inf = int(torch.isinf(flat).sum())
+        nan = int(torch.isnan(flat).sum())
+    if nan or inf:
+        norm = float(torch.linalg.vector_norm(flat))
+    else:
+        norm = math.sqrt(numel * (std_v * std_v + mean_v * mean_v))
     return TensorSummary(
         shape=_shape(tensor),
         dtype=_dtype(tensor),
@@ -75,9 +82,9 @@ def summarize(tensor: torch.Tensor) -> TensorSummary:
         std=std_v,
         min=low_v,
         max=high_v,
-        nan=int(not_finite - inf),
-        inf=int(inf),
-        sample=tuple(numbers[7:]),
+        nan=nan,
+        inf=inf,
+        sample=tuple(numbers[4:]),
     )
 
 
