@@ -75,7 +75,11 @@ def layout(graph: nx.DiGraph) -> list[Row]:
 def _heights(graph: nx.DiGraph, children: dict) -> dict[Hashable, int]:
     """Longest path from each node down to a leaf."""
     height: dict[Hashable, int] = {}
-    for node in reversed(list(nx.topological_sort(graph))):
+    try:
+        order = list(nx.topological_sort(graph))
+    except nx.NetworkXUnfeasible as error:
+        raise ValueError("layout needs a DAG: the graph has a cycle") from error
+    for node in reversed(order):
         height[node] = 1 + max((height[c] for c in children[node]), default=-1)
     return height
 
