@@ -34,6 +34,7 @@ _EXPORTS = {
     "UpdateReport": "gradviz.core.optimizer_watch",
     "ParamUpdate": "gradviz.core.optimizer_watch",
     "Session": "gradviz.core.session",
+    "show": "gradviz.show",
     "summarize": "gradviz.core.summary",
     "CheckResult": "gradviz.core.scenario",
 }
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from gradviz.core.optimizer_watch import OptimizerWatch, ParamUpdate, UpdateReport
     from gradviz.core.record import Recording, record
     from gradviz.core.session import Session
+    from gradviz.show import show
     from gradviz.core.scenario import (
         CheckResult,
         Scenario,

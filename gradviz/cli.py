@@ -28,6 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("list", parents=[common], help="list the built-in demos")
 
+    demo = commands.add_parser("demo", parents=[common], help="open the app on a built-in demo")
+    demo.add_argument("scenario", metavar="NAME", help="a built-in demo (gradviz list)")
+    demo.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
+
+    open_ = commands.add_parser("open", parents=[common], help="open the app on a scenario file")
+    open_.add_argument("scenario", metavar="FILE", help="a .py file that defines build()")
+    open_.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
+
     export = commands.add_parser(
         "export",
         parents=[common],
@@ -78,8 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"gradviz {__version__}")
         return 0
-    command = {None: cmd_list, "list": cmd_list, "export": cmd_export,
-               "train": cmd_train}[args.command]
+    command = {None: cmd_app, "demo": cmd_app, "open": cmd_app, "list": cmd_list,
+               "export": cmd_export, "train": cmd_train}[args.command]
     from gradviz.core.errors import GradvizError
 
     try:
@@ -91,6 +99,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The app: a picker with no argument, else straight into the scenario."""
+    scenario = getattr(args, "scenario", None)
+    if args.command == "demo":
+        from gradviz.core.catalog import BUILTIN_NAMES
+
+        if scenario not in BUILTIN_NAMES:
+            parser.error(f"no demo named {scenario!r}: choose one of {', '.join(BUILTIN_NAMES)}")
+    if args.command == "open" and not Path(scenario).expanduser().is_file():
+        from gradviz.core.errors import ScenarioError
+
+        raise ScenarioError(f"{scenario}: no such scenario file")
+    from gradviz.tui.app import run_app
+
+    return run_app(scenario, weights=getattr(args, "weights", None), debug=args.debug)
 
 
 def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -19,6 +19,7 @@ and no graph alive. Every hook is removed when the ``with`` block ends, even on 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 
 import networkx as nx
@@ -80,6 +81,16 @@ class Recording:
             stack.extend(child for child, _ in fn.next_functions if child is not None)
 
 
+# The latest recording's modules per model, so gradviz.show(loss, model=model) can
+# name modules without being handed the recording. Holds no model alive.
+_latest_modules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def recorded_modules(model: torch.nn.Module) -> dict[int, str]:
+    """Node sequence number -> module path from the last ``record(model)``, or {}."""
+    return _latest_modules.get(model, {})
+
+
 @contextlib.contextmanager
 def record(model: torch.nn.Module) -> Iterator[Recording]:
     """Context manager around a forward pass: remembers the module that made each node."""
@@ -95,3 +106,4 @@ def record(model: torch.nn.Module) -> Iterator[Recording]:
     finally:
         for handle in handles:
             handle.remove()
+        _latest_modules[model] = recording.modules

@@ -28,6 +28,10 @@ class IterationReport:
     first_nonfinite: StepEvent | None  # where a NaN/Inf gradient started, if one did
 
 
+def _no_forward():
+    raise ScenarioError("this session was given one graph: it cannot make another forward pass")
+
+
 class Session:
     """One training iteration at a time; ``losses[i]`` is the loss of forward pass i."""
 
@@ -50,11 +54,33 @@ class Session:
         return None if self.stepper is None else self.stepper.graph
 
     @property
+    def can_forward(self) -> bool:
+        """False for a session made from one graph (``gradviz.show``): no new forward."""
+        return self.scenario.forward is not _no_forward
+
+    @classmethod
+    def for_roots(cls, roots, *, model=None, params=None, optimizer=None, gradient=None,
+                  modules=None, name: str = "show") -> Session:
+        """A session on a graph that already exists: step its backward, then the optimizer."""
+        scenario = Scenario(name=name, forward=_no_forward, model=model, params=params or {},
+                            optimizer=optimizer, gradient=gradient,
+                            description="a graph handed to gradviz.show()")
+        session = cls(scenario)
+        root_list = [roots] if isinstance(roots, torch.Tensor) else list(roots)
+        session.losses.append(scenario.loss_value(root_list))
+        session.stepper = BackwardStepper(root_list, gradient=gradient, model=model,
+                                          params=dict(params or {}), modules=modules,
+                                          history_bytes=session.history_bytes)
+        return session
+
+    @property
     def backward_done(self) -> bool:
         return self.stepper is not None and self.stepper.finished
 
     def forward(self) -> BackwardStepper:
         """A fresh forward pass (gradients zeroed first) and a stepper paused before backward."""
+        if not self.can_forward:
+            _no_forward()
         self.close()
         self._zero_grad()
         roots, modules = self.scenario.run_forward()

@@ -1,0 +1,233 @@
+"""The panels beside the graph: node inspector, parameters, charts, checks, status.
+
+Each takes plain data (summaries, reports) from the app and never touches torch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import DataTable, Static
+
+if TYPE_CHECKING:
+    from gradviz.core.optimizer_watch import UpdateReport
+    from gradviz.core.scenario import CheckResult
+    from gradviz.core.summary import TensorSummary
+
+
+def summary_text(summary: TensorSummary | None) -> Text:
+    """One gradient in a line or two: shape, norm, stats, NaN/Inf, a few values."""
+    if summary is None:
+        return Text("None (nothing flows)", "grey50")
+    text = Text()
+    text.append(f"{summary.shape} {summary.dtype}", "grey62")
+    if summary.device != "cpu":
+        text.append(f" {summary.device}", "grey62")
+    text.append(f"  |g|={summary.norm:.4g}", "bold")
+    text.append("\n   ")
+    text.append(f"  mean={summary.mean:.3g} std={summary.std:.3g} "
+                f"min={summary.min:.3g} max={summary.max:.3g}")
+    if not summary.finite:
+        text.append(f"  NaN={summary.nan} Inf={summary.inf}", "bold red")
+    values = ", ".join(f"{v:.4g}" for v in summary.sample)
+    more = ", …" if summary.numel > len(summary.sample) else ""
+    text.append(f"\n    [{values}{more}]", "grey70")
+    return text
+
+
+class Inspector(Static):
+    """Everything about one node: what it is, what came in, what it sent on."""
+
+    def show_node(self, key: str, attrs: dict[str, Any], event: Any, children: list[tuple[int, str]],
+                  derivative: str | None, incoming: tuple | None = None) -> None:
+        """``event``: the node's StepEvent once it ran; ``incoming``: the waiting gradients
+        when the engine is paused at this node; ``children``: (slot, child key)."""
+        title = Text.assemble((attrs["op"], "bold magenta"), "  ", (key, "grey62"))
+        lines: list[Any] = [title]
+        facts = Table.grid(padding=(0, 1))
+        facts.add_column(style="grey62")
+        facts.add_column()
+        if attrs.get("name"):
+            facts.add_row("name", attrs["name"])
+        module = attrs.get("module")
+        facts.add_row("module", "(outside the model)" if module is None else (module or "(model)"))
+        if attrs.get("shape") is not None:
+            facts.add_row("shape", str(tuple(attrs["shape"])))
+        saved = attrs.get("saved")
+        if saved:
+            facts.add_row("saved", saved if isinstance(saved, str) else ", ".join(
+                f"{name} {_meta(meta)}" for name, meta in saved.items()))
+        if attrs.get("args"):
+            facts.add_row("values", ", ".join(f"{k}={v}" for k, v in attrs["args"].items()))
+        if derivative:
+            facts.add_row("rule", derivative)
+        lines.append(facts)
+        if event is not None:
+            lines.append(Text(f"ran as step {event.index + 1} in {event.duration * 1e3:.3f} ms",
+                              "green"))
+            if event.nonfinite:
+                lines.append(Text("the first node to make a NaN/Inf gradient", "bold red"))
+            lines.append(Text("gradient in:", "bold"))
+            lines += [summary_text(s) for s in event.grad_outputs]
+            if event.param_grad is not None:
+                lines.append(Text(".grad now:", "bold"))
+                lines.append(summary_text(event.param_grad))
+            if event.grad_inputs:
+                lines.append(Text("sent on:", "bold"))
+                by_slot = dict(children)
+                for slot, summary in enumerate(event.grad_inputs):
+                    target = by_slot.get(slot, "(no grad needed)")
+                    lines.append(Text.assemble(f"  → slot {slot} ", (target, "cyan")))
+                    lines.append(summary_text(summary))
+        elif incoming is not None:
+            lines.append(Text("next to run; gradient waiting:", "bold yellow"))
+            lines += [summary_text(s) for s in incoming]
+        else:
+            lines.append(Text("not run yet", "grey50"))
+        self.update(Group(*lines))
+
+    def show_group(self, module: str, members: int, run: int) -> None:
+        self.update(Group(Text(module, "bold cyan"),
+                          Text(f"{members} nodes, {run} run; enter to expand, m to expand all")))
+
+
+def _meta(meta: Any) -> str:
+    metas = meta if isinstance(meta, list) else [meta]
+    return " ".join(f"{tuple(m['shape'])}" for m in metas if m)
+
+
+class ParamsTable(DataTable):
+    """Every parameter: its gradient as it arrives, then what the optimizer did to it."""
+
+    COLUMNS = ("parameter", "shape", "|grad|", "grad", "|Δ|", "|Δ|/|p|", "optimizer state")
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = True
+        for name in self.COLUMNS:
+            self.add_column(name, key=name)
+
+    def show_params(self, params: list[tuple[str, tuple[int, ...], bool]]) -> None:
+        """(name, shape, frozen) for each parameter, in the model's order."""
+        self.clear()
+        for name, shape, frozen in params:
+            self.add_row(Text(name + (" (frozen)" if frozen else ""),
+                              "grey50" if frozen else ""),
+                         str(shape), "", "", "", "", "", key=name)
+
+    def show_grad(self, name: str, summary: TensorSummary) -> None:
+        if name not in self.rows:
+            return
+        norm = Text(f"{summary.norm:.4g}", "red" if not summary.finite else "")
+        values = ""
+        if summary.numel <= len(summary.sample):  # a handful of elements: show them
+            values = "[" + ", ".join(f"{v:g}" for v in summary.sample) + "]"
+        self.update_cell(name, "|grad|", norm, update_width=True)
+        self.update_cell(name, "grad", values, update_width=True)
+
+    def show_update(self, report: UpdateReport) -> None:
+        for update in report.params:
+            if update.name not in self.rows:
+                continue
+            if not update.updated:
+                self.update_cell(update.name, "|Δ|", Text(update.skipped, "grey50"),
+                                 update_width=True)
+                continue
+            self.update_cell(update.name, "|Δ|", f"{update.update.norm:.3g}", update_width=True)
+            self.update_cell(update.name, "|Δ|/|p|", f"{update.ratio:.3g}", update_width=True)
+            self.update_cell(update.name, "optimizer state", ", ".join(
+                f"{k}={_state_text(v)}" for k, v in update.state.items()), update_width=True)
+
+    def clear_grads(self) -> None:
+        for name in list(self.rows):
+            for column in ("|grad|", "grad"):
+                self.update_cell(name, column, "")
+
+
+def _state_text(value: Any) -> str:
+    norm = getattr(value, "norm", None)
+    if norm is not None:
+        return f"|{norm:.3g}|"
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int) -> str:
+    """A one-line plot of the last ``width`` values (NaN shown as ×)."""
+    shown = values[-width:]
+    finite = [v for v in shown if math.isfinite(v)]
+    if not finite:
+        return "×" * len(shown)
+    low, high = min(finite), max(finite)
+    span = (high - low) or 1.0
+    return "".join("×" if not math.isfinite(v) else _BARS[1 + round((v - low) / span * 7)]
+                   for v in shown)
+
+
+class LossPlot(Static):
+    """The loss of each forward pass."""
+
+    def show_losses(self, losses: list[float]) -> None:
+        if not losses:
+            self.update(Text("loss: no forward pass yet", "grey50"))
+            return
+        width = max(10, self.size.width - 2)
+        self.update(Group(
+            Text.assemble(("loss ", "bold"), f"{losses[-1]:.6g}"),
+            Text(f"{len(losses)} forward passes, lowest {min(losses):.4g}", "grey62"),
+            Text(sparkline(losses, width), "green"),
+        ))
+
+
+class GradFlow(Static):
+    """Mean |grad| per parameter, on a log scale: vanishing and exploding at a glance."""
+
+    def show_flow(self, flow: list[tuple[str, float]]) -> None:
+        if not flow:
+            self.update(Text("gradient flow: no gradients yet", "grey50"))
+            return
+        finite = [v for _, v in flow if math.isfinite(v) and v > 0]
+        low = math.log10(min(finite)) if finite else 0.0
+        high = math.log10(max(finite)) if finite else 1.0
+        span = (high - low) or 1.0
+        name_width = min(24, max(len(n) for n, _ in flow))
+        bar_width = max(4, self.size.width - name_width - 12)
+        table = Text()
+        table.append("mean |grad| per parameter (log scale)\n", "bold")
+        for name, value in flow:
+            if not math.isfinite(value):
+                bar, style = "NaN/Inf", "bold red"
+            elif value <= 0:
+                bar, style = "0", "grey50"
+            else:
+                bar = "█" * max(1, round((math.log10(value) - low) / span * bar_width))
+                style = "cyan"
+            table.append(f"{name[-name_width:]:>{name_width}} ")
+            table.append(bar, style)
+            table.append(f" {value:.2g}\n" if math.isfinite(value) else "\n", "grey62")
+        self.update(table)
+
+
+class ChecksPanel(Static):
+    def show_checks(self, checks: list[CheckResult], expected: list[str]) -> None:
+        if not expected:
+            self.update(Text("no checks in this scenario", "grey50"))
+            return
+        text = Text("checks\n", "bold")
+        results = {c.name: c for c in checks}
+        for name in expected:
+            result = results.get(name)
+            if result is None:
+                text.append("  …  ", "grey50")
+                text.append(f"{name}  (after backward)\n", "grey50")
+            else:
+                text.append(" pass " if result.passed else " FAIL ",
+                            "bold black on green" if result.passed else "bold white on red")
+                text.append(f" {name} {result.detail}\n")
+        self.update(text)
