@@ -20,7 +20,19 @@ def test_list_shows_every_demo(capsys):
     for name in ("autograd-basics", "resnet18", "finetune", "mlp-dataloader", "lstm",
                  "custom-function", "nan-grad"):
         assert f"\n{name} " in f"\n{out}"
-    assert main([]) == 0
+
+
+def test_no_command_opens_the_app_and_demo_checks_its_name(monkeypatch):
+    import gradviz.tui.app as app_module
+
+    opened = []
+    monkeypatch.setattr(app_module, "run_app", lambda scenario, **kw: opened.append(scenario) or 0)
+    assert main([]) == 0 and main(["demo", "lstm"]) == 0
+    assert opened == [None, "lstm"]
+    result = gradviz("demo", "resnet19")
+    assert result.returncode == 2 and "no demo named 'resnet19'" in result.stderr
+    result = gradviz("open", "/no/such/file.py")
+    assert result.returncode == 1 and "no such scenario file" in result.stderr
 
 
 def test_export_dot_json_to_files(tmp_path, capsys):
