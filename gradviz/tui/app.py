@@ -49,7 +49,7 @@ class Progress:
 class GradvizApp(App[None]):
     """The app; give it a scenario name or path, a ready Session, or neither (a picker)."""
 
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
     TITLE = "gradviz"
     AUTO_FOCUS = "#graph"
     BINDINGS = [
@@ -83,6 +83,7 @@ class GradvizApp(App[None]):
         self.opened: set[str] = set()
         self.matches: list[str] = []
         self.error = ""
+        self._enabled: tuple[bool, ...] = ()
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -153,8 +154,11 @@ class GradvizApp(App[None]):
             elif what == "export":
                 self._export()
         except Exception as error:
-            node = getattr(error, "gradviz_node", None)
-            self.call_from_thread(self.show_error, _one_line(error), node)
+            if self.stop.is_set():  # the user pressed escape: the backward was aborted
+                self.call_from_thread(self.notify, "stopped", title=what)
+            else:
+                node = getattr(error, "gradviz_node", None)
+                self.call_from_thread(self.show_error, _one_line(error), node)
         finally:
             self.call_from_thread(self._set_busy, "")
 
@@ -270,6 +274,9 @@ class GradvizApp(App[None]):
         self.show_status()
 
     def _show_progress(self, progress: Progress) -> None:
+        changed = {event.node for event in progress.events}
+        changed |= self.state.ready ^ set(progress.ready)
+        changed |= {self.state.pending, progress.pending, progress.nonfinite} - {None}
         for event in progress.events:
             self.events[event.node] = event
             self.state.done.add(event.node)
@@ -289,7 +296,7 @@ class GradvizApp(App[None]):
             order = list(self.session.scenario.named_leaves())
             self.query_one(GradFlow).show_flow(
                 [(name, self.flow[name]) for name in order if name in self.flow])
-        self.query_one(GraphView).show_state(self.state)
+        self.query_one(GraphView).show_state(self.state, changed)
         if progress.finished:
             self._show_checks()
         view = self.query_one(GraphView)
@@ -340,12 +347,16 @@ class GradvizApp(App[None]):
     def _set_busy(self, what: str) -> None:
         self.busy = what
         self.show_status()
-        self.refresh_bindings()
+        # The footer rebuilds its keys on every refresh (about 10 ms): only when one changes.
+        enabled = tuple(bool(self.check_action(b.action, ())) for b in self.BINDINGS)
+        if enabled != self._enabled:
+            self._enabled = enabled
+            self.refresh_bindings()
 
     def show_status(self, text: str | None = None) -> None:
         status = self.query_one("#status", Static)
         if text is not None or self.session is None:
-            status.update(text or "")
+            status.update(text or "", layout=False)
             return
         session = self.session
         stepper = session.stepper
@@ -358,12 +369,15 @@ class GradvizApp(App[None]):
             attrs = session.graph.nodes[pending]
             parts.append(f"next: {attrs['op']}" + (f" ({attrs['module']})" if attrs.get("module") else ""))
         elif stepper is not None and stepper.finished:
-            parts.append("backward done: o optimizer step, f new forward")
+            parts.append("backward done: o optimizer step"
+                         + (", f new forward" if session.can_forward else ""))
+        elif stepper is not None and stepper.done:
+            parts.append("backward ended early" + (": f new forward" if session.can_forward else ""))
         if self.busy:
             parts.append(f"⏳ {self.busy} (esc stops)")
         if self.error:
             parts.append(f"error: {self.error}")
-        status.update("  ·  ".join(parts))
+        status.update("  ·  ".join(parts), layout=False)  # one fixed line: no relayout
 
     # ------------------------------------------------------------------ actions
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -417,7 +431,10 @@ class GradvizApp(App[None]):
         if self.query_one("#find").display:
             self.query_one("#find").display = False
             self.query_one(GraphView).focus()
+            return
         self.stop.set()
+        if self.busy.startswith("training") and self.session is not None:
+            self.session.close()  # a training backward runs in one go: abort it
 
     def action_modules(self) -> None:
         if self.session is None:

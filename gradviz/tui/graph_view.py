@@ -140,9 +140,14 @@ class GraphView(ScrollView, can_focus=True):
         self._strips.clear()
         self.refresh()
 
-    def show_state(self, state: GraphState) -> None:
+    def show_state(self, state: GraphState, changed: set[str] | None = None) -> None:
+        """Show ``state``; ``changed`` (node keys) limits the rows redrawn, None redraws all."""
         self.state = state
-        self._strips.clear()
+        if changed is None:
+            self._strips.clear()
+        else:
+            for key in changed:
+                self._strips.pop(self.row_of.get(key, -1), None)
         if self.follow and state.pending in self.row_of:
             self._move_to(self.row_of[state.pending], announce=False)
         self.refresh()

@@ -175,14 +175,14 @@ class LossPlot(Static):
 
     def show_losses(self, losses: list[float]) -> None:
         if not losses:
-            self.update(Text("loss: no forward pass yet", "grey50"))
+            self.update(Text("loss: no forward pass yet", "grey50"), layout=False)
             return
         width = max(10, self.size.width - 2)
         self.update(Group(
             Text.assemble(("loss ", "bold"), f"{losses[-1]:.6g}"),
             Text(f"{len(losses)} forward passes, lowest {min(losses):.4g}", "grey62"),
             Text(sparkline(losses, width), "green"),
-        ))
+        ), layout=False)
 
 
 class GradFlow(Static):
@@ -190,7 +190,7 @@ class GradFlow(Static):
 
     def show_flow(self, flow: list[tuple[str, float]]) -> None:
         if not flow:
-            self.update(Text("gradient flow: no gradients yet", "grey50"))
+            self.update(Text("gradient flow: no gradients yet", "grey50"), layout=False)
             return
         finite = [v for _, v in flow if math.isfinite(v) and v > 0]
         low = math.log10(min(finite)) if finite else 0.0
@@ -211,13 +211,13 @@ class GradFlow(Static):
             table.append(f"{name[-name_width:]:>{name_width}} ")
             table.append(bar, style)
             table.append(f" {value:.2g}\n" if math.isfinite(value) else "\n", "grey62")
-        self.update(table)
+        self.update(table, layout=False)
 
 
 class ChecksPanel(Static):
     def show_checks(self, checks: list[CheckResult], expected: list[str]) -> None:
         if not expected:
-            self.update(Text("no checks in this scenario", "grey50"))
+            self.update(Text("no checks in this scenario", "grey50"), layout=False)
             return
         text = Text("checks\n", "bold")
         results = {c.name: c for c in checks}
@@ -230,4 +230,4 @@ class ChecksPanel(Static):
                 text.append(" pass " if result.passed else " FAIL ",
                             "bold black on green" if result.passed else "bold white on red")
                 text.append(f" {name} {result.detail}\n")
-        self.update(text)
+        self.update(text, layout=False)

@@ -230,3 +230,17 @@ async def test_a_session_from_show_cannot_make_a_new_forward():
         await press(app, pilot, "c")
         assert torch.equal(w.grad, 2 * w.detach())
         assert gradviz.show is not None
+
+
+async def test_escape_stops_continue_partway():
+    app = make_app("resnet18")  # continued visibly, a node per frame
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("c")
+        await pilot.pause(0.3)
+        await pilot.press("escape")
+        await settle(app, pilot)
+        done = len(app.state.done)
+        assert 0 < done < 134 and f"step {done}/134" in status(app)
+        await press(app, pilot, "n")
+        assert f"step {done + 1}/134" in status(app)  # stepping goes on from there
