@@ -103,7 +103,8 @@ def _meta(meta: Any) -> str:
 class ParamsTable(DataTable):
     """Every parameter: its gradient as it arrives, then what the optimizer did to it."""
 
-    COLUMNS = ("parameter", "shape", "|grad|", "grad", "|Δ|", "|Δ|/|p|", "optimizer state")
+    # The columns people watch first: the table is often wider than its panel.
+    COLUMNS = ("parameter", "|grad|", "|Δ|/|p|", "grad", "|Δ|", "shape", "optimizer state")
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -117,7 +118,7 @@ class ParamsTable(DataTable):
         for name, shape, frozen in params:
             self.add_row(Text(name + (" (frozen)" if frozen else ""),
                               "grey50" if frozen else ""),
-                         str(shape), "", "", "", "", "", key=name)
+                         "", "", "", "", str(shape), "", key=name)
 
     def show_grad(self, name: str, summary: TensorSummary) -> None:
         if name not in self.rows:
@@ -128,6 +129,7 @@ class ParamsTable(DataTable):
             values = "[" + ", ".join(f"{v:g}" for v in summary.sample) + "]"
         self.update_cell(name, "|grad|", norm, update_width=True)
         self.update_cell(name, "grad", values, update_width=True)
+        self.move_cursor(row=self.get_row_index(name))  # follow the gradient as it lands
 
     def show_update(self, report: UpdateReport) -> None:
         for update in report.params:
