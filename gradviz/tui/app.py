@@ -84,6 +84,7 @@ class GradvizApp(App[None]):
         self.matches: list[str] = []
         self.error = ""
         self._enabled: tuple[bool, ...] = ()
+        self._leaves: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -221,9 +222,8 @@ class GradvizApp(App[None]):
             progress.events.append(event)
         event.grad_outputs, event.grad_inputs, event.param_grad  # computes the summaries
         names = self.session.graph.nodes[event.node].get("names") or ()
-        leaves = self.session.scenario.named_leaves()
         for name in names:
-            tensor = leaves.get(name)
+            tensor = self._leaves.get(name)
             if tensor is not None and tensor.grad is not None and event.param_grad is not None:
                 progress.grads[name] = event.param_grad
                 progress.flow[name] = float(tensor.grad.detach().abs().float().mean())
@@ -240,9 +240,10 @@ class GradvizApp(App[None]):
     # ------------------------------------------------------------------ UI thread
     def start_session(self, session: Session) -> None:
         self.session = session
+        self._leaves = session.scenario.named_leaves()  # read for every event: once
         self.query_one("#loading").display = False
         params = []
-        for name, tensor in session.scenario.named_leaves().items():
+        for name, tensor in self._leaves.items():
             params.append((name, tuple(tensor.shape), not tensor.requires_grad))
         self.query_one(ParamsTable).show_params(params)
         if session.watch is not None:
@@ -293,7 +294,7 @@ class GradvizApp(App[None]):
             params.show_grad(name, summary)
         if progress.flow:
             self.flow.update(progress.flow)
-            order = list(self.session.scenario.named_leaves())
+            order = list(self._leaves)
             self.query_one(GradFlow).show_flow(
                 [(name, self.flow[name]) for name in order if name in self.flow])
         self.query_one(GraphView).show_state(self.state, changed)

@@ -245,7 +245,7 @@ class GraphView(ScrollView, can_focus=True):
             members = self.members.get(key, [])
             run = sum(1 for k in members if k in self.state.done)
             return Text.assemble(("▸ ", "bold"), (key.removeprefix(GROUP), "bold cyan"),
-                                 (f"  {len(members)} nodes, {run} run", "grey62"))
+                                 (f"  {_count(len(members), 'node')}, {run} run", "grey62"))
         attrs = self.graph.nodes[key]
         label = Text()
         if attrs["kind"] == "op":
@@ -261,3 +261,7 @@ class GraphView(ScrollView, can_focus=True):
         if norm is not None:
             label.append(f"  |g|={norm:.3g}", "red" if state == BROKEN else "green")
         return label
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

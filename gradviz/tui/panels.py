@@ -91,8 +91,9 @@ class Inspector(Static):
         self.update(Group(*lines))
 
     def show_group(self, module: str, members: int, run: int) -> None:
+        nodes = f"{members} node" + ("s" if members != 1 else "")
         self.update(Group(Text(module, "bold cyan"),
-                          Text(f"{members} nodes, {run} run; enter to expand, m to expand all")))
+                          Text(f"{nodes}, {run} run; enter to expand, m to expand all")))
 
 
 def _meta(meta: Any) -> str:
@@ -182,7 +183,8 @@ class LossPlot(Static):
         width = max(10, self.size.width - 2)
         self.update(Group(
             Text.assemble(("loss ", "bold"), f"{losses[-1]:.6g}"),
-            Text(f"{len(losses)} forward passes, lowest {min(losses):.4g}", "grey62"),
+            Text(f"{len(losses)} forward pass{'es' if len(losses) != 1 else ''}, "
+                 f"lowest {min(losses):.4g}", "grey62"),
             Text(sparkline(losses, width), "green"),
         ), layout=False)
 
