@@ -108,6 +108,10 @@ class StepEvent:
     def produces_nonfinite(self) -> bool:
         return not self._finiteness()[1]
 
+    def summarize(self) -> None:
+        """Compute the summaries now (on a thread where touching torch is fine)."""
+        self._summarized()
+
     def release(self) -> None:
         """Drop the full tensors, keeping their summaries."""
         self._summarized()

@@ -220,7 +220,7 @@ class GradvizApp(App[None]):
         """Read what the UI shows of ``event`` here, in the worker, where torch may run."""
         if collect:
             progress.events.append(event)
-        event.grad_outputs, event.grad_inputs, event.param_grad  # computes the summaries
+        event.summarize()
         names = self.session.graph.nodes[event.node].get("names") or ()
         for name in names:
             tensor = self._leaves.get(name)
