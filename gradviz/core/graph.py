@@ -28,6 +28,7 @@ from torch.autograd.graph import Node
 from gradviz.core.deep_graphs import ensure_stack_for
 from gradviz.core.errors import GraphError
 from gradviz.core.quiet_gc import paused_gc
+from gradviz.core.summary import plain
 
 Roots = Union[torch.Tensor, Node, Sequence[Union[torch.Tensor, Node]]]
 
@@ -298,7 +299,7 @@ def describe_saved(fn: Node) -> tuple[dict[str, Any] | str, dict[str, Any]]:
             ):
                 saved[name] = [tensor_meta(v) for v in value]
             elif value is not None:  # None: an input that did not need saving
-                args[name] = _plain(value)
+                args[name] = plain(value)
     except RuntimeError:  # "... saved tensors after they have already been freed"
         return FREED, args
     return saved, args
@@ -323,14 +324,3 @@ def tensor_meta(tensor: torch.Tensor | None) -> dict[str, Any] | None:
         meta = {"shape": shape, "dtype": str(tensor.dtype).removeprefix("torch.")}
         _metas[(shape, tensor.dtype)] = meta
     return meta
-
-
-def _plain(value: Any) -> Any:
-    """A saved non-tensor value as plain data (numbers, strings, tuples), else its repr."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (tuple, list)):
-        return tuple(_plain(v) for v in value)
-    if isinstance(value, (torch.dtype, torch.device)):
-        return str(value)
-    return repr(value)

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from gradviz.core.summary import TensorSummary, summarize
+from gradviz.core.summary import TensorSummary, plain, summarize
 
 FROZEN = "frozen"
 NO_GRAD = "no grad"
@@ -128,7 +128,7 @@ class OptimizerWatch:
         return UpdateReport(
             step=self.steps,
             optimizer=type(self.optimizer).__name__,
-            settings=[{k: _plain(v) for k, v in g.items() if k != "params"}
+            settings=[{k: plain(v) for k, v in g.items() if k != "params"}
                       for g in self.optimizer.param_groups],
             params=updates,
             loss=None if loss is None else float(loss),
@@ -149,18 +149,10 @@ def _state_value(value: Any) -> Any:
     """A state tensor as a summary; a one-element tensor (Adam's step) as its number."""
     if isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else summarize(value)
-    return _plain(value)
+    return plain(value)
 
 
 def _number(value: Any) -> float | None:
     if isinstance(value, torch.Tensor):
         return float(value)
     return None if value is None else float(value)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else tuple(value.tolist())
-    if isinstance(value, (tuple, list)):
-        return tuple(_plain(v) for v in value)
-    return value

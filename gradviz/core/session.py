@@ -66,11 +66,7 @@ class Session:
                             optimizer=optimizer, gradient=gradient,
                             description="a graph handed to gradviz.show()")
         session = cls(scenario)
-        root_list = [roots] if isinstance(roots, torch.Tensor) else list(roots)
-        session.losses.append(scenario.loss_value(root_list))
-        session.stepper = BackwardStepper(root_list, gradient=gradient, model=model,
-                                          params=dict(params or {}), modules=modules,
-                                          history_bytes=session.history_bytes)
+        session._begin([roots] if isinstance(roots, torch.Tensor) else list(roots), modules)
         return session
 
     @property
@@ -83,18 +79,17 @@ class Session:
             _no_forward()
         self.close()
         self._zero_grad()
-        roots, modules = self.scenario.run_forward()
-        self.losses.append(self.scenario.loss_value(roots))
-        self.checks = []
-        self.stepper = BackwardStepper(
-            roots,
-            gradient=self.scenario.gradient,
-            model=self.scenario.model,
-            params=dict(self.scenario.params),
-            modules=modules,
-            history_bytes=self.history_bytes,
-        )
+        self._begin(*self.scenario.run_forward())
         return self.stepper
+
+    def _begin(self, roots: list[torch.Tensor], modules: dict[int, str] | None) -> None:
+        """Record the loss of a new graph and put a stepper, paused, on it."""
+        scenario = self.scenario
+        self.losses.append(scenario.loss_value(roots))
+        self.checks = []
+        self.stepper = BackwardStepper(roots, gradient=scenario.gradient, model=scenario.model,
+                                       params=dict(scenario.params), modules=modules,
+                                       history_bytes=self.history_bytes)
 
     def step(self) -> StepEvent | None:
         """One backward node (after a forward pass if none was made); None when finished."""
