@@ -34,7 +34,8 @@ class ScenarioInfo:
 
 
 def demos_folder() -> Path:
-    return Path(str(importlib.resources.files("gradviz") / "demos"))
+    """The installed ``gradviz.demos`` package: the project's top-level ``demos/``."""
+    return Path(str(importlib.resources.files("gradviz.demos")))
 
 
 def builtin_scenarios() -> list[ScenarioInfo]:
