@@ -72,7 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -99,23 +102,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # a bug of ours: say so in one line, the rest with --debug
+        if args.debug:
+            raise
+        from gradviz.core.errors import one_line
+
+        print(f"gradviz: internal error: {one_line(error)} (run with --debug for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return 1
 
 
 def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The app: a picker with no argument, else straight into the scenario."""
+    from gradviz.core.catalog import BUILTIN_NAMES, check_file
+    from gradviz.core.errors import GradvizError
+
     scenario = getattr(args, "scenario", None)
-    if args.command == "demo":
-        from gradviz.core.catalog import BUILTIN_NAMES
-
-        if scenario not in BUILTIN_NAMES:
-            parser.error(f"no demo named {scenario!r}: choose one of {', '.join(BUILTIN_NAMES)}")
-    if args.command == "open" and not Path(scenario).expanduser().is_file():
-        from gradviz.core.errors import ScenarioError
-
-        raise ScenarioError(f"{scenario}: no such scenario file")
+    if args.command == "demo" and scenario not in BUILTIN_NAMES:
+        parser.error(f"no demo named {scenario!r}: choose one of {', '.join(BUILTIN_NAMES)}")
+    # Arguments fail here, in one line, before the app takes the screen.
+    if args.command == "open":
+        check_file(scenario, "scenario file")
+    if getattr(args, "weights", None):
+        check_file(args.weights, "weights file")
+    if not has_terminal():
+        raise GradvizError("the app needs a terminal (stdin and stdout are not one): run it "
+                           "in a terminal, or use gradviz train / gradviz export headless")
     from gradviz.tui.app import run_app
 
     return run_app(scenario, weights=getattr(args, "weights", None), debug=args.debug)
+
+
+def has_terminal() -> bool:
+    """The app draws on stdout and reads keys from stdin: both must be a terminal."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -169,11 +189,19 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     reports = []
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task(session.scenario.name, total=args.steps, loss="-")
-        for _ in range(args.steps):
-            reports.append(session.train_iteration())
-            progress.update(task, advance=1, loss=f"{reports[-1].loss:.6g}")
+    try:
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task(session.scenario.name, total=args.steps, loss="-")
+            for _ in range(args.steps):
+                reports.append(session.train_iteration())
+                progress.update(task, advance=1, loss=f"{reports[-1].loss:.6g}")
+    except KeyboardInterrupt:  # keep what finished: print it, then say where it stopped
+        session.close()
+        if reports:
+            console.print(_iterations_table(reports))
+        print(f"gradviz: interrupted after {len(reports)} of {args.steps} iterations",
+              file=sys.stderr)
+        return 130
     console.print(_iterations_table(reports))
     if reports[-1].update is not None:
         console.print(_update_table(reports[-1].update))
@@ -200,7 +228,7 @@ def _iterations_table(reports):
         reports[round(i * (len(reports) - 1) / 19)] for i in range(20)]
     for report in shown:
         ratios = [] if report.update is None else sorted(
-            (p.ratio, p.name) for p in report.update.updated)
+            (p.ratio, p.name) for p in report.update.updated if p.ratio is not None)
         median = f"{ratios[len(ratios) // 2][0]:.3g}" if ratios else "-"
         top = ratios[-1] if ratios else (None, "-")
         table.add_row(str(report.iteration), f"{report.loss:.6g}", median,
@@ -215,10 +243,11 @@ def _update_table(update):
                   title_justify="left")
     for name in ("parameter", "shape", "|grad|", "|Δ|", "|Δ|/|p|", "state"):
         table.add_column(name, justify="left" if name in ("parameter", "state") else "right")
-    ranked = sorted(update.updated, key=lambda p: -p.ratio)[:10]
+    ranked = sorted(update.updated, key=lambda p: -(p.ratio or 0.0))[:10]
     for p in ranked:
+        ratio = "|p| was 0" if p.ratio is None else f"{p.ratio:.3g}"
         table.add_row(p.name, str(p.shape), f"{p.grad.norm:.3g}", f"{p.update.norm:.3g}",
-                      f"{p.ratio:.3g}", ", ".join(p.state))
+                      ratio, ", ".join(p.state))
     skipped = [p for p in update.params if not p.updated]
     if skipped:
         table.caption = f"{len(skipped)} skipped ({', '.join(sorted({p.skipped for p in skipped}))})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib.resources
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +61,22 @@ def resolve(name_or_path: str | Path) -> Path:
         return demos_folder() / f"{text.replace('-', '_')}.py"
     path = Path(text).expanduser()
     if path.suffix == ".py" or path.exists() or "/" in text:
-        if not path.is_file():
-            raise ScenarioError(f"{path}: no such scenario file")
-        return path
+        return check_file(path, "scenario file")
     raise ScenarioError(
         f"no scenario named {text!r}: choose one of {', '.join(BUILTIN_NAMES)}, "
         "or give the path of a .py file that defines build()"
     )
+
+
+def check_file(path: str | Path, what: str) -> Path:
+    """``path`` if it is a file this process can read; else a one-line error saying which."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ScenarioError(f"{what} {path} is a folder: give the file itself")
+    if not path.exists():
+        raise ScenarioError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise ScenarioError(f"{what} {path} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise ScenarioError(f"{what} {path} cannot be read (permission denied)")
+    return path

@@ -18,3 +18,9 @@ class ScenarioError(GradvizError):
 
 class ExportError(GradvizError):
     """A graph could not be written where the user asked."""
+
+
+def one_line(error: BaseException) -> str:
+    """``Type: first line of the message``: how a user's own exception is quoted."""
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__

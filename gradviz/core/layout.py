@@ -15,6 +15,10 @@ for it joins, and its children leave in its own lane (the first) or new ones.
 Each row is a list of cells, one per lane; a cell is a set of directions
 (``UP``, ``DOWN``, ``LEFT``, ``RIGHT``) that :func:`cell_char` turns into a
 box-drawing character, or ``NODE`` for the row's node.
+
+:func:`lay_out` is what a screen asks for: modules folded into one row each
+where asked (:func:`collapse`), the rows, and where each node ended up. It is
+plain Python, so it runs off the UI thread for a graph of 200,000 nodes.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dataclasses import dataclass
 import networkx as nx
 
 UP, DOWN, LEFT, RIGHT, NODE = 1, 2, 4, 8, 16
+
+GROUP = "module:"  # key prefix of a folded module's row
 
 _CHARS = {
     0: " ", UP | DOWN: "│", LEFT | RIGHT: "─", UP | LEFT: "╯", UP | RIGHT: "╰",
@@ -43,6 +49,48 @@ class Row:
     node: Hashable
     lane: int
     cells: tuple[int, ...]  # one per lane; the node's own cell has NODE set
+
+
+@dataclass
+class GraphLayout:
+    """A graph ready to draw: its rows, and for each node the row that shows it."""
+
+    graph: nx.DiGraph  # the full graph (folded rows stand for several of its nodes)
+    rows: list[Row]
+    members: dict[Hashable, list[Hashable]]  # row key -> the graph's nodes in it
+    row_of: dict[Hashable, int]  # graph node -> row index
+    width: int  # columns the widest row may need: lanes and a label
+
+
+def lay_out(graph: nx.DiGraph, depth: int | None = None,
+            opened: frozenset[str] = frozenset()) -> GraphLayout:
+    """Rows for ``graph``; ``depth`` folds the modules at that depth, but those in ``opened``."""
+    if depth is None:
+        shown, unit_of = graph, None
+    else:
+        shown, unit_of = collapse(graph, depth, opened)
+    rows = layout(shown)
+    index = {row.node: i for i, row in enumerate(rows)}
+    if unit_of is None:
+        members = {key: [key] for key in graph}
+        row_of = index
+    else:
+        members = {}
+        for key, unit in unit_of.items():
+            members.setdefault(unit, []).append(key)
+        row_of = {key: index[unit] for key, unit in unit_of.items()}
+    lanes = max((len(row.cells) for row in rows), default=0)
+    label = max((_label_room(graph, row.node) for row in rows), default=0)
+    return GraphLayout(graph, rows, members, row_of, lanes * 2 + 1 + label)
+
+
+def _label_room(graph: nx.DiGraph, key: Hashable) -> int:
+    """Columns a row's label may need: op or name, module, shape and a gradient's norm."""
+    if isinstance(key, str) and key.startswith(GROUP):
+        return len(key) + 30
+    attrs = graph.nodes[key]
+    text = attrs["op"] if attrs["kind"] == "op" else (attrs.get("name") or "leaf")
+    return len(text) + len(attrs.get("module") or "") + len(str(attrs.get("shape"))) + 18
 
 
 def layout(graph: nx.DiGraph) -> list[Row]:
@@ -135,3 +183,36 @@ def _free_lane(lanes: list) -> int:
         if waited is None:
             return i
     return len(lanes)
+
+
+def collapse(
+    graph: nx.DiGraph, depth: int, opened: frozenset[str] = frozenset()
+) -> tuple[nx.DiGraph, dict[str, str]]:
+    """The graph with each module at ``depth`` (1 = the model's children) as one row,
+    except the modules in ``opened``.
+
+    Returns the smaller graph and, for each original node, the row it belongs to.
+    A collapse that would make a cycle (a module called twice with other work in
+    between) merges the cycle into one row.
+    """
+    unit_of: dict[str, str] = {}
+    for key, attrs in graph.nodes(data=True):
+        module = attrs.get("module")
+        group = ".".join(module.split(".")[:depth]) if module else ""
+        unit_of[key] = key if not module or group in opened else GROUP + group
+    quotient = nx.DiGraph()
+    quotient.add_nodes_from(dict.fromkeys(unit_of.values()))
+    for u, v, data in graph.edges(data=True):
+        a, b = unit_of[u], unit_of[v]
+        if a != b and not quotient.has_edge(a, b):
+            quotient.add_edge(a, b, slot=data.get("slot", 0))
+    if nx.is_directed_acyclic_graph(quotient):
+        return quotient, unit_of
+    merged = nx.condensation(quotient)
+    names = {}
+    for component, data in merged.nodes(data=True):
+        members = sorted(data["members"])
+        names[component] = members[0] if len(members) == 1 else GROUP + "+".join(
+            m.removeprefix(GROUP) for m in members)
+    unit_of = {k: names[merged.graph["mapping"][u]] for k, u in unit_of.items()}
+    return nx.relabel_nodes(merged, names), unit_of

@@ -12,7 +12,6 @@ exp_avg_sq, sum, square_avg, ...).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,9 @@ NO_GRAD = "no grad"
 
 @dataclass(frozen=True)
 class ParamUpdate:
-    """One parameter's part of a step. ``skipped``: "" if updated, else "frozen" or "no grad"."""
+    """One parameter's part of a step. ``skipped``: "" if updated, else "frozen" or "no grad".
+
+    ``ratio`` is |update| / |param before|, None when the parameter was all zeros."""
 
     name: str
     shape: tuple[int, ...]
@@ -139,9 +140,11 @@ def _maybe_summary(tensor: torch.Tensor | None) -> TensorSummary | None:
     return None if tensor is None else summarize(tensor)
 
 
-def _ratio(update_norm: float, param_norm: float) -> float:
+def _ratio(update_norm: float, param_norm: float) -> float | None:
+    """|update| / |param|; None where the parameter was all zeros (a BatchNorm bias at
+    its start, say): no ratio means anything there, and inf would read as an explosion."""
     if param_norm == 0:
-        return 0.0 if update_norm == 0 else math.inf
+        return None
     return update_norm / param_norm
 
 

@@ -13,6 +13,7 @@ import importlib.util
 import inspect
 import pickle
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Any
 import networkx as nx
 import torch
 
-from gradviz.core.catalog import describe_file, resolve
-from gradviz.core.errors import ScenarioError
+from gradviz.core.catalog import check_file, describe_file, resolve
+from gradviz.core.errors import GradvizError, ScenarioError, one_line
 from gradviz.core.graph import build_graph
+from gradviz.core.interrupt import Interrupted
 from gradviz.core.record import record
 
 @dataclass
@@ -45,12 +47,25 @@ class Scenario:
     checks: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
 
     def run_forward(self) -> tuple[list[torch.Tensor], dict[int, str]]:
-        """Run ``forward`` once: its roots, and the module of each node (see ``record``)."""
+        """Run ``forward`` once: its roots, and the module of each node (see ``record``).
+
+        An exception from the user's forward becomes a one-line ScenarioError that
+        names the scenario (the original is its ``__cause__``).
+        """
         if self.model is None:
-            return _as_roots(self.forward(), self.name), {}
+            return _as_roots(self._call_forward(), self.name), {}
         with record(self.model) as recording:
-            roots = _as_roots(self.forward(), self.name)
+            roots = _as_roots(self._call_forward(), self.name)
         return roots, recording.modules
+
+    def _call_forward(self):
+        try:
+            return self.forward()
+        except (GradvizError, Interrupted):
+            raise
+        except Exception as error:
+            raise ScenarioError(
+                f"scenario {self.name!r}: forward() raised {one_line(error)}") from error
 
     def trace(self) -> Trace:
         """Run ``forward`` once and walk its graph."""
@@ -129,10 +144,10 @@ def load_scenario(
     takes_weights = "weights" in inspect.signature(build).parameters
     try:
         scenario = build(weights=weights) if takes_weights else build()
-    except ScenarioError:
+    except (GradvizError, Interrupted, KeyboardInterrupt):
         raise
-    except Exception as error:
-        raise ScenarioError(f"{path}: build() raised {_one_line(error)}") from error
+    except BaseException as error:  # SystemExit or a BaseException of the user's own too
+        raise ScenarioError(f"{path}: build() raised {one_line(error)}") from error
     if not isinstance(scenario, Scenario):
         raise ScenarioError(
             f"{path}: build() returned {type(scenario).__name__}, not a gradviz.Scenario"
@@ -158,8 +173,10 @@ def _import_file(path: Path):
         spec.loader.exec_module(module)
     except SyntaxError as error:
         raise ScenarioError(f"{path}:{error.lineno}: syntax error: {error.msg}") from error
-    except Exception as error:
-        raise ScenarioError(f"{path}: importing it raised {_one_line(error)}") from error
+    except (Interrupted, KeyboardInterrupt):
+        raise
+    except BaseException as error:
+        raise ScenarioError(f"{path}: importing it raised {one_line(error)}") from error
     finally:
         sys.modules.pop(module_name, None)
     return module
@@ -167,18 +184,18 @@ def _import_file(path: Path):
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Load a local state dict into ``model``; a clear error if it is missing or does not fit."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ScenarioError(f"weights file {path} does not exist")
+    path = check_file(path, "weights file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickles before it refuses them
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise ScenarioError(
             f"weights file {path} is not a state dict that torch.load(weights_only=True) "
             "can read: save one with torch.save(model.state_dict(), path)"
         ) from error
     except Exception as error:
-        raise ScenarioError(f"weights file {path} could not be read: {_one_line(error)}") from error
+        raise ScenarioError(f"weights file {path} could not be read: {one_line(error)}") from error
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]  # a training checkpoint that wraps the state dict
     if not isinstance(state, Mapping):
@@ -209,6 +226,3 @@ def _mismatch(model: torch.nn.Module, state: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def _one_line(error: BaseException) -> str:
-    message = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__

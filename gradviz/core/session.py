@@ -1,22 +1,44 @@
 """Session: a scenario trained one iteration at a time, each part visible.
 
-An iteration is: zero the gradients, a forward pass under :func:`gradviz.record`,
-the graph, a :class:`BackwardStepper` (stepped node by node, or run), the
-scenario's checks once backward has finished, and an :class:`OptimizerWatch`
-step. The Textual app and ``gradviz train`` both drive this.
+An iteration is: a forward pass under :func:`gradviz.record` (interruptible
+between torch operations), the graph, a :class:`BackwardStepper` (stepped node
+by node, or run in short chunks so a screen can keep up), the scenario's checks
+once backward has finished, and an :class:`OptimizerWatch` step. Where it stands
+lives in ``session.state`` (:class:`~gradviz.core.session_state.SessionState`):
+the operations here make its transitions; the app only reads it.
+
+Errors come out as :class:`~gradviz.GradvizError` with one line that names the
+scenario and the node; the user's own exception is the ``__cause__``.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import networkx as nx
 import torch
 
-from gradviz.core.errors import ScenarioError
+from gradviz.core.errors import GradvizError, GraphError, ScenarioError, one_line
+from gradviz.core.graph import FREED, root_nodes
+from gradviz.core.interrupt import Interrupted, interruptible
 from gradviz.core.optimizer_watch import OptimizerWatch, UpdateReport
-from gradviz.core.scenario import CheckResult, Scenario
+from gradviz.core.progress import Progress, at_start, describe
+from gradviz.core.scenario import CheckResult, Scenario, load_scenario
+from gradviz.core.session_state import Action, Activity, Failure, SessionState
 from gradviz.core.stepper import DEFAULT_HISTORY_BYTES, BackwardStepper, StepEvent, StepperError
+
+Report = Callable[[Progress], None]
+
+
+class BackwardError(GradvizError):
+    """Backward raised: the user's exception (its ``__cause__``) and the node it came from."""
+
+    def __init__(self, message: str, node: str | None = None):
+        super().__init__(message)
+        self.node = node
 
 
 @dataclass(frozen=True)
@@ -35,20 +57,77 @@ def _no_forward():
 class Session:
     """One training iteration at a time; ``losses[i]`` is the loss of forward pass i."""
 
-    def __init__(self, scenario: Scenario, *, history_bytes: int = DEFAULT_HISTORY_BYTES):
+    def __init__(self, scenario: Scenario, *, state: SessionState | None = None,
+                 history_bytes: int = DEFAULT_HISTORY_BYTES):
         self.scenario = scenario
+        self.state = state if state is not None else SessionState()
         self.history_bytes = history_bytes
         optimizer = scenario.optimizer
         self.watch = (
             OptimizerWatch(optimizer, model=scenario.model, names=scenario.params)
             if optimizer is not None else None
         )
+        self.leaves = scenario.named_leaves()
         self.iteration = 0  # optimizer steps taken
         self.losses: list[float] = []
         self.stepper: BackwardStepper | None = None
         self.checks: list[CheckResult] = []
         self.last_update: UpdateReport | None = None
+        #: Called with this session each time a forward made a new graph (before its
+        #: backward runs), on the thread that made it: a screen lays the graph out here.
+        self.on_new_graph: Callable[[Session], None] | None = None
+        if self.state.view().activity is not Activity.LOADING:  # not inside load()
+            self.state.start_loading(scenario.name)
+            self._loaded()
 
+    # ------------------------------------------------------------ making one
+    @classmethod
+    def load(cls, ref: str, *, weights: str | None = None,
+             state: SessionState | None = None) -> Session:
+        """Build a scenario (a demo name or a file) and make its first graph.
+
+        On failure the state says why (``load_failed``) and the error is raised.
+        """
+        state = state if state is not None else SessionState()
+        if state.view().activity is not Activity.LOADING:
+            state.start_loading(ref)
+        try:
+            state.loading_stage("running the scenario's build()")
+            with interruptible(state.stop_event):
+                scenario = load_scenario(ref, weights=weights)
+            session = cls(scenario, state=state)
+            state.loading_stage("the first forward pass")
+            session.forward()
+        except Interrupted:
+            state.finished("stopped loading")
+            raise
+        except BaseException as error:
+            state.load_failed(_failure(Activity.LOADING, error))
+            raise
+        session._loaded()
+        return session
+
+    @classmethod
+    def for_roots(cls, roots, *, model=None, params=None, optimizer=None, gradient=None,
+                  modules=None, name: str = "show") -> Session:
+        """A session on a graph that already exists: step its backward, then the optimizer."""
+        root_nodes(roots)  # a one-line GraphError for anything that is not a graph
+        roots = [roots] if isinstance(roots, torch.Tensor) else list(roots)
+        scenario = Scenario(name=name, forward=_no_forward, model=model, params=params or {},
+                            optimizer=optimizer, gradient=gradient,
+                            description="a graph handed to gradviz.show()")
+        session = cls(scenario)
+        stepper = session._new_stepper(roots, modules)
+        if _already_backwarded(stepper.graph):
+            raise GraphError(
+                "this graph was already backwarded (its saved tensors are freed): call "
+                "gradviz.show(loss) before loss.backward(), or backward with retain_graph=True")
+        session._adopt(stepper, roots)
+        session.state.start_loading(name)
+        session._loaded()
+        return session
+
+    # ------------------------------------------------------------ reading
     @property
     def graph(self) -> nx.DiGraph | None:
         return None if self.stepper is None else self.stepper.graph
@@ -58,94 +137,227 @@ class Session:
         """False for a session made from one graph (``gradviz.show``): no new forward."""
         return self.scenario.forward is not _no_forward
 
-    @classmethod
-    def for_roots(cls, roots, *, model=None, params=None, optimizer=None, gradient=None,
-                  modules=None, name: str = "show") -> Session:
-        """A session on a graph that already exists: step its backward, then the optimizer."""
-        scenario = Scenario(name=name, forward=_no_forward, model=model, params=params or {},
-                            optimizer=optimizer, gradient=gradient,
-                            description="a graph handed to gradviz.show()")
-        session = cls(scenario)
-        session._begin([roots] if isinstance(roots, torch.Tensor) else list(roots), modules)
-        return session
-
     @property
     def backward_done(self) -> bool:
         return self.stepper is not None and self.stepper.finished
 
+    # ------------------------------------------------------------ operations
     def forward(self) -> BackwardStepper:
-        """A fresh forward pass (gradients zeroed first) and a stepper paused before backward."""
+        """A fresh forward pass and a stepper paused before its backward.
+
+        The old graph is given up only once the new one exists: a forward that
+        raises (or is stopped) leaves the session as it was.
+        """
         if not self.can_forward:
             _no_forward()
+        with interruptible(self.state.stop_event):
+            roots, modules = self.scenario.run_forward()
+        stepper = self._new_stepper(roots, modules)
         self.close()
         self._zero_grad()
-        self._begin(*self.scenario.run_forward())
-        return self.stepper
+        self._adopt(stepper, roots)
+        return stepper
 
-    def _begin(self, roots: list[torch.Tensor], modules: dict[int, str] | None) -> None:
-        """Record the loss of a new graph and put a stepper, paused, on it."""
-        scenario = self.scenario
-        self.losses.append(scenario.loss_value(roots))
-        self.checks = []
-        self.stepper = BackwardStepper(roots, gradient=scenario.gradient, model=scenario.model,
-                                       params=dict(scenario.params), modules=modules,
-                                       history_bytes=self.history_bytes)
-
-    def step(self) -> StepEvent | None:
-        """One backward node (after a forward pass if none was made); None when finished."""
+    def step(self) -> Progress:
+        """Run one backward node (after a forward pass if none was made)."""
         stepper = self._stepper()
-        if stepper.finished:
-            return None
-        event = stepper.step()
-        self._after_backward()
-        return event
+        if stepper.done:
+            return at_start(stepper)
+        try:
+            event = stepper.step()
+        except BaseException as error:
+            raise self._backward_failed(error) from error
+        return self._report([] if event is None else [event])
 
-    def run_backward(self) -> list[StepEvent]:
-        """Backward to the end (or the next breakpoint); nothing if it has finished."""
+    def run_backward(self, report: Report | None = None, *, chunk_seconds: float = 1 / 30,
+                     animate_seconds: float = 0.0) -> Progress | None:
+        """Backward to the end, or until the state says stop (then paused at the next node).
+
+        It runs in chunks of ``chunk_seconds`` and hands each chunk's
+        :class:`Progress` to ``report``. ``animate_seconds`` > 0 spreads a small
+        graph's nodes over that long, in even chunks, so that the flow can be
+        watched; the engine itself never waits per node.
+        """
         stepper = self._stepper()
-        if stepper.finished:
-            return []
-        events = stepper.run()
-        self._after_backward()
-        return events
+        per_chunk = None
+        if animate_seconds > 0:
+            left = max(len(stepper) - len(stepper.executed), 1)
+            per_chunk = max(1, -(-left // max(1, int(animate_seconds / chunk_seconds))))
+        progress = None
+        while not stepper.done and not self.state.stop_requested:
+            started = time.perf_counter()
+            try:
+                events = stepper.run_until(_chunk(started + chunk_seconds, per_chunk))
+            except BaseException as error:
+                raise self._backward_failed(error) from error
+            progress = self._report(events)
+            if report is not None:
+                report(progress)
+            if per_chunk is not None and not stepper.done:
+                time.sleep(max(0.0, chunk_seconds - (time.perf_counter() - started)))
+        return progress
 
     def optimizer_step(self) -> UpdateReport:
-        """``optimizer.step()`` once, after backward has finished."""
+        """``optimizer.step()`` once, after backward has finished, once per backward."""
         if self.watch is None:
             raise ScenarioError(f"scenario {self.scenario.name!r} has no optimizer to step")
         if not self.backward_done:
             raise StepperError("finish backward before the optimizer step (continue with c)")
+        if self.state.view().applied:
+            raise StepperError("the optimizer has already stepped these gradients: "
+                               "make a new forward pass first")
         closure = self._closure() if isinstance(self.watch.optimizer, torch.optim.LBFGS) else None
-        self.last_update = self.watch.step(closure)
+        try:
+            self.last_update = self.watch.step(closure)
+        except Exception as error:
+            raise ScenarioError(f"scenario {self.scenario.name!r}: optimizer.step() raised "
+                                f"{one_line(error)}") from error
         self.iteration += 1
+        self.state.optimizer_stepped(self.iteration)
         return self.last_update
 
-    def train_iteration(self) -> IterationReport:
-        """Forward, the whole backward, the checks and an optimizer step."""
+    def train_iteration(self, report: Report | None = None,
+                        **options) -> IterationReport | None:
+        """Forward, the whole backward, the checks and an optimizer step.
+
+        None if the state asked to stop before the end (backward is then paused).
+        ``options`` go to :meth:`run_backward`.
+        """
         self.forward()
-        self.run_backward()
+        self.run_backward(report, **options)
+        if not self.backward_done:
+            return None
         update = self.optimizer_step() if self.watch is not None else None
         return IterationReport(self.iteration, self.losses[-1], self.checks, update,
                                self.stepper.first_nonfinite)
+
+    def export(self, folder: Path) -> Path:
+        """Write the graph as DOT into ``folder``, named after the scenario and iteration."""
+        from gradviz.core.export import to_dot
+
+        path = Path(folder) / f"{self.scenario.name}-{self.iteration}.dot"
+        to_dot(self.graph, path)
+        return path
+
+    def perform(self, action: Action, report: Report | None = None, *,
+                deliver: Callable[[object], None] | None = None, **options) -> object:
+        """Run ``action`` (already started by ``state.request``) to its end, on this thread.
+
+        Ends the state's activity in every case: finished, stopped, or failed with
+        the error on record (and then returned, not raised: the caller shows it).
+        ``deliver(result)`` is called before the state says the work is over, so
+        whoever shows the result has it by then.
+        """
+        try:
+            if action is Action.STEP:
+                result = self._steps(report, **options)
+            elif action is Action.CONTINUE:
+                result = self.run_backward(report, **options)
+            elif action is Action.FORWARD:
+                result = self.forward()
+            elif action is Action.OPTIMIZER:
+                result = self.optimizer_step()
+            elif action is Action.TRAIN:
+                result = self.train_iteration(report, **options)
+            elif action is Action.EXPORT:
+                result = self.export(options.get("folder", "."))
+            else:
+                raise ValueError(f"perform() cannot run {action}")
+        except Interrupted:
+            self.state.finished("stopped")
+            return None
+        except Exception as error:
+            self.state.failed(_failure(self.state.view().activity, error))
+            return error
+        except BaseException as error:  # KeyboardInterrupt, SystemExit: recorded, then on
+            self.state.failed(_failure(self.state.view().activity, error))
+            raise
+        if deliver is not None:
+            deliver(result)
+        self.state.finished(_note(action, result))
+        return result
+
+    def detach(self) -> None:
+        """Give this session a state of its own: another session now owns the shared one."""
+        self.state = SessionState()
+        self.on_new_graph = None
 
     def close(self) -> None:
         """End a backward in progress (its thread exits)."""
         if self.stepper is not None and not self.stepper.done:
             self.stepper.abort()
+            self.state.backward_aborted()
+
+    # ------------------------------------------------------------ internals
+    def _steps(self, report: Report | None, **options) -> Progress:
+        """One step, then the steps queued meanwhile, then a continue pressed meanwhile."""
+        progress = self.step()
+        if report is not None:
+            report(progress)
+        while self.state.take_queued_step():
+            progress = self.step()
+            if report is not None:
+                report(progress)
+        if self.state.take_continue():
+            progress = self.run_backward(report, **options) or progress
+        return progress
 
     def _stepper(self) -> BackwardStepper:
         if self.stepper is None:
             self.forward()
         return self.stepper
 
-    def _after_backward(self) -> None:
-        if self.backward_done and not self.checks:
+    def _new_stepper(self, roots: list[torch.Tensor], modules) -> BackwardStepper:
+        scenario = self.scenario
+        return BackwardStepper(roots, gradient=scenario.gradient, model=scenario.model,
+                               params=dict(scenario.params), modules=modules,
+                               history_bytes=self.history_bytes)
+
+    def _adopt(self, stepper: BackwardStepper, roots: list[torch.Tensor]) -> None:
+        loss = self.scenario.loss_value(roots)
+        self.stepper = stepper
+        self.losses.append(loss)
+        self.checks = []
+        self.state.forward_made(len(stepper))
+        if self.on_new_graph is not None:
+            self.on_new_graph(self)
+
+    def _loaded(self) -> None:
+        self.state.loaded(self.scenario.name, nodes=len(self.stepper) if self.stepper else 0,
+                          can_forward=self.can_forward, has_optimizer=self.watch is not None)
+
+    def _report(self, events: list[StepEvent]) -> Progress:
+        stepper = self.stepper
+        progress = describe(stepper, events, self.leaves)
+        if stepper.error is not None:
+            raise self._backward_failed(stepper.error)
+        if stepper.finished and not self.checks:
             self.checks = self.scenario.run_checks()
+        self.state.progressed(done=progress.done, pending=progress.pending,
+                              finished=progress.finished)
+        return progress
+
+    def _backward_failed(self, error: BaseException) -> BaseException:
+        """Record a failed backward in the state; the error to raise (the user's, explained)."""
+        if isinstance(error, StepperError):
+            return error
+        node = getattr(error, "gradviz_node", None)
+        if node is None and self.stepper is not None:
+            node = getattr(self.stepper, "error_node", None)
+        where = ""
+        if node is not None:
+            attrs = self.stepper.graph.nodes[node]
+            module = attrs.get("module")
+            where = f" at {node}" + (f" (module {module})" if module else "")
+        failure = BackwardError(f"backward failed{where}: {one_line(error)}", node)
+        done = len(self.stepper.executed) if self.stepper is not None else 0
+        self.state.backward_failed(_failure(Activity.STEPPING, failure), done=done)
+        return failure
 
     def _zero_grad(self) -> None:
         if self.scenario.optimizer is not None:
             self.scenario.optimizer.zero_grad(set_to_none=True)
-        for tensor in self.scenario.named_leaves().values():
+        for tensor in self.leaves.values():
             tensor.grad = None
 
     def _closure(self):
@@ -158,3 +370,38 @@ class Session:
             return torch.tensor(self.scenario.loss_value(roots))
 
         return closure
+
+
+def _chunk(deadline: float, count: int | None) -> Callable[[StepEvent], bool]:
+    """Stop after ``count`` nodes, or (without a count) once ``deadline`` has passed."""
+    if count is None:
+        return lambda event: time.perf_counter() >= deadline
+    ran = [0]
+
+    def enough(event: StepEvent) -> bool:
+        ran[0] += 1
+        return ran[0] >= count
+
+    return enough
+
+
+def _already_backwarded(graph: nx.DiGraph) -> bool:
+    return any(attrs.get("saved") == FREED for _, attrs in graph.nodes(data=True))
+
+
+def _failure(during: Activity, error: BaseException) -> Failure:
+    hint = "f: a new forward pass, ctrl+p: another scenario"
+    if during is Activity.LOADING:
+        hint = "the picker (p) or ctrl+p: another scenario"
+    message = str(error) if isinstance(error, GradvizError) else one_line(error)
+    return Failure(during, message.strip().splitlines()[0] if message.strip() else
+                   type(error).__name__, getattr(error, "node", None), hint)
+
+
+def _note(action: Action, result: object) -> str:
+    if action is Action.EXPORT:
+        return f"exported the graph to {result}"
+    if action is Action.OPTIMIZER and isinstance(result, UpdateReport):
+        return (f"{result.optimizer} step {result.step}: {len(result.updated)} of "
+                f"{len(result.params)} parameters updated")
+    return ""

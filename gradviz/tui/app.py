@@ -1,16 +1,20 @@
 """GradvizApp: PyTorch's backward, one node at a time, in the terminal.
 
-Torch work (loading a scenario, stepping, the optimizer) runs in thread workers,
-one at a time; they hand plain data (summaries, reports) to the UI thread with
-``call_from_thread``. Widgets never touch torch. The app module imports no torch
-itself, so the first frame shows at once while torch loads in a worker.
+The app draws a session's state and asks it what is allowed; it never decides
+either itself. Where things stand lives in one
+:class:`~gradviz.core.session_state.SessionState` (loading, a forward pass,
+paused at a node, continuing, finished, failed at a node, optimizer stepped):
+a key goes to ``state.request``, which starts it, queues it (steps), pauses
+(continue, pressed again) or refuses it with the reason; torch work runs on one
+:class:`~gradviz.core.serial_worker.SerialWorker` thread, which posts progress
+and state changes back as messages. Widgets never touch torch, and this module
+imports none, so the first frame shows at once while torch loads.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,35 +22,33 @@ from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer, Input, LoadingIndicator, Static
+from textual.message import Message
+from textual.widgets import Footer, Input, Static
 
-from gradviz.tui.graph_view import GROUP, GraphState, GraphView
-from gradviz.tui.panels import ChecksPanel, GradFlow, Inspector, LossPlot, ParamsTable
+from gradviz.core.layout import GROUP, GraphLayout, lay_out
+from gradviz.core.serial_worker import SerialWorker
+from gradviz.core.session_state import Action, Activity, Phase, SessionState, StateView
+from gradviz.tui.graph_view import GraphState, GraphView
+from gradviz.tui.panels import ChecksPanel, Inspector, ParamsTable
+from gradviz.tui.plots import GradFlow, LossPlot
 from gradviz.tui.screens import HelpScreen, PickerScreen
 
 if TYPE_CHECKING:
+    from gradviz.core.progress import Progress
     from gradviz.core.session import Session
 
-#: Graphs up to this many nodes are stepped visibly by `c`; bigger ones run flat out.
-ANIMATE_UP_TO = 400
-_FRAME = 1 / 30  # seconds between screen updates while continuing
+#: Graphs over this many nodes start with their modules folded into one row each.
+FOLD_OVER = 2000
+#: ``c`` on a graph up to this many nodes is spread over ANIMATE_SECONDS to be watched.
+ANIMATE_UP_TO = 2000
+ANIMATE_SECONDS = 1.0
+FRAME_SECONDS = 1 / 30  # the screen takes progress this often while backward runs
+
+_KEY_ACTIONS = {"step": Action.STEP, "continue": Action.CONTINUE, "optimizer": Action.OPTIMIZER,
+                "train": Action.TRAIN, "forward": Action.FORWARD, "export": Action.EXPORT}
 
 
-@dataclass
-class Progress:
-    """What a worker learned from the engine, for the UI thread to show."""
-
-    events: list[Any] = field(default_factory=list)
-    pending: str | None = None
-    incoming: tuple = ()
-    ready: frozenset[str] = frozenset()
-    finished: bool = False
-    grads: dict[str, Any] = field(default_factory=dict)  # parameter name -> summary
-    flow: dict[str, float] = field(default_factory=dict)  # parameter name -> mean |grad|
-    nonfinite: str | None = None
-
-
-class GradvizApp(App[None]):
+class GradvizApp(App[int]):
     """The app; give it a scenario name or path, a ready Session, or neither (a picker)."""
 
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
@@ -58,33 +60,77 @@ class GradvizApp(App[None]):
         Binding("o", "optimizer", "optimizer", id="optimizer"),
         Binding("t", "train", "train", id="train"),
         Binding("f", "forward", "forward", id="forward"),
-        Binding("e", "export", "export", id="export"),
-        Binding("slash", "find", "find", id="find"),
-        Binding("m", "modules", "modules", id="modules"),
+        Binding("e", "export", "export", id="export", show=False),
+        Binding("slash", "find", "find", id="find", show=False),
+        Binding("m", "modules", "modules", id="modules", show=False),
+        Binding("p", "picker", "open", id="picker"),
         Binding("escape", "stop", "stop", show=False, id="stop"),
         Binding("question_mark", "help", "help", id="help"),
         Binding("q", "quit", "quit", id="quit"),
     ]
+
+    class StateChanged(Message):
+        """The session's state changed (posted from whichever thread changed it)."""
+
+    class ProgressMade(Message):
+        def __init__(self, session: Any, progress: Progress) -> None:
+            super().__init__()
+            self.session = session
+            self.progress = progress
+
+    class Loaded(Message):
+        def __init__(self, session: Any) -> None:
+            super().__init__()
+            self.session = session
+
+    class LaidOut(Message):
+        def __init__(self, session: Any, laid_out: GraphLayout) -> None:
+            super().__init__()
+            self.session = session
+            self.laid_out = laid_out
+
+    class UpdateMade(Message):
+        """An optimizer step's report."""
+
+        def __init__(self, session: Any, report: Any) -> None:
+            super().__init__()
+            self.session = session
+            self.report = report
+
+    class EventDescribed(Message):
+        """An old node's summaries were read on the engine's thread; inspect it again."""
+
+        def __init__(self, key: str) -> None:
+            super().__init__()
+            self.key = key
 
     def __init__(self, scenario: str | None = None, *, weights: str | None = None,
                  session: Session | None = None, export_dir: str | Path = ".") -> None:
         super().__init__()
         self.scenario_ref = scenario
         self.weights = weights
-        self.session = session
+        self.session: Session | None = session
+        self.state = session.state if session is not None else SessionState()
+        self.state.subscribe(lambda view: self.post_message(self.StateChanged()))
+        self.engine = SerialWorker()
         self.export_dir = Path(export_dir)
-        self.busy = ""  # what a worker is doing, "" when idle
-        self.stop = threading.Event()
-        self.state = GraphState()
+        self.graph_state = GraphState()
         self.events: dict[str, Any] = {}
+        self.summarized: set[str] = set()
         self.incoming: tuple = ()
         self.flow: dict[str, float] = {}
-        self.collapse_depth: int | None = None
+        self.fold_depth: int | None = None
         self.opened: set[str] = set()
-        self.matches: list[str] = []
-        self.error = ""
+        self.failed_from_cli = False  # the scenario named on the command line did not load
+        self._shown_graph: Any = None
+        self._inspected: str | None = None
+        self._rendered_version = -1
         self._enabled: tuple[bool, ...] = ()
-        self._leaves: dict[str, Any] = {}
+
+    @property
+    def shown_graph(self):
+        """The graph on screen (a new one shows once laid out, off the UI thread)."""
+        return self._shown_graph
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -93,358 +139,364 @@ class GradvizApp(App[None]):
             with Vertical(id="side"):
                 yield Inspector(id="inspector")
                 yield ParamsTable(id="params")
+        yield Static(id="welcome")
         with Horizontal(id="bottom"):
             yield LossPlot(id="loss")
             yield GradFlow(id="flow")
             yield ChecksPanel(id="checks")
         yield Input(placeholder="find: op, module or parameter name (enter: next)", id="find")
         yield Static(id="status")
-        yield LoadingIndicator(id="loading")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#graph").border_title = "autograd graph (root at the top)"
         self.query_one("#inspector").border_title = "node"
         self.query_one("#params").border_title = "parameters and optimizer"
         self.query_one("#find").display = False
-        self.show_status("loading…")
-        if self.session is not None:
-            self.start_session(self.session)
+        self._narrow(self.size.width, self.size.height)
+        if self.session is not None:  # a graph from gradviz.show()
+            self.session.on_new_graph = self._lay_out_on_engine
+            self._adopt(self.session)
+            self._lay_out_worker(self.session, self.fold_depth, frozenset())
         elif self.scenario_ref is not None:
-            self.load(self.scenario_ref)
+            self.open_scenario(self.scenario_ref, weights=self.weights, from_cli=True)
         else:
-            self.query_one("#loading").display = False
-            from gradviz.core.catalog import builtin_scenarios
+            self.action_picker()
+        self._render_state()
 
-            choices = [(info.name, info.description) for info in builtin_scenarios()]
-            self.push_screen(PickerScreen(choices), self.load)
+    # ------------------------------------------------------------------ opening
+    def open_scenario(self, ref: str, *, weights: str | None = None,
+                      from_cli: bool = False) -> None:
+        """Load ``ref`` on the engine's thread; what is shown stays until it has loaded."""
+        if self.state.view().busy:
+            self.state.request(Action.STOP)  # the running work ends first, then this
+        if not from_cli:
+            self.failed_from_cli = False
+        self.engine.submit(functools.partial(self._load, ref, weights, from_cli))
 
-    # ------------------------------------------------------------------ workers
-    @work(thread=True, exclusive=True, group="engine")
-    def load(self, ref: str) -> None:
-        self.call_from_thread(self._set_busy, f"loading {ref}")
+    def _load(self, ref: str, weights: str | None, from_cli: bool) -> None:
+        """Engine thread: import torch, build the scenario, make its first graph."""
+        self.state.start_loading(ref)
+        self.state.loading_stage("importing torch")
         try:
-            from gradviz.core.scenario import load_scenario
+            from gradviz.core.interrupt import Interrupted
             from gradviz.core.session import Session
+        except BaseException as error:  # torch itself did not import
+            from gradviz.core.session_state import Failure
 
-            session = Session(load_scenario(ref, weights=self.weights))
-            session.forward()
-        except Exception as error:  # a user's scenario: show it, never crash
-            self.call_from_thread(self.show_error, _one_line(error))
-            self.call_from_thread(self._set_busy, "")
+            self.state.load_failed(Failure(Activity.LOADING, f"import failed: {error}"))
+            self.failed_from_cli = from_cli
             return
-        self.call_from_thread(self.start_session, session)
-
-    @work(thread=True, exclusive=True, group="engine")
-    def run_engine(self, what: str) -> None:
-        """Every torch action goes through here, one at a time."""
-        self.stop.clear()
         try:
-            if what == "step":
-                self._step(1)
-            elif what == "continue":
-                self._continue()
-            elif what == "optimizer":
-                report = self.session.optimizer_step()
-                self.call_from_thread(self._show_update, report)
-            elif what == "forward":
-                self.session.forward()
-                self.call_from_thread(self._show_new_graph)
-            elif what == "train":
-                self._train()
-            elif what == "export":
-                self._export()
-        except Exception as error:
-            if self.stop.is_set():  # the user pressed escape: the backward was aborted
-                self.call_from_thread(self.notify, "stopped", title=what)
-            else:
-                node = getattr(error, "gradviz_node", None)
-                self.call_from_thread(self.show_error, _one_line(error), node)
-        finally:
-            self.call_from_thread(self._set_busy, "")
+            session = Session.load(ref, weights=weights, state=self.state)
+        except Interrupted:
+            return
+        except Exception:  # the state has the failure; the screen shows it
+            self.failed_from_cli = from_cli and self.session is None
+            return
+        session.on_new_graph = self._lay_out_on_engine
+        self.post_message(self.Loaded(session))
+        self._lay_out_on_engine(session)
 
-    def _step(self, count: int) -> bool:
-        """Run up to ``count`` nodes, then show them; False once backward is over."""
-        session = self.session
-        progress = Progress()
-        for _ in range(count):
-            event = session.step()
-            if event is None:
-                break
-            self._describe(event, progress)
-        self._finish(progress)
-        self.call_from_thread(self._show_progress, progress)
-        return not progress.finished
+    def on_gradviz_app_loaded(self, message: Loaded) -> None:
+        old, self.session = self.session, message.session
+        if old is not None and old is not message.session:
+            old.detach()  # its closing must not touch the state the new session now owns
+            self.engine.submit(old.close)
+        self.failed_from_cli = False
+        self._adopt(message.session)
+        self._render_state(force=True)
 
-    def _continue(self) -> None:
-        animate = len(self.session.stepper) <= ANIMATE_UP_TO
-        progress = Progress()
-        last = time.perf_counter()
-        while not self.stop.is_set():
-            event = self.session.step()
-            if event is None:
-                break
-            self._describe(event, progress)
-            if animate:
-                time.sleep(_FRAME)
-            if animate or time.perf_counter() - last > _FRAME:
-                self._finish(progress)
-                self.call_from_thread(self._show_progress, progress)
-                progress, last = Progress(), time.perf_counter()
-        self._finish(progress)
-        self.call_from_thread(self._show_progress, progress)
-
-    def _train(self) -> None:
-        self.session.forward()
-        self.call_from_thread(self._show_new_graph)
-        self.call_from_thread(self._set_busy, "training: backward")
-        self.session.run_backward()
-        progress = Progress(events=list(self.session.stepper.events))
-        for event in progress.events:
-            self._describe(event, progress, collect=False)
-        self._finish(progress)
-        self.call_from_thread(self._show_progress, progress)
-        if self.session.watch is not None:
-            report = self.session.optimizer_step()
-            self.call_from_thread(self._show_update, report)
-
-    def _export(self) -> None:
-        from gradviz.core.export import to_dot
-
-        name = f"{self.session.scenario.name}-{self.session.iteration}.dot"
-        path = self.export_dir / name
-        to_dot(self.session.graph, path)
-        self.call_from_thread(self.notify, f"exported the graph to {path}", title="export")
-
-    def _describe(self, event: Any, progress: Progress, *, collect: bool = True) -> None:
-        """Read what the UI shows of ``event`` here, in the worker, where torch may run."""
-        if collect:
-            progress.events.append(event)
-        event.summarize()
-        names = self.session.graph.nodes[event.node].get("names") or ()
-        for name in names:
-            tensor = self._leaves.get(name)
-            if tensor is not None and tensor.grad is not None and event.param_grad is not None:
-                progress.grads[name] = event.param_grad
-                progress.flow[name] = float(tensor.grad.detach().abs().float().mean())
-
-    def _finish(self, progress: Progress) -> None:
-        stepper = self.session.stepper
-        progress.pending = stepper.pending
-        progress.incoming = stepper.pending_grad_outputs
-        progress.ready = frozenset(stepper.ready)
-        progress.finished = stepper.done
-        origin = stepper.first_nonfinite
-        progress.nonfinite = None if origin is None else origin.node
-
-    # ------------------------------------------------------------------ UI thread
-    def start_session(self, session: Session) -> None:
-        self.session = session
-        self._leaves = session.scenario.named_leaves()  # read for every event: once
-        self.query_one("#loading").display = False
-        params = []
-        for name, tensor in self._leaves.items():
-            params.append((name, tuple(tensor.shape), not tensor.requires_grad))
+    def _adopt(self, session: Session) -> None:
+        """Show a session that has loaded: its parameters, optimizer and (soon) its graph."""
+        params = [(name, tuple(tensor.shape), not tensor.requires_grad)
+                  for name, tensor in session.leaves.items()]
         self.query_one(ParamsTable).show_params(params)
+        title = "parameters and optimizer"
         if session.watch is not None:
-            self.query_one("#params").border_title = (
-                f"parameters and optimizer: {type(session.watch.optimizer).__name__} "
-                + _settings(session.watch.optimizer.param_groups[0]))
-        self._show_new_graph()
-        self._set_busy("")
+            title += (f": {type(session.watch.optimizer).__name__} "
+                      + _settings(session.watch.optimizer.param_groups[0]))
+        self.query_one("#params").border_title = title
 
-    def _show_new_graph(self) -> None:
-        graph = self.session.graph
-        self.state = GraphState(ready={k for k in graph if graph.in_degree(k) == 0})
+    # ------------------------------------------------------------------ graphs
+    def _lay_out_on_engine(self, session: Session) -> None:
+        """Engine thread, after a forward: lay the new graph out before the screen asks."""
+        graph = session.graph
+        if graph is None:
+            return
+        depth = self.fold_depth
+        if depth is None and graph.number_of_nodes() > FOLD_OVER:
+            depth = 1  # thousands of rows: start with the modules folded
+        self.post_message(self.LaidOut(session, lay_out(graph, depth, frozenset(self.opened))))
+
+    @work(thread=True, exclusive=True, group="layout")
+    def _lay_out_worker(self, session: Session, depth: int | None, opened: frozenset) -> None:
+        """Plain Python (networkx), no torch: fine on a Textual thread worker."""
+        graph = session.graph
+        if depth is None and graph.number_of_nodes() > FOLD_OVER and not self.opened:
+            depth = 1
+        self.post_message(self.LaidOut(session, lay_out(graph, depth, opened)))
+
+    def on_gradviz_app_laid_out(self, message: LaidOut) -> None:
+        session, laid_out = message.session, message.laid_out
+        if session is not self.session or laid_out.graph is not session.graph:
+            return  # an old graph's layout arrived after a newer one
+        folded = any(isinstance(row.node, str) and row.node.startswith(GROUP)
+                     for row in laid_out.rows)
+        if folded and self.fold_depth is None:
+            self.fold_depth = 1
+        view = self.query_one(GraphView)
+        new_graph = self._shown_graph is not laid_out.graph
+        if new_graph:
+            self._shown_graph = laid_out.graph
+            self._reset_progress(laid_out.graph)
+            view.follow = True
+        view.show_layout(laid_out)
+        view.show_state(self.graph_state)
+        if new_graph:
+            self.query_one(ParamsTable).clear_grads()
+            self.query_one(GradFlow).show_flow([])
+            self.query_one(LossPlot).show_losses(list(session.losses))
+            self._show_checks()
+            self._inspect(laid_out.graph.graph["roots"][0])
+        self._render_state(force=True)
+
+    def _reset_progress(self, graph) -> None:
+        self.graph_state = GraphState(ready={k for k in graph if graph.in_degree(k) == 0})
         self.events = {}
+        self.summarized = set()
         self.incoming = ()
         self.flow = {}
-        self.error = ""
-        if self.collapse_depth is None and graph.number_of_nodes() > 2000:
-            self.collapse_depth = 1  # thousands of rows: start with the modules folded
-        view = self.query_one(GraphView)
-        view.follow = True
-        view.show_graph(graph, self.collapse_depth, frozenset(self.opened))
-        view.show_state(self.state)
-        self.query_one(ParamsTable).clear_grads()
-        self.query_one(LossPlot).show_losses(self.session.losses)
-        self.query_one(GradFlow).show_flow([])
-        self._show_checks()
-        root = graph.graph["roots"][0]
-        self._inspect(root)
-        self.show_status()
 
-    def _show_progress(self, progress: Progress) -> None:
+    # ------------------------------------------------------------------ engine jobs
+    def _perform(self, action: Action, **options) -> None:
+        """Engine thread: run ``action`` on the session (the state was told it started)."""
+        session = self.session
+        if session is None:
+            return
+        report = functools.partial(self._post_progress, session)
+        if action in (Action.CONTINUE, Action.STEP, Action.TRAIN):
+            options.setdefault("chunk_seconds", FRAME_SECONDS)
+        if action is Action.EXPORT:
+            options["folder"] = self.export_dir
+
+        def deliver(result: object) -> None:
+            if action is Action.OPTIMIZER:
+                self.post_message(self.UpdateMade(session, result))
+
+        session.perform(action, report, deliver=deliver, **options)
+
+    def _post_progress(self, session: Session, progress: Progress) -> None:
+        self.post_message(self.ProgressMade(session, progress))
+
+    def _describe_event(self, session: Session, key: str) -> None:
+        """Engine thread: summaries for an event that ran in a big batch, then re-inspect."""
+        event = self.events.get(key)
+        if event is not None and session is self.session:
+            event.summarize()
+            self.post_message(self.EventDescribed(key))
+
+    # ------------------------------------------------------------------ UI thread
+    def on_gradviz_app_progress_made(self, message: ProgressMade) -> None:
+        if message.session is not self.session:
+            return
+        progress = message.progress
+        state = self.graph_state
         changed = {event.node for event in progress.events}
-        changed |= self.state.ready ^ set(progress.ready)
-        changed |= {self.state.pending, progress.pending, progress.nonfinite} - {None}
+        changed |= state.ready ^ set(progress.ready)
+        changed |= {state.pending, progress.pending, progress.nonfinite} - {None}
         for event in progress.events:
             self.events[event.node] = event
-            self.state.done.add(event.node)
-            sent = [s.norm for s in (*event.grad_inputs, event.param_grad) if s is not None]
-            if sent:
-                self.state.norms[event.node] = max(sent)
-        self.state.pending = progress.pending
-        self.state.ready = set(progress.ready)
+            state.done.add(event.node)
+        self.summarized |= set(progress.norms)
+        state.norms.update(progress.norms)
+        state.pending = progress.pending
+        state.ready = set(progress.ready)
         if progress.nonfinite:
-            self.state.broken = progress.nonfinite
+            state.broken = progress.nonfinite
         self.incoming = progress.incoming
         params = self.query_one(ParamsTable)
         for name, summary in progress.grads.items():
             params.show_grad(name, summary)
         if progress.flow:
             self.flow.update(progress.flow)
-            order = list(self._leaves)
+            order = list(self.session.leaves)
             self.query_one(GradFlow).show_flow(
                 [(name, self.flow[name]) for name in order if name in self.flow])
-        self.query_one(GraphView).show_state(self.state, changed)
+        view = self.query_one(GraphView)
+        view.show_state(state, changed)
         if progress.finished:
             self._show_checks()
-        view = self.query_one(GraphView)
         if view.follow:
-            self._inspect(progress.pending or (progress.events[-1].node if progress.events else None))
-        self.show_status()
+            last = progress.events[-1].node if progress.events else None
+            self._inspect(progress.pending or last)
 
-    def _show_update(self, report: Any) -> None:
-        self.query_one(ParamsTable).show_update(report)
-        moved = len(report.updated)
-        self.notify(f"{report.optimizer} step {report.step}: {moved} of {len(report.params)} "
-                    "parameters updated", title="optimizer")
-        self.show_status()
+    def on_gradviz_app_event_described(self, message: EventDescribed) -> None:
+        self.summarized.add(message.key)
+        view = self.query_one(GraphView)
+        if view.row_key(view.cursor) == message.key or self._inspected == message.key:
+            self._inspect(message.key)
+
+    def on_gradviz_app_update_made(self, message: UpdateMade) -> None:
+        if message.session is self.session:
+            self.query_one(ParamsTable).show_update(message.report)
 
     def _show_checks(self) -> None:
-        self.query_one(ChecksPanel).show_checks(self.session.checks,
-                                                list(self.session.scenario.checks))
-
-    def show_error(self, message: str, node: str | None = None) -> None:
-        self.error = message
-        if node is not None:
-            self.state.broken = node
-            self.query_one(GraphView).show_state(self.state)
-            self.query_one(GraphView).select_node(node)
-        self.notify(message, title="error" if node is None else f"error at {node}",
-                    severity="error", timeout=10)
-        self.show_status()
+        if self.session is not None:
+            self.query_one(ChecksPanel).show_checks(self.session.checks,
+                                                    list(self.session.scenario.checks))
 
     def _inspect(self, key: str | None) -> None:
-        if key is None or self.session is None:
+        if key is None or self.session is None or self._shown_graph is None:
             return
+        self._inspected = key
         inspector = self.query_one(Inspector)
         view = self.query_one(GraphView)
         if key.startswith(GROUP):
             members = view.members.get(key, [])
             inspector.show_group(key.removeprefix(GROUP), len(members),
-                                 sum(1 for k in members if k in self.state.done))
+                                 sum(1 for k in members if k in self.graph_state.done))
+            return
+        graph = self._shown_graph
+        if key not in graph:
             return
         from gradviz.core.derivatives import local_derivative
 
-        graph = self.session.graph
         attrs = graph.nodes[key]
-        children = sorted((graph.edges[key, child]["slot"], child) for child in graph.successors(key))
-        incoming = self.incoming if key == self.state.pending else None
-        inspector.show_node(key, attrs, self.events.get(key), children,
+        children = sorted((graph.edges[key, child]["slot"], child)
+                          for child in graph.successors(key))
+        event = self.events.get(key)
+        if event is not None and key not in self.summarized:
+            self.engine.submit(functools.partial(self._describe_event, self.session, key))
+            event = None  # shown as soon as its summaries are read
+        incoming = self.incoming if key == self.graph_state.pending else None
+        inspector.show_node(key, attrs, event, children,
                             local_derivative(attrs["op"], attrs.get("args")), incoming)
 
-    def _set_busy(self, what: str) -> None:
-        self.busy = what
-        self.show_status()
+    # ------------------------------------------------------------------ drawing the state
+    def on_gradviz_app_state_changed(self, message: StateChanged) -> None:
+        self._render_state()
+
+    def _render_state(self, *, force: bool = False) -> None:
+        view = self.state.view()
+        if view.version == self._rendered_version and not force:
+            return
+        self._rendered_version = view.version
+        self.query_one("#status", Static).update(status_line(view, self._shown_graph),
+                                                 layout=False)
+        self._render_welcome(view)
+        failure = view.failure
+        inspector = self.query_one(Inspector)
+        inspector.show_failure(failure.message if failure else "", failure.hint if failure else "")
+        if failure is not None and failure.node and self._shown_graph is not None:
+            if failure.node in self._shown_graph and self.graph_state.broken != failure.node:
+                self.graph_state.broken = failure.node
+                graph_view = self.query_one(GraphView)
+                graph_view.show_state(self.graph_state, {failure.node})
+                graph_view.select_node(failure.node)
+        if view.phase is Phase.FAILED or view.phase is Phase.ABORTED:
+            self.graph_state.pending = None
+            self.query_one(GraphView).show_state(self.graph_state)
         # The footer rebuilds its keys on every refresh (about 10 ms): only when one changes.
         enabled = tuple(bool(self.check_action(b.action, ())) for b in self.BINDINGS)
         if enabled != self._enabled:
             self._enabled = enabled
             self.refresh_bindings()
 
-    def show_status(self, text: str | None = None) -> None:
-        status = self.query_one("#status", Static)
-        if text is not None or self.session is None:
-            status.update(text or "", layout=False)
+    def _render_welcome(self, view: StateView) -> None:
+        """With nothing loaded, the screen says what is loading, what failed, what to do."""
+        welcome = self.query_one("#welcome", Static)
+        empty = self.session is None
+        welcome.display = empty
+        self.query_one("#main").display = not empty
+        self.query_one("#bottom").display = not empty
+        if not empty:
             return
-        session = self.session
-        stepper = session.stepper
-        total = len(stepper) if stepper else 0
-        done = len(self.state.done)
-        parts = [session.scenario.name, f"iteration {session.iteration}",
-                 f"step {done}/{total}"]
-        pending = self.state.pending
-        if pending:
-            attrs = session.graph.nodes[pending]
-            parts.append(f"next: {attrs['op']}" + (f" ({attrs['module']})" if attrs.get("module") else ""))
-        elif stepper is not None and stepper.finished:
-            parts.append("backward done: o optimizer step"
-                         + (", f new forward" if session.can_forward else ""))
-        elif stepper is not None and stepper.done:
-            parts.append("backward ended early" + (": f new forward" if session.can_forward else ""))
-        if self.busy:
-            parts.append(f"⏳ {self.busy} (esc stops)")
-        if self.error:
-            parts.append(f"error: {self.error}")
-        status.update("  ·  ".join(parts), layout=False)  # one fixed line: no relayout
+        from rich.text import Text
 
-    # ------------------------------------------------------------------ actions
+        text = Text("gradviz", "bold")
+        text.append("  PyTorch's autograd graph, and backward one node at a time\n\n", "grey62")
+        if view.activity is Activity.LOADING:
+            text.append(f"loading {view.loading}: {view.note or 'starting'}…", "yellow")
+            text.append("   (esc stops)", "grey50")
+        elif view.failure is not None:
+            text.append("could not open it\n", "bold red")
+            text.append(view.failure.message + "\n\n", "red")
+            text.append("p: choose a scenario   ctrl+p: command palette   q: quit", "yellow")
+        else:
+            text.append("p: choose a scenario   ctrl+p: command palette   q: quit", "yellow")
+        welcome.update(text)
+
+    # ------------------------------------------------------------------ keys
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("help", "quit", "stop", "find", "modules", "command_palette"):
-            return True
-        if self.session is None:
-            return None
-        if action == "continue" and self.busy.startswith("continuing"):
-            return True  # c again pauses
-        if self.busy:
-            return None  # greyed out while the engine works
-        stepper = self.session.stepper
-        if action in ("step", "continue"):
-            return True if stepper is None or not stepper.done else None
-        if action == "optimizer":
-            return True if self.session.watch is not None and self.session.backward_done else None
-        if action in ("forward", "train"):
-            return True if self.session.can_forward else None
+        wanted = _KEY_ACTIONS.get(action)
+        if wanted is not None:
+            return True if self.state.allowed(wanted) else None
+        if action in ("modules", "find"):
+            return True if self._shown_graph is not None else None
         return True
 
+    def _request(self, action: Action) -> None:
+        decision = self.state.request(action)
+        if decision.verdict == "start":
+            if action in (Action.STEP, Action.CONTINUE, Action.TRAIN):
+                self.query_one(GraphView).follow = True
+            options = {}
+            if action is Action.CONTINUE and self.session is not None and self.session.stepper:
+                if len(self.session.stepper) <= ANIMATE_UP_TO:
+                    options["animate_seconds"] = ANIMATE_SECONDS
+            self.engine.submit(functools.partial(self._perform, action, **options))
+        elif decision.verdict == "refused":
+            self.notify(decision.reason, timeout=3)
+
     def action_step(self) -> None:
-        self.query_one(GraphView).follow = True
-        self._set_busy("stepping")
-        self.run_engine("step")
+        self._request(Action.STEP)
 
     def action_continue(self) -> None:
-        if self.busy.startswith("continuing"):
-            self.stop.set()
-            return
-        self.query_one(GraphView).follow = True
-        self._set_busy("continuing")
-        self.run_engine("continue")
+        self._request(Action.CONTINUE)
 
     def action_optimizer(self) -> None:
-        self._set_busy("optimizer step")
-        self.run_engine("optimizer")
+        self._request(Action.OPTIMIZER)
 
     def action_forward(self) -> None:
-        self._set_busy("forward pass")
-        self.run_engine("forward")
+        self._request(Action.FORWARD)
 
     def action_train(self) -> None:
-        self._set_busy("training: forward")
-        self.run_engine("train")
+        self._request(Action.TRAIN)
 
     def action_export(self) -> None:
-        self._set_busy("exporting")
-        self.run_engine("export")
+        self._request(Action.EXPORT)
 
     def action_stop(self) -> None:
-        if self.query_one("#find").display:
-            self.query_one("#find").display = False
+        find = self.query_one("#find", Input)
+        if find.display:
+            find.display = False
             self.query_one(GraphView).focus()
             return
-        self.stop.set()
-        if self.busy.startswith("training") and self.session is not None:
-            self.session.close()  # a training backward runs in one go: abort it
+        if self.state.request(Action.STOP).verdict == "refused":
+            self.state.dismiss_failure()
+
+    def action_picker(self) -> None:
+        from gradviz.core.catalog import builtin_scenarios
+
+        choices = [(info.name, info.description) for info in builtin_scenarios()]
+        self.push_screen(PickerScreen(choices), self._picked)
+
+    def _picked(self, ref: str | None) -> None:
+        if ref:
+            self.open_scenario(ref)
 
     def action_modules(self) -> None:
-        if self.session is None:
+        if self.session is None or self._shown_graph is None:
             return
-        self.collapse_depth = None if self.collapse_depth else 1
+        graph = self._shown_graph
+        if not any(attrs.get("module") for _, attrs in graph.nodes(data=True)):
+            self.notify("this graph has no module names to fold by: they come from a forward "
+                        "run under gradviz.record(model), or a scenario with a model", timeout=5)
+            return
+        self.fold_depth = None if self.fold_depth else 1
         self.opened.clear()
-        view = self.query_one(GraphView)
-        view.show_graph(self.session.graph, self.collapse_depth)
-        view.show_state(self.state)
+        self._lay_out_worker(self.session, self.fold_depth, frozenset())
 
     def action_find(self) -> None:
         find = self.query_one("#find", Input)
@@ -455,31 +507,37 @@ class GradvizApp(App[None]):
         self.push_screen(HelpScreen())
 
     def action_quit(self) -> None:
-        self._close_session()
-        self.exit()
+        self._shut_down()
+        self.exit(return_code=1 if self.failed_from_cli else 0)
 
     def on_unmount(self) -> None:
-        self._close_session()  # however the app ends, no backward is left waiting
+        self._shut_down()  # however the app ends, no backward is left waiting
 
-    def _close_session(self) -> None:
-        self.stop.set()
+    def _shut_down(self) -> None:
+        if self.state.view().busy:
+            self.state.request(Action.STOP)
         if self.session is not None:
             self.session.close()  # the engine stops at its next node; its thread ends
+        self.engine.shutdown(timeout=0)
 
     def on_resize(self, event) -> None:
-        self.screen.set_class(event.size.width < 100 or event.size.height < 30, "-narrow")
+        self._narrow(event.size.width, event.size.height)
+
+    def _narrow(self, width: int, height: int) -> None:
+        """On the app, not a screen: the main screen follows even while a dialog is open."""
+        self.set_class(width < 100 or height < 30, "-narrow")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id != "find" or self.session is None:
+        if event.input.id != "find" or self._shown_graph is None:
             return
         query = event.value.strip().lower()
-        graph = self.session.graph
+        graph = self._shown_graph
         view = self.query_one(GraphView)
         matches = [k for k, a in graph.nodes(data=True) if query and (
             query in a["op"].lower() or query in (a.get("module") or "").lower()
             or query in (a.get("name") or "").lower() or query in k.lower())]
         if not matches:
-            self.notify(f"no node matches {event.value!r}", severity="warning")
+            self.notify(f"no node matches {event.value!r}", severity="warning", timeout=3)
             return
         matches.sort(key=lambda k: view.row_of.get(k, 0))
         current = view.row_key(view.cursor)
@@ -492,31 +550,64 @@ class GradvizApp(App[None]):
         self._inspect(message.key)
 
     def on_graph_view_group_opened(self, message: GraphView.GroupOpened) -> None:
+        if self.session is None:
+            return
         self.opened.add(message.module)
-        view = self.query_one(GraphView)
-        view.show_graph(self.session.graph, self.collapse_depth, frozenset(self.opened))
-        view.show_state(self.state)
+        self._lay_out_worker(self.session, self.fold_depth, frozenset(self.opened))
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
         for binding in self.BINDINGS:
-            if binding.show and binding.action not in ("help", "quit"):
-                if self.check_action(binding.action, ()):
-                    yield SystemCommand(binding.description.capitalize(),
-                                        f"key {binding.key}",
-                                        getattr(self, f"action_{binding.action}"))
+            if binding.action in ("help", "quit", "stop"):
+                continue
+            if self.check_action(binding.action, ()):
+                yield SystemCommand(binding.description.capitalize(), f"key {binding.key}",
+                                    getattr(self, f"action_{binding.action}"))
         from gradviz.core.catalog import builtin_scenarios
 
         for info in builtin_scenarios():
             yield SystemCommand(f"Open demo {info.name}", info.description,
-                                lambda name=info.name: self._switch(name))
+                                functools.partial(self.open_scenario, info.name))
 
-    def _switch(self, name: str) -> None:
-        if self.session is not None:
-            self.session.close()
-        self.session = None
-        self.query_one("#loading").display = True
-        self.load(name)
+
+def status_line(view: StateView, graph) -> str:
+    """The one line under everything: where the session stands and what to do next."""
+    if view.scenario is None:
+        if view.activity is Activity.LOADING:
+            return f"loading {view.loading}: {view.note or 'starting'}…  (esc stops)"
+        if view.failure is not None:
+            return f"error: {view.failure.message}"
+        return "no scenario: p to choose one"
+    parts = [view.scenario, f"iteration {view.iteration}", f"step {view.done}/{view.nodes}"]
+    if view.phase is Phase.PAUSED and view.failure is None:
+        pending = view.pending
+        if pending is None and view.done == 0 and graph is not None:
+            pending = graph.graph["roots"][0]
+        if pending is not None and graph is not None and pending in graph:
+            attrs = graph.nodes[pending]
+            parts.append(f"next: {attrs['op']}"
+                         + (f" ({attrs['module']})" if attrs.get("module") else ""))
+    elif view.phase is Phase.FINISHED:
+        if view.applied:
+            parts.append("optimizer stepped" + (": f new forward" if view.can_forward else ""))
+        elif view.has_optimizer:
+            parts.append("backward done: o optimizer step"
+                         + (", f new forward" if view.can_forward else ""))
+        else:
+            parts.append("backward done" + (": f new forward" if view.can_forward else ""))
+    elif view.phase is Phase.ABORTED:
+        parts.append("backward stopped" + (": f new forward" if view.can_forward else ""))
+    if view.activity is Activity.LOADING:
+        parts.append(f"loading {view.loading}: {view.note or 'starting'}… (esc stops)")
+    elif view.busy:
+        queued = f", {view.queued_steps} more queued" if view.queued_steps else ""
+        then = ", then continue" if view.continue_after else ""
+        parts.append(f"⏳ {view.activity.value}{queued}{then} (esc stops)")
+    elif view.note:
+        parts.append(view.note)
+    if view.failure is not None:
+        parts.append(f"error: {view.failure.message}")
+    return "  ·  ".join(parts)
 
 
 def _settings(group: dict[str, Any]) -> str:
@@ -528,11 +619,6 @@ def _settings(group: dict[str, Any]) -> str:
     return " ".join(shown)
 
 
-def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-
 def make_app(scenario: str | None = None, **kwargs) -> GradvizApp:
     """The one factory for the CLI and the tests (so both get the same app)."""
     return GradvizApp(scenario, **kwargs)
@@ -542,10 +628,8 @@ def run_app(scenario: str | None = None, *, debug: bool = False, **kwargs) -> in
     """Run the app in this terminal until it is closed; the CLI's exit code."""
     from gradviz.core.deep_graphs import WORKER_STACK_BYTES
 
-    # Workers may drop the last reference to a deep graph: give new threads room.
+    # Layout workers may drop the last reference to a deep graph: give new threads room.
     threading.stack_size(WORKER_STACK_BYTES)
     app = make_app(scenario, **kwargs)
     app.run()
-    if app.return_code:
-        return app.return_code
-    return 0
+    return app.return_code or 0

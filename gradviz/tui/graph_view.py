@@ -21,9 +21,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from gradviz.core.layout import LEFT, NODE, RIGHT, Row, cell_char, layout
+from gradviz.core.layout import GROUP, LEFT, NODE, RIGHT, GraphLayout, Row, cell_char
 
-GROUP = "module:"  # key prefix of a collapsed module's row
 
 DONE, READY, PENDING, WAITING, BROKEN = "done", "ready", "pending", "waiting", "broken"
 _GLYPH = {DONE: ("●", "green"), READY: ("◉", "yellow"), PENDING: ("▶", "bold reverse magenta"),
@@ -48,39 +47,6 @@ class GraphState:
         if key in self.done:
             return DONE
         return READY if key in self.ready else WAITING
-
-
-def collapse(
-    graph: nx.DiGraph, depth: int, opened: frozenset[str] = frozenset()
-) -> tuple[nx.DiGraph, dict[str, str]]:
-    """The graph with each module at ``depth`` (1 = the model's children) as one row,
-    except the modules in ``opened``.
-
-    Returns the smaller graph and, for each original node, the row it belongs to.
-    A collapse that would make a cycle (a module called twice with other work in
-    between) merges the cycle into one row.
-    """
-    unit_of: dict[str, str] = {}
-    for key, attrs in graph.nodes(data=True):
-        module = attrs.get("module")
-        group = ".".join(module.split(".")[:depth]) if module else ""
-        unit_of[key] = key if not module or group in opened else GROUP + group
-    quotient = nx.DiGraph()
-    quotient.add_nodes_from(dict.fromkeys(unit_of.values()))
-    for u, v, data in graph.edges(data=True):
-        a, b = unit_of[u], unit_of[v]
-        if a != b and not quotient.has_edge(a, b):
-            quotient.add_edge(a, b, slot=data.get("slot", 0))
-    if nx.is_directed_acyclic_graph(quotient):
-        return quotient, unit_of
-    merged = nx.condensation(quotient)
-    names = {}
-    for component, data in merged.nodes(data=True):
-        members = sorted(data["members"])
-        names[component] = members[0] if len(members) == 1 else GROUP + "+".join(
-            m.removeprefix(GROUP) for m in members)
-    unit_of = {k: names[merged.graph["mapping"][u]] for k, u in unit_of.items()}
-    return nx.relabel_nodes(merged, names), unit_of
 
 
 class GraphView(ScrollView, can_focus=True):
@@ -116,26 +82,16 @@ class GraphView(ScrollView, can_focus=True):
         self.rows: list[Row] = []
         self.members: dict[str, list[str]] = {}  # row key -> original nodes in it
         self.row_of: dict[str, int] = {}  # original node -> row index
-        self._strips: dict[int, Strip] = {}
+        self._strips: dict[int, tuple[Strip, int]] = {}  # row -> (strip, cells used)
 
     # ---------------------------------------------------------------- data in
-    def show_graph(self, graph: nx.DiGraph, depth: int | None = None,
-                   opened: frozenset[str] = frozenset()) -> None:
-        """Lay out ``graph``; ``depth`` collapses modules at that depth but ``opened``."""
-        self.graph = graph
-        if depth is None:
-            shown, unit_of = graph, {key: key for key in graph}
-        else:
-            shown, unit_of = collapse(graph, depth, opened)
-        self.rows = layout(shown)
-        self.members = {}
-        for key, unit in unit_of.items():
-            self.members.setdefault(unit, []).append(key)
-        index = {row.node: i for i, row in enumerate(self.rows)}
-        self.row_of = {key: index[unit] for key, unit in unit_of.items()}
-        lanes = max((len(r.cells) for r in self.rows), default=0)
-        label = max((self._label_width(r.node) for r in self.rows), default=0)
-        self.virtual_size = Size(lanes * 2 + 1 + label, len(self.rows))
+    def show_layout(self, laid_out: GraphLayout) -> None:
+        """Show a graph laid out by :func:`gradviz.core.layout.lay_out` (off the UI thread)."""
+        self.graph = laid_out.graph
+        self.rows = laid_out.rows
+        self.members = laid_out.members
+        self.row_of = laid_out.row_of
+        self.virtual_size = Size(laid_out.width, len(self.rows))
         self.cursor = min(self.cursor, max(len(self.rows) - 1, 0))
         self._strips.clear()
         self.refresh()
@@ -196,15 +152,23 @@ class GraphView(ScrollView, can_focus=True):
         index = scroll_y + y
         if index >= len(self.rows):
             return Strip.blank(self.size.width, self.rich_style)
-        strip = self._strips.get(index)
-        if strip is None:
+        cached = self._strips.get(index)
+        if cached is None:
             text = self._row_text(index)
             if index == self.cursor:
                 text.stylize(Style(bgcolor="grey23"))
             segments = list(text.render(self.app.console))
-            strip = Strip(Segment.adjust_line_length(segments, self.virtual_size.width))
-            self._strips[index] = strip
-        return strip.crop(scroll_x, scroll_x + self.size.width)
+            width = max(self.virtual_size.width, text.cell_len)
+            cached = (Strip(Segment.adjust_line_length(segments, width)), text.cell_len)
+            self._strips[index] = cached
+        strip, used = cached
+        right = scroll_x + self.scrollable_content_region.width
+        if used <= right:
+            return strip.crop(scroll_x, right)
+        # Cut at the panel's edge: say so, rather than show "|g|=0" for 0.0007.
+        style = Style(bgcolor="grey23") if index == self.cursor else Style()
+        return Strip.join([strip.crop(scroll_x, right - 1),
+                           Strip([Segment("…", style + Style(color="grey50"))])])
 
     def _row_text(self, index: int) -> Text:
         row = self.rows[index]
@@ -222,14 +186,6 @@ class GraphView(ScrollView, can_focus=True):
         text.append(" ")
         text.append_text(self._label(key, state))
         return text
-
-    def _label_width(self, key: str) -> int:
-        """Room the label may need, its |grad| included (for the horizontal scroll)."""
-        if key.startswith(GROUP):
-            return len(key) + 30
-        attrs = self.graph.nodes[key]
-        text = attrs["op"] if attrs["kind"] == "op" else (attrs.get("name") or "leaf")
-        return len(text) + len(attrs.get("module") or "") + len(str(attrs.get("shape"))) + 18
 
     def _row_state(self, key: str) -> str:
         if not key.startswith(GROUP):

@@ -1,16 +1,16 @@
-"""The panels beside the graph: node inspector, parameters, charts, checks, status.
+"""The panels beside the graph: node inspector, parameters, checks.
 
 Each takes plain data (summaries, reports) from the app and never touches torch.
 """
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
 if TYPE_CHECKING:
@@ -39,8 +39,31 @@ def summary_text(summary: TensorSummary | None) -> Text:
     return text
 
 
-class Inspector(Static):
-    """Everything about one node: what it is, what came in, what it sent on."""
+class Inspector(VerticalScroll):
+    """Everything about one node: what it is, what came in, what it sent on.
+
+    It scrolls (tab to it, then the arrow keys or the mouse wheel), so a node with
+    many inputs is never cut off; an error on screen comes first, in red.
+    """
+
+    def compose(self):
+        yield Static(id="inspector-body")
+
+    def show_failure(self, message: str, hint: str) -> None:
+        """Put an error above whatever is shown, until :meth:`show_failure` with ""."""
+        self._failure = Text.assemble(("error: ", "bold red"), (message, "red"),
+                                      ("\n" + hint if hint else "", "yellow")) if message else None
+        self._draw()
+
+    def show_text(self, text: Text) -> None:
+        self._lines = [text]
+        self._draw()
+
+    def _draw(self) -> None:
+        failure = getattr(self, "_failure", None)
+        lines = getattr(self, "_lines", [])
+        self.query_one("#inspector-body", Static).update(
+            Group(*([failure, Text()] if failure else []), *lines))
 
     def show_node(self, key: str, attrs: dict[str, Any], event: Any, children: list[tuple[int, str]],
                   derivative: str | None, incoming: tuple | None = None) -> None:
@@ -62,7 +85,7 @@ class Inspector(Static):
             facts.add_row("saved", saved if isinstance(saved, str) else ", ".join(
                 f"{name} {_meta(meta)}" for name, meta in saved.items()))
         if attrs.get("args"):
-            facts.add_row("values", ", ".join(f"{k}={v}" for k, v in attrs["args"].items()))
+            facts.add_row("values", ", ".join(f"{k}={_short(v)}" for k, v in attrs["args"].items()))
         if derivative:
             facts.add_row("rule", derivative)
         lines.append(facts)
@@ -88,12 +111,24 @@ class Inspector(Static):
             lines += [summary_text(s) for s in incoming]
         else:
             lines.append(Text("not run yet", "grey50"))
-        self.update(Group(*lines))
+        self._lines = lines
+        self._draw()
 
     def show_group(self, module: str, members: int, run: int) -> None:
         nodes = f"{members} node" + ("s" if members != 1 else "")
-        self.update(Group(Text(module, "bold cyan"),
-                          Text(f"{nodes}, {run} run; enter to expand, m to expand all")))
+        self._lines = [Text(module, "bold cyan"),
+                       Text(f"{nodes}, {run} run; enter to expand, m to expand all")]
+        self._draw()
+
+
+def _short(value: Any, width: int = 48) -> str:
+    """A saved value in at most ``width`` characters (long int lists say how long they are)."""
+    text = str(value)
+    if len(text) <= width:
+        return text
+    if isinstance(value, (tuple, list)):
+        return f"{text[:width - 16]}…] ({len(value)} values)"
+    return text[:width - 1] + "…"
 
 
 def _meta(meta: Any) -> str:
@@ -141,7 +176,9 @@ class ParamsTable(DataTable):
                                  update_width=True)
                 continue
             self.update_cell(update.name, "|Δ|", f"{update.update.norm:.3g}", update_width=True)
-            self.update_cell(update.name, "|Δ|/|p|", f"{update.ratio:.3g}", update_width=True)
+            ratio = (Text("|p| was 0", "grey50") if update.ratio is None
+                     else f"{update.ratio:.3g}")
+            self.update_cell(update.name, "|Δ|/|p|", ratio, update_width=True)
             self.update_cell(update.name, "optimizer state", ", ".join(
                 f"{k}={_state_text(v)}" for k, v in update.state.items()), update_width=True)
 
@@ -156,66 +193,6 @@ def _state_text(value: Any) -> str:
     if norm is not None:
         return f"|{norm:.3g}|"
     return f"{value:g}" if isinstance(value, (int, float)) else str(value)
-
-
-_BARS = " ▁▂▃▄▅▆▇█"
-
-
-def sparkline(values: list[float], width: int) -> str:
-    """A one-line plot of the last ``width`` values (NaN shown as ×)."""
-    shown = values[-width:]
-    finite = [v for v in shown if math.isfinite(v)]
-    if not finite:
-        return "×" * len(shown)
-    low, high = min(finite), max(finite)
-    span = (high - low) or 1.0
-    return "".join("×" if not math.isfinite(v) else _BARS[1 + round((v - low) / span * 7)]
-                   for v in shown)
-
-
-class LossPlot(Static):
-    """The loss of each forward pass."""
-
-    def show_losses(self, losses: list[float]) -> None:
-        if not losses:
-            self.update(Text("loss: no forward pass yet", "grey50"), layout=False)
-            return
-        width = max(10, self.size.width - 2)
-        self.update(Group(
-            Text.assemble(("loss ", "bold"), f"{losses[-1]:.6g}"),
-            Text(f"{len(losses)} forward pass{'es' if len(losses) != 1 else ''}, "
-                 f"lowest {min(losses):.4g}", "grey62"),
-            Text(sparkline(losses, width), "green"),
-        ), layout=False)
-
-
-class GradFlow(Static):
-    """Mean |grad| per parameter, on a log scale: vanishing and exploding at a glance."""
-
-    def show_flow(self, flow: list[tuple[str, float]]) -> None:
-        if not flow:
-            self.update(Text("gradient flow: no gradients yet", "grey50"), layout=False)
-            return
-        finite = [v for _, v in flow if math.isfinite(v) and v > 0]
-        low = math.log10(min(finite)) if finite else 0.0
-        high = math.log10(max(finite)) if finite else 1.0
-        span = (high - low) or 1.0
-        name_width = min(24, max(len(n) for n, _ in flow))
-        bar_width = max(4, self.size.width - name_width - 12)
-        table = Text()
-        table.append("mean |grad| per parameter (log scale)\n", "bold")
-        for name, value in flow:
-            if not math.isfinite(value):
-                bar, style = "NaN/Inf", "bold red"
-            elif value <= 0:
-                bar, style = "0", "grey50"
-            else:
-                bar = "█" * max(1, round((math.log10(value) - low) / span * bar_width))
-                style = "cyan"
-            table.append(f"{name[-name_width:]:>{name_width}} ")
-            table.append(bar, style)
-            table.append(f" {value:.2g}\n" if math.isfinite(value) else "\n", "grey62")
-        self.update(table, layout=False)
 
 
 class ChecksPanel(Static):

@@ -12,16 +12,19 @@ from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
 
 HELP_KEYS = [
-    ("n / space", "step: run the next autograd node in PyTorch's engine"),
+    ("n / space", "step: run the next autograd node in PyTorch's engine "
+                  "(presses while busy queue up)"),
     ("c", "continue to the end of backward (press c again to pause)"),
-    ("o", "optimizer step (after backward)"),
+    ("o", "optimizer step (after backward, once per backward)"),
     ("t", "one training iteration: forward, backward, optimizer step"),
-    ("f", "a new forward pass (a fresh graph)"),
+    ("f", "a new forward pass (a fresh graph; the old one stays if it fails)"),
     ("e", "export the graph to Graphviz DOT"),
     ("/", "find a node by op, module or parameter name (enter: next match)"),
-    ("m", "collapse / expand modules"),
+    ("m", "fold / unfold modules"),
+    ("p", "open another scenario (a demo or a file)"),
     ("↑ ↓ enter", "move through the graph, inspect a node, open a module"),
-    ("escape", "stop what is running, close find"),
+    ("tab", "move between the graph, the node inspector (scrolls) and the parameters"),
+    ("escape", "stop what is running (a forward too), close find, dismiss an error"),
     ("ctrl+p", "command palette"),
     ("?", "this help"),
     ("q", "quit"),
@@ -53,10 +56,10 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Text("escape closes", "grey50"))
 
 
-class PickerScreen(ModalScreen[str]):
-    """Choose a built-in demo, or type the path of a scenario file."""
+class PickerScreen(ModalScreen[str | None]):
+    """Choose a built-in demo, or type the path of a scenario file (tab reaches it)."""
 
-    BINDINGS = [Binding("escape", "app.quit", "quit")]
+    BINDINGS = [Binding("escape", "dismiss(None)", "close")]
     AUTO_FOCUS = "#demos"
 
     def __init__(self, scenarios: list[tuple[str, str]]) -> None:
@@ -65,12 +68,14 @@ class PickerScreen(ModalScreen[str]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="picker"):
-            yield Label(Text("gradviz: choose a scenario", "bold"))
+            yield Label(Text("gradviz: choose a scenario (enter), or tab to type a file's path",
+                             "bold"))
             yield OptionList(*[Option(Text.assemble((name, "bold cyan"), "\n  ",
                                                     (description, "grey70")), id=name)
                                for name, description in self.scenarios], id="demos")
             yield Label("or open a scenario file (.py defining build()):")
             yield Input(placeholder="path/to/scenario.py", id="path")
+            yield Label(Text("escape closes", "grey50"))
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(event.option.id)

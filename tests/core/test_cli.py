@@ -25,14 +25,17 @@ def test_list_shows_every_demo(capsys):
 def test_no_command_opens_the_app_and_demo_checks_its_name(monkeypatch):
     import gradviz.tui.app as app_module
 
+    import gradviz.cli as cli_module
+
     opened = []
     monkeypatch.setattr(app_module, "run_app", lambda scenario, **kw: opened.append(scenario) or 0)
+    monkeypatch.setattr(cli_module, "has_terminal", lambda: True)
     assert main([]) == 0 and main(["demo", "lstm"]) == 0
     assert opened == [None, "lstm"]
     result = gradviz("demo", "resnet19")
     assert result.returncode == 2 and "no demo named 'resnet19'" in result.stderr
     result = gradviz("open", "/no/such/file.py")
-    assert result.returncode == 1 and "no such scenario file" in result.stderr
+    assert result.returncode == 1 and "does not exist" in result.stderr
 
 
 def test_export_dot_json_to_files(tmp_path, capsys):

@@ -105,7 +105,7 @@ def test_broken_scenario_files_are_one_line_errors(tmp_path, case):
 
 
 def test_missing_file_and_unknown_name(tmp_path):
-    with pytest.raises(ScenarioError, match="no such scenario file"):
+    with pytest.raises(ScenarioError, match="scenario file .* does not exist"):
         gradviz.load_scenario(tmp_path / "absent.py")
     with pytest.raises(ScenarioError, match="no scenario named 'resnet19'"):
         gradviz.load_scenario("resnet19")

@@ -14,7 +14,7 @@ def test_autograd_basics_iteration_by_hand():
     assert session.graph.number_of_nodes() == 6
     with pytest.raises(StepperError, match="finish backward"):
         session.optimizer_step()
-    while session.step() is not None:
+    while not session.step().finished:
         pass
     assert stepper.finished
     assert [(c.name, c.passed) for c in session.checks] == [
@@ -41,7 +41,7 @@ def test_training_lowers_the_loss_and_zeroes_grads_each_time():
         p.grad = None
     session.scenario.run_forward()[0][0].backward()
     assert all(torch.equal(stepped[n], p.grad) for n, p in params.items())
-    assert session.step() is None and session.run_backward() == []  # finished stays finished
+    assert session.step().events == [] and session.run_backward() is None  # finished stays so
 
 
 def test_forward_mid_backward_ends_the_old_backward():

@@ -1,0 +1,84 @@
+"""Progress: what the app shows after some backward nodes ran, read on the engine's thread.
+
+The screen never touches torch, so everything it draws of a batch of
+:class:`~gradviz.core.stepper.StepEvent` is read here first: the summaries of
+the gradients (for every event of a small batch; for a big one, only the
+parameters' and the last node's, the rest on request), each parameter's new
+``.grad`` and its mean |grad|, where the engine waits, and where a NaN started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from gradviz.core.stepper import BackwardStepper, StepEvent
+from gradviz.core.summary import TensorSummary
+
+#: A batch of up to this many events has every event summarized; a bigger one
+#: (continue on a big graph) only its parameters and its last node.
+SUMMARIZE_ALL_UP_TO = 256
+
+
+@dataclass
+class Progress:
+    """Nodes that ran since the last report, and where backward stands now."""
+
+    events: list[StepEvent] = field(default_factory=list)
+    done: int = 0  # nodes run in all
+    pending: str | None = None
+    incoming: tuple[TensorSummary | None, ...] = ()  # the gradients waiting at ``pending``
+    ready: frozenset[str] = frozenset()
+    finished: bool = False
+    grads: dict[str, TensorSummary] = field(default_factory=dict)  # parameter -> its .grad
+    flow: dict[str, float] = field(default_factory=dict)  # parameter -> mean |grad|
+    norms: dict[str, float] = field(default_factory=dict)  # node -> largest |grad| it sent,
+    #                                                         for the events summarized here
+    nonfinite: str | None = None  # the first node that made a NaN/Inf gradient
+
+
+def describe(stepper: BackwardStepper, events: Sequence[StepEvent],
+             leaves: Mapping[str, torch.Tensor]) -> Progress:
+    """A :class:`Progress` for ``events`` (just run by ``stepper``); ``leaves`` by name."""
+    progress = Progress(events=list(events))
+    graph = stepper.graph
+    summarize_all = len(events) <= SUMMARIZE_ALL_UP_TO
+    last = events[-1] if events else None
+    for event in events:
+        names = graph.nodes[event.node].get("names") or ()
+        if summarize_all or names or event is last:
+            event.summarize()
+            sent = [s.norm for s in (*event.grad_inputs, event.param_grad) if s is not None]
+            if sent:
+                progress.norms[event.node] = max(sent)
+        for name in names:
+            tensor = leaves.get(name)
+            if tensor is not None and tensor.grad is not None and event.param_grad is not None:
+                progress.grads[name] = event.param_grad
+                progress.flow[name] = _mean_abs(tensor.grad)
+    return _where(stepper, progress)
+
+
+def _where(stepper: BackwardStepper, progress: Progress) -> Progress:
+    progress.done = len(stepper.executed)
+    progress.pending = stepper.pending
+    progress.incoming = stepper.pending_grad_outputs
+    progress.ready = frozenset(stepper.ready)
+    progress.finished = stepper.finished
+    origin = stepper.first_nonfinite
+    progress.nonfinite = None if origin is None else origin.node
+    return progress
+
+
+def at_start(stepper: BackwardStepper) -> Progress:
+    """Where a new stepper stands before any node ran."""
+    return _where(stepper, Progress())
+
+
+def _mean_abs(grad: torch.Tensor) -> float:
+    values = grad.detach()
+    if values.is_complex():
+        values = values.abs()
+    return float(values.abs().float().mean())
