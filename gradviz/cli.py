@@ -186,53 +186,87 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     console = Console()
     session = Session(load_scenario(args.scenario, weights=args.weights))
-    reports = []
+    rows = _SampledRows()
+    last = origin = None
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task(session.scenario.name, total=args.steps, loss="-")
             for _ in range(args.steps):
-                reports.append(session.train_iteration())
-                progress.update(task, advance=1, loss=f"{reports[-1].loss:.6g}")
+                last = session.train_iteration()
+                rows.add(_iteration_row(last))
+                if origin is None and last.first_nonfinite is not None:
+                    origin = last
+                progress.update(task, advance=1, loss=f"{last.loss:.6g}")
     except KeyboardInterrupt:  # keep what finished: print it, then say where it stopped
         session.close()
-        if reports:
-            console.print(_iterations_table(reports))
-        print(f"gradviz: interrupted after {len(reports)} of {args.steps} iterations",
+        if rows.count:
+            console.print(_iterations_table(rows.rows))
+        print(f"gradviz: interrupted after {rows.count} of {args.steps} iterations",
               file=sys.stderr)
         return 130
-    console.print(_iterations_table(reports))
-    if reports[-1].update is not None:
-        console.print(_update_table(reports[-1].update))
-    origin = next((r for r in reports if r.first_nonfinite is not None), None)
+    console.print(_iterations_table(rows.rows))
+    if last.update is not None:
+        console.print(_update_table(last.update))
     if origin is not None:
         event = origin.first_nonfinite
         where = f" in module {event.module}" if event.module else ""
         console.print(f"[red]first non-finite gradient[/]: iteration {origin.iteration}, "
                       f"node {event.node} ({event.op}){where}", soft_wrap=True)
-    failed = [c for c in reports[-1].checks if not c.passed]
-    for check in reports[-1].checks:
+    failed = [c for c in last.checks if not c.passed]
+    for check in last.checks:
         mark = "[green]pass[/]" if check.passed else "[red]FAIL[/]"
         console.print(f"check {check.name}: {mark} {check.detail}", soft_wrap=True)
     return 1 if failed else 0
 
 
-def _iterations_table(reports):
+class _SampledRows:
+    """At most 2 x ``keep`` table rows, evenly spaced over however many iterations ran:
+    when full, every other row goes and the spacing doubles (a long run stays small)."""
+
+    def __init__(self, keep: int = 20):
+        self.keep = keep
+        self.count = 0
+        self._sampled: list[tuple] = []
+        self._latest: tuple | None = None
+        self._every = 1
+
+    def add(self, row: tuple) -> None:
+        if self.count % self._every == 0:
+            self._sampled.append(row)
+            if len(self._sampled) >= 2 * self.keep:
+                self._sampled = self._sampled[::2]
+                self._every *= 2
+        self.count += 1
+        self._latest = row
+
+    @property
+    def rows(self) -> list[tuple]:
+        """The sampled rows, and the latest one always."""
+        if self._latest is None or (self._sampled and self._sampled[-1] is self._latest):
+            return list(self._sampled)
+        return [*self._sampled, self._latest]
+
+
+def _iteration_row(report) -> tuple:
+    """(iteration, loss, median |Δ|/|p|, largest |Δ|/|p|, its parameter) of one iteration."""
+    ratios = [] if report.update is None else sorted(
+        (p.ratio, p.name) for p in report.update.updated if p.ratio is not None)
+    median = ratios[len(ratios) // 2][0] if ratios else None
+    top, name = ratios[-1] if ratios else (None, "-")
+    return report.iteration, report.loss, median, top, name
+
+
+def _iterations_table(rows: list[tuple]):
     from rich.table import Table
 
     table = Table(title="training", title_justify="left")
     for name in ("iteration", "loss", "median |Δ|/|p|", "max |Δ|/|p|", "largest update"):
         table.add_column(name, justify="left" if name == "largest update" else "right")
-    shown = reports if len(reports) <= 20 else [
-        reports[round(i * (len(reports) - 1) / 19)] for i in range(20)]
-    for report in shown:
-        ratios = [] if report.update is None else sorted(
-            (p.ratio, p.name) for p in report.update.updated if p.ratio is not None)
-        median = f"{ratios[len(ratios) // 2][0]:.3g}" if ratios else "-"
-        top = ratios[-1] if ratios else (None, "-")
-        table.add_row(str(report.iteration), f"{report.loss:.6g}", median,
-                      "-" if top[0] is None else f"{top[0]:.3g}", top[1])
+    for iteration, loss, median, top, name in rows:
+        table.add_row(str(iteration), f"{loss:.6g}", "-" if median is None else f"{median:.3g}",
+                      "-" if top is None else f"{top:.3g}", name)
     return table
 
 

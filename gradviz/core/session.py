@@ -32,6 +32,9 @@ from gradviz.core.stepper import DEFAULT_HISTORY_BYTES, BackwardStepper, StepEve
 
 Report = Callable[[Progress], None]
 
+#: Raised while this thread waits on the engine, not by backward: passed on as they are.
+_NOT_BACKWARD_ERRORS = (KeyboardInterrupt, Interrupted)
+
 
 class BackwardError(GradvizError):
     """Backward raised: the user's exception (its ``__cause__``) and the node it came from."""
@@ -165,6 +168,8 @@ class Session:
             return at_start(stepper)
         try:
             event = stepper.step()
+        except _NOT_BACKWARD_ERRORS:
+            raise
         except BaseException as error:
             raise self._backward_failed(error) from error
         return self._report([] if event is None else [event])
@@ -188,6 +193,8 @@ class Session:
             started = time.perf_counter()
             try:
                 events = stepper.run_until(_chunk(started + chunk_seconds, per_chunk))
+            except _NOT_BACKWARD_ERRORS:
+                raise
             except BaseException as error:
                 raise self._backward_failed(error) from error
             progress = self._report(events)
@@ -329,8 +336,8 @@ class Session:
     def _report(self, events: list[StepEvent]) -> Progress:
         stepper = self.stepper
         progress = describe(stepper, events, self.leaves)
-        if stepper.error is not None:
-            raise self._backward_failed(stepper.error)
+        if stepper.error is not None:  # raised between nodes, after the last event returned
+            raise self._backward_failed(stepper.error) from stepper.error
         if stepper.finished and not self.checks:
             self.checks = self.scenario.run_checks()
         self.state.progressed(done=progress.done, pending=progress.pending,

@@ -99,3 +99,119 @@ def test_train_prints_losses_updates_and_where_nan_started():
 def test_train_needs_a_positive_step_count():
     result = gradviz("train", "autograd-basics", "--steps", "0")
     assert result.returncode == 2 and "must be at least 1" in result.stderr
+
+
+# ---------------------------------------------------------------- bad input: one line, exit 1
+
+FAILING = """
+import torch, gradviz
+w = torch.ones(3, requires_grad=True)
+calls = []
+def forward():
+    calls.append(1)
+{body}
+def build():
+    return gradviz.Scenario(name="f", params={{"w": w}}, forward=forward, {extra}
+                            optimizer=torch.optim.SGD([w], lr=0.1))
+"""
+
+
+def failing(tmp_path, body, extra=""):
+    path = tmp_path / "failing.py"
+    path.write_text(FAILING.format(body=body, extra=extra))
+    return str(path)
+
+
+def one_line_error(result, *fragments):
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "export"])
+def test_a_forward_that_raises_is_one_line_for_train_and_export(tmp_path, command):
+    path = failing(tmp_path, "    raise ValueError('no data')")
+    one_line_error(gradviz(command, path, cwd=tmp_path),
+                   "scenario 'f': forward() raised ValueError: no data")
+
+
+def test_a_forward_that_raises_on_a_later_iteration_is_one_line(tmp_path):
+    path = failing(tmp_path, "    if len(calls) == 3:\n        raise ValueError('batch 3')\n"
+                             "    return (w * w).sum()")
+    one_line_error(gradviz("train", path, "--steps", "5"), "forward() raised ValueError: batch 3")
+
+
+def test_a_gradient_of_the_wrong_shape_is_one_line(tmp_path):
+    path = failing(tmp_path, "    return w * 2", extra="gradient=torch.ones(2),")
+    for command in ("train", "export"):
+        result = gradviz(command, path, cwd=tmp_path)
+        if command == "export":  # export walks the graph; backward is what needs the gradient
+            assert result.returncode == 0
+        else:
+            one_line_error(result, "the gradient for the root has shape (2,), the root (3,)")
+
+
+def test_an_error_inside_backward_is_one_line_naming_the_node(tmp_path):
+    path = failing(tmp_path, "    y = w.sigmoid()\n    loss = (y * 2).sum()\n"
+                             "    y.add_(1)\n    return loss")
+    one_line_error(gradviz("train", path), "backward failed at SigmoidBackward0#0",
+                   "RuntimeError: one of the variables needed")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["open", "{tmp}"], "scenario file {tmp} is a folder"),
+    (["demo", "resnet18", "--weights", "{tmp}/missing.pt"], "weights file {tmp}/missing.pt does not exist"),
+    (["demo", "resnet18", "--weights", "{tmp}"], "weights file {tmp} is a folder"),
+    (["open", "{tmp}/nothing.py"], "scenario file {tmp}/nothing.py does not exist"),
+])
+def test_arguments_fail_before_the_app_starts(tmp_path, args, message):
+    result = gradviz(*[a.format(tmp=tmp_path) for a in args])
+    one_line_error(result, message.format(tmp=tmp_path))
+
+
+def test_steps_that_are_not_a_number_say_so():
+    result = gradviz("train", "autograd-basics", "--steps", "abc")
+    assert result.returncode == 2 and "expected a whole number, got 'abc'" in result.stderr
+
+
+def test_a_pickled_model_as_weights_is_one_line_without_torchs_warning(tmp_path):
+    import torch
+
+    weights = tmp_path / "model.pt"
+    torch.save(torch.nn.Linear(2, 2), weights)  # a whole module: not a weights_only state dict
+    result = gradviz("export", "resnet18", "--weights", str(weights), "-o", str(tmp_path / "r.dot"))
+    one_line_error(result, "is not a state dict that torch.load(weights_only=True) can read")
+
+
+def test_a_base_exception_from_build_is_one_line(tmp_path):
+    path = tmp_path / "exits.py"
+    path.write_text("class Stop(BaseException):\n    pass\n"
+                    "def build():\n    raise Stop('no')\n")
+    one_line_error(gradviz("export", str(path)), "build() raised Stop: no")
+
+
+def test_the_app_without_a_terminal_refuses_at_once():
+    result = subprocess.run([sys.executable, "-m", "gradviz.cli", "demo", "autograd-basics"],
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    one_line_error(result, "the app needs a terminal")
+
+
+def test_ctrl_c_during_train_prints_the_iterations_that_finished(tmp_path):
+    import signal
+    import time
+
+    started = tmp_path / "started"
+    path = failing(tmp_path, f"    open({str(started)!r}, 'w').close()\n    return (w * w).sum()")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gradviz.cli", "train", path, "--steps", "1000000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # some iterations finish
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted after" in err and "of 1000000 iterations" in err
+    assert "training" in out and "│         1 │" in out

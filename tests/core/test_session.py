@@ -1,5 +1,8 @@
 """Session: forward, stepped backward, checks and the optimizer, one iteration at a time."""
 
+import threading
+import time
+
 import pytest
 import torch
 
@@ -67,3 +70,145 @@ def test_a_scenario_without_optimizer(tmp_path):
     assert report.update is None and report.loss == 4.0
     with pytest.raises(ScenarioError, match="no optimizer"):
         session.optimizer_step()
+
+
+# ---------------------------------------------------------------- failures, each on record
+
+from gradviz.core.interrupt import Interrupted  # noqa: E402
+from gradviz.core.session import BackwardError  # noqa: E402
+from gradviz.core.session_state import Action, Activity, Phase, SessionState  # noqa: E402
+
+SCENARIO = """
+import torch, gradviz
+w = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+calls = []
+def forward():
+    calls.append(1)
+{body}
+def build():
+    return gradviz.Scenario(name="s", params={{"w": w}}, forward=forward,
+                            optimizer=torch.optim.SGD([w], lr=0.1))
+"""
+
+
+def scenario_file(tmp_path, body):
+    path = tmp_path / "s.py"
+    path.write_text(SCENARIO.format(body=body))
+    return str(path)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("    raise ValueError('bad batch')",
+     "scenario 's': forward() raised ValueError: bad batch"),
+    ("    return w * 2", "the root is not a scalar (shape (3,)): pass gradient="),
+    ("    return w", "the root has no autograd graph: it is a leaf tensor"),
+])
+def test_a_load_that_fails_says_why_in_one_line_and_leaves_nothing_running(tmp_path, body,
+                                                                            message):
+    state = SessionState()
+    with pytest.raises(gradviz.GradvizError) as raised:
+        Session.load(scenario_file(tmp_path, body), state=state)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    view = state.view()
+    assert view.activity is Activity.IDLE and view.failure.message == str(raised.value)
+    assert view.scenario is None
+
+
+def test_a_syntax_error_and_a_missing_weights_file_fail_the_load(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def build(:\n")
+    state = SessionState()
+    with pytest.raises(ScenarioError, match="broken.py:1: syntax error"):
+        Session.load(str(broken), state=state)
+    with pytest.raises(ScenarioError, match="weights file .*missing.pt does not exist"):
+        Session.load("resnet18", weights=str(tmp_path / "missing.pt"), state=state)
+    assert "missing.pt does not exist" in state.view().failure.message
+
+
+def test_an_error_between_nodes_while_stepping_is_reported_at_once(tmp_path):
+    body = ("    y = w * 2\n"
+            "    y.register_hook(lambda grad: 1 / 0)\n"
+            "    return (y * y).sum()")
+    session = Session.load(scenario_file(tmp_path, body))
+    session.step()  # SumBackward0 ran; the hook on y fails before the next node
+    with pytest.raises(BackwardError, match="ZeroDivisionError: division by zero") as raised:
+        while True:
+            session.step()
+    assert isinstance(raised.value.__cause__, ZeroDivisionError)
+    view = session.state.view()
+    assert view.phase is Phase.FAILED and "ZeroDivisionError" in view.failure.message
+    assert not view.allowed(Action.STEP) and view.allowed(Action.FORWARD)
+
+
+def test_a_forward_that_fails_leaves_the_old_backward_paused_where_it_was(tmp_path):
+    body = ("    if len(calls) > 1:\n"
+            "        raise RuntimeError('the second batch is bad')\n"
+            "    return (w * w).sum()")
+    session = Session.load(scenario_file(tmp_path, body))
+    old = session.stepper
+    session.step()
+    with pytest.raises(ScenarioError, match="second batch is bad"):
+        session.forward()
+    assert session.stepper is old and not old.done
+    session.run_backward()  # the old backward goes on to its end
+    assert session.backward_done
+    assert torch.equal(session.scenario.params["w"].grad, 2 * torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_stopping_a_slow_forward_keeps_the_graph_shown(tmp_path):
+    session = Session.load(scenario_file(tmp_path, "    return (w * w).sum()"))
+    first = session.stepper
+    session.scenario.forward = lambda: _slow(session.scenario.params["w"])
+    session.state.request(Action.FORWARD)
+    timer = threading.Timer(0.2, lambda: session.state.request(Action.STOP))
+    timer.start()
+    started = time.perf_counter()
+    assert session.perform(Action.FORWARD) is None
+    assert time.perf_counter() - started < 5
+    assert session.stepper is first and session.state.view().note == "stopped"
+
+
+def _slow(w):
+    y = w
+    for _ in range(2_000_000):
+        y = y * 1.0
+    return y.sum()
+
+
+def test_the_optimizer_cannot_step_the_same_gradients_twice():
+    session = Session(gradviz.load_scenario("autograd-basics"))
+    session.forward()
+    session.run_backward()
+    session.optimizer_step()
+    with pytest.raises(StepperError, match="already stepped these gradients"):
+        session.optimizer_step()
+    assert session.iteration == 1
+
+
+def test_show_refuses_a_graph_already_backwarded_and_a_non_tensor():
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    loss = (w.sin() * 2).sum()
+    loss.backward()
+    with pytest.raises(gradviz.GraphError, match="already backwarded"):
+        Session.for_roots(loss, params={"w": w})
+    with pytest.raises(gradviz.GraphError, match="got int"):
+        Session.for_roots(3)
+
+
+def test_a_base_exception_in_build_is_a_scenario_error(tmp_path):
+    path = tmp_path / "exits.py"
+    path.write_text("class Stop(BaseException):\n    pass\n"
+                    "def build():\n    raise Stop('no')\n")
+    with pytest.raises(ScenarioError, match="build\\(\\) raised Stop: no"):
+        gradviz.load_scenario(path)
+
+
+def test_interrupted_is_not_an_error_of_the_users_forward():
+    scenario = gradviz.load_scenario("autograd-basics")
+
+    def stopped():
+        raise Interrupted("stopped")
+
+    scenario.forward = stopped
+    with pytest.raises(Interrupted):
+        scenario.run_forward()
