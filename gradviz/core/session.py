@@ -409,6 +409,5 @@ def _note(action: Action, result: object) -> str:
     if action is Action.EXPORT:
         return f"exported the graph to {result}"
     if action is Action.OPTIMIZER and isinstance(result, UpdateReport):
-        return (f"{result.optimizer} step {result.step}: {len(result.updated)} of "
-                f"{len(result.params)} parameters updated")
+        return f"{result.optimizer}: {len(result.updated)} of {len(result.params)} parameters updated"
     return ""

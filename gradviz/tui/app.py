@@ -343,8 +343,9 @@ class GradvizApp(App[int]):
 
     def _show_checks(self) -> None:
         if self.session is not None:
-            self.query_one(ChecksPanel).show_checks(self.session.checks,
-                                                    list(self.session.scenario.checks))
+            expected = list(self.session.scenario.checks)
+            self.query_one(ChecksPanel).show_checks(self.session.checks, expected)
+            self.set_class(not expected, "-no-checks")
 
     def _inspect(self, key: str | None) -> None:
         if key is None or self.session is None or self._shown_graph is None:
@@ -382,8 +383,7 @@ class GradvizApp(App[int]):
         if view.version == self._rendered_version and not force:
             return
         self._rendered_version = view.version
-        self.query_one("#status", Static).update(status_line(view, self._shown_graph),
-                                                 layout=False)
+        self._render_status(view)
         self._render_welcome(view)
         failure = view.failure
         inspector = self.query_one(Inspector)
@@ -403,19 +403,22 @@ class GradvizApp(App[int]):
             self._enabled = enabled
             self.refresh_bindings()
 
+    def _render_status(self, view: StateView) -> None:
+        status = self.query_one("#status", Static)
+        width = (status.size.width - 2) if status.size.width else 1000
+        status.update(status_line(view, self._shown_graph, width), layout=False)
+
     def _render_welcome(self, view: StateView) -> None:
         """With nothing loaded, the screen says what is loading, what failed, what to do."""
         welcome = self.query_one("#welcome", Static)
         empty = self.session is None
-        welcome.display = empty
-        self.query_one("#main").display = not empty
-        self.query_one("#bottom").display = not empty
+        self.set_class(empty, "-empty")
         if not empty:
             return
         from rich.text import Text
 
-        text = Text("gradviz", "bold")
-        text.append("  PyTorch's autograd graph, and backward one node at a time\n\n", "grey62")
+        text = Text("gradviz\n", "bold")
+        text.append("PyTorch's autograd graph, and backward one node at a time\n\n", "grey62")
         if view.activity is Activity.LOADING:
             text.append(f"loading {view.loading}: {view.note or 'starting'}…", "yellow")
             text.append("   (esc stops)", "grey50")
@@ -526,6 +529,8 @@ class GradvizApp(App[int]):
     def _narrow(self, width: int, height: int) -> None:
         """On the app, not a screen: the main screen follows even while a dialog is open."""
         self.set_class(width < 100 or height < 30, "-narrow")
+        if self.is_mounted:
+            self._render_status(self.state.view())
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id != "find" or self._shown_graph is None:
@@ -570,44 +575,54 @@ class GradvizApp(App[int]):
                                 functools.partial(self.open_scenario, info.name))
 
 
-def status_line(view: StateView, graph) -> str:
-    """The one line under everything: where the session stands and what to do next."""
+def status_line(view: StateView, graph, width: int = 1000) -> str:
+    """The one line under everything: where the session stands and what to do next.
+
+    Parts that do not fit ``width`` go, least needed first: the iteration, the
+    scenario's name, the step count; the error and what is running always stay.
+    """
     if view.scenario is None:
         if view.activity is Activity.LOADING:
             return f"loading {view.loading}: {view.note or 'starting'}…  (esc stops)"
         if view.failure is not None:
             return f"error: {view.failure.message}"
         return "no scenario: p to choose one"
-    parts = [view.scenario, f"iteration {view.iteration}", f"step {view.done}/{view.nodes}"]
+    parts = [(4, view.scenario), (5, f"iteration {view.iteration}"),
+             (3, f"step {view.done}/{view.nodes}")]
+    way_on = "f new forward" if view.can_forward else ""
     if view.phase is Phase.PAUSED and view.failure is None:
         pending = view.pending
         if pending is None and view.done == 0 and graph is not None:
             pending = graph.graph["roots"][0]
         if pending is not None and graph is not None and pending in graph:
             attrs = graph.nodes[pending]
-            parts.append(f"next: {attrs['op']}"
-                         + (f" ({attrs['module']})" if attrs.get("module") else ""))
+            parts.append((2, f"next: {attrs['op']}"
+                          + (f" ({attrs['module']})" if attrs.get("module") else "")))
     elif view.phase is Phase.FINISHED:
         if view.applied:
-            parts.append("optimizer stepped" + (": f new forward" if view.can_forward else ""))
+            parts.append((2, "optimizer stepped" + (f": {way_on}" if way_on else "")))
         elif view.has_optimizer:
-            parts.append("backward done: o optimizer step"
-                         + (", f new forward" if view.can_forward else ""))
+            parts.append((2, "backward done: o optimizer" + (f", {way_on}" if way_on else "")))
         else:
-            parts.append("backward done" + (": f new forward" if view.can_forward else ""))
+            parts.append((2, "backward done" + (f": {way_on}" if way_on else "")))
     elif view.phase is Phase.ABORTED:
-        parts.append("backward stopped" + (": f new forward" if view.can_forward else ""))
+        parts.append((2, "backward stopped" + (f": {way_on}" if way_on else "")))
     if view.activity is Activity.LOADING:
-        parts.append(f"loading {view.loading}: {view.note or 'starting'}… (esc stops)")
+        parts.append((0, f"loading {view.loading}: {view.note or 'starting'}… (esc stops)"))
     elif view.busy:
         queued = f", {view.queued_steps} more queued" if view.queued_steps else ""
         then = ", then continue" if view.continue_after else ""
-        parts.append(f"⏳ {view.activity.value}{queued}{then} (esc stops)")
+        parts.append((0, f"⏳ {view.activity.value}{queued}{then} (esc stops)"))
     elif view.note:
-        parts.append(view.note)
+        parts.append((1, view.note))
     if view.failure is not None:
-        parts.append(f"error: {view.failure.message}")
-    return "  ·  ".join(parts)
+        parts.append((0, f"error: {view.failure.message}"))
+    while len(parts) > 1 and len("  ·  ".join(text for _, text in parts)) > width:
+        least = max(range(len(parts)), key=lambda i: (parts[i][0], i))
+        if parts[least][0] == 0:
+            break
+        del parts[least]
+    return "  ·  ".join(text for _, text in parts)
 
 
 def _settings(group: dict[str, Any]) -> str:

@@ -33,6 +33,13 @@ class LossPlot(PlotextPlot):
             if finite:
                 xs, ys = zip(*finite)
                 plt.plot(xs, ys, marker="braille", color="green")
+                low, high = min(ys), max(ys)
+                if high == low:  # one value: a band around it, or plotext's axis runs wild
+                    pad = abs(low) * 0.1 or 1.0
+                    low, high = low - pad, high + pad
+                plt.ylim(low, high)
+                ticks = [low, (low + high) / 2, high]  # plotext's own ticks come unevenly
+                plt.yticks(ticks, [f"{t:.4g}" for t in ticks])
             bad = [i + 1 for i, v in enumerate(losses) if not math.isfinite(v)]
             if bad:
                 top = max((v for _, v in finite), default=1.0)
