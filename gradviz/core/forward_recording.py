@@ -60,10 +60,11 @@ from torch.utils import _pytree as pytree
 
 from gradviz.core.errors import GraphError
 from gradviz.core.graph import Roots, walk_graph
+from gradviz.core.quiet_gc import paused_gc
 from gradviz.core.summary import TensorSummary, summarize
 
 #: Outputs held for lazy summaries, at most this many bytes (then summarized at once).
-DEFAULT_PENDING_BYTES = 128 << 20
+DEFAULT_PENDING_BYTES = 512 << 20
 
 _NO_SEQUENCE = 1 << 63  # AccumulateGrad nodes carry UINT64_MAX
 _Tensor = torch.Tensor
@@ -126,7 +127,7 @@ class ForwardEvent:
 
     __slots__ = ("index", "op", "module", "source", "shapes", "node_type", "seq", "seqs",
                  "key", "keys", "exclusion", "detail", "cut", "inputs", "grad_enabled",
-                 "_nodes", "_tensor", "_version", "_nbytes", "_summary", "_zeros", "_owner")
+                 "_nodes", "_tensor", "_version", "_storage", "_summary", "_zeros", "_owner")
 
     def __init__(self, index, op, module, source, shapes, grad_enabled, owner):
         self.index: int = index
@@ -147,7 +148,7 @@ class ForwardEvent:
         self._nodes: tuple = ()
         self._tensor: torch.Tensor | None = None
         self._version = 0
-        self._nbytes = 0
+        self._storage = 0
         self._summary: TensorSummary | None = None
         self._zeros: float | None = None
         self._owner: ForwardRecording = owner
@@ -372,6 +373,7 @@ class ForwardRecording:
         self._names: dict[Any, str] = {}
         self._pending: dict[int, list[ForwardEvent]] = {}  # storage pointer -> events
         self._pending_order: deque[ForwardEvent] = deque()
+        self._pending_sizes: dict[int, int] = {}  # storage pointer -> its bytes
         self._pending_total = 0
         self._lock = threading.RLock()
         self.failed_op: tuple[str, SourceLine | None, str | None] | None = None
@@ -391,10 +393,12 @@ class ForwardRecording:
         handles = []
         try:
             if self.model is not None:
-                for path, module in self.model.named_modules():
-                    handles.append(module.register_forward_pre_hook(self._pre_hook_for(path)))
-                    handles.append(module.register_forward_hook(self._post_hook,
-                                                                always_call=True))
+                with paused_gc():  # GC passes over a big model's heap cost more than this
+                    for path, module in self.model.named_modules():
+                        handles.append(
+                            module.register_forward_pre_hook(self._pre_hook_for(path)))
+                        handles.append(module.register_forward_hook(self._post_hook,
+                                                                    always_call=True))
             self._mode = _Mode(self)
             with self._mode:
                 yield self
@@ -701,10 +705,15 @@ class ForwardRecording:
         with self._lock:
             event._tensor = tensor
             event._version = tensor._version
-            event._nbytes = tensor.numel() * tensor.element_size()
-            self._pending.setdefault(key, []).append(event)
+            event._storage = key
+            waiting = self._pending.get(key)
+            if waiting is None:  # views share their base's storage: count it once
+                waiting = self._pending[key] = []
+                size = tensor.untyped_storage().nbytes()
+                self._pending_sizes[key] = size
+                self._pending_total += size
+            waiting.append(event)
             self._pending_order.append(event)
-            self._pending_total += event._nbytes
             while self._pending_total > self.pending_bytes and self._pending_order:
                 self._summarize(self._pending_order[0])
 
@@ -737,17 +746,16 @@ class ForwardRecording:
             if tensor._version == event._version:
                 self._summarize_now(event, tensor)
             event._tensor = None
-            self._pending_total -= event._nbytes
             try:
                 self._pending_order.remove(event)
             except ValueError:
                 pass
-            key = _storage_key(tensor)
-            waiting = self._pending.get(key)
+            waiting = self._pending.get(event._storage)
             if waiting is not None:
                 waiting.remove(event)
                 if not waiting:
-                    del self._pending[key]
+                    del self._pending[event._storage]
+                    self._pending_total -= self._pending_sizes.pop(event._storage)
 
     @staticmethod
     def _summarize_now(event: ForwardEvent, tensor: torch.Tensor) -> None:

@@ -39,6 +39,7 @@ from gradviz.core.forward_recording import (
     ForwardRecording,
     roots_of,
 )
+from gradviz.core.quiet_gc import frozen_heap
 from gradviz.core.stepper import StepperError
 
 _NEW, _RUNNING, _FINISHED, _FAILED, _ABORTED = "new", "running", "finished", "failed", "aborted"
@@ -200,7 +201,10 @@ class ForwardStepper:
                     self._go = True
                     self._cond.notify_all()
                 try:
-                    self._wait(lambda: self._pauses > pauses or self._state != _RUNNING)
+                    # A free run allocates a few objects per op: keep GC passes off the
+                    # heap that was there before (gc.freeze), as BackwardStepper.run does.
+                    with frozen_heap() if not single else contextlib.nullcontext():
+                        self._wait(lambda: self._pauses > pauses or self._state != _RUNNING)
                 finally:
                     self._free_run = False
                     self._stop_when = None
