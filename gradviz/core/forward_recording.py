@@ -734,7 +734,17 @@ class ForwardRecording:
             if isinstance(target, _Tensor):
                 with self._lock:
                     for event in list(self._pending.get(_storage_key(target), ())):
-                        self._summarize(event)
+                        self._snapshot(event)
+
+    def _snapshot(self, event: ForwardEvent) -> None:
+        """Keep a copy of a pending output about to change in place (a copy costs far
+        less than a summary), still summarized only when read."""
+        tensor = event._tensor
+        if tensor is None or tensor._version != event._version:
+            self._summarize(event)
+            return
+        self._release(event)
+        self._hold(event, tensor.detach().clone())
 
     def _summarize(self, event: ForwardEvent) -> None:
         if event._tensor is None:
@@ -745,6 +755,11 @@ class ForwardRecording:
                 return
             if tensor._version == event._version:
                 self._summarize_now(event, tensor)
+            self._release(event)
+
+    def _release(self, event: ForwardEvent) -> None:
+        """Take an event off the pending outputs (holding the lock)."""
+        if event._tensor is not None:
             event._tensor = None
             try:
                 self._pending_order.remove(event)
