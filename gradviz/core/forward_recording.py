@@ -55,6 +55,8 @@ from typing import Any
 import networkx as nx
 import torch
 from torch._C._autograd import _get_sequence_nr
+from torch._guards import TracingContext as _TracingContext
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
@@ -275,6 +277,7 @@ _internal_code: dict[types.CodeType, bool] = {}
 
 def _is_internal(filename: str) -> bool:
     return (filename.startswith(_TORCH_DIR) or filename == _THREADING
+            or filename.startswith("<eval_with_key>")  # torch.fx generated code
             or (filename.startswith(_GRADVIZ_DIR) and not filename.startswith(_DEMOS_DIR)))
 
 
@@ -332,12 +335,25 @@ def _storage_key(tensor: torch.Tensor) -> int | None:
         return None
 
 
+def _real(tensor: torch.Tensor) -> bool:
+    """Not one of torch.compile's fake tensors (dynamo works on them around its tracing)."""
+    return type(tensor) in _PLAIN_TYPES or not isinstance(tensor, FakeTensor)
+
+
+def _is_compiling() -> bool:
+    """Inside torch.compile's tracing (of the user's code, or dynamo's own work on
+    fake tensors): nothing to record, the compiled region is one op at run time."""
+    return torch.compiler.is_compiling() or _TracingContext.try_get() is not None
+
+
 class _Mode(TorchFunctionMode):
     def __init__(self, recording: ForwardRecording):
         super().__init__()
         self.recording = recording
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if _is_compiling():  # dynamo tracing a compiled region: it stays one opaque op
+            return func(*args, **(kwargs or {}))
         return self.recording._call(func, types, args, kwargs or {})
 
 
@@ -510,7 +526,7 @@ class ForwardRecording:
         name = self._names.get(func)
         if name is None:
             name = self._names[func] = _op_name(func)
-        if name in _SKIPPED:
+        if name in _SKIPPED or not _real(tensors[0]):
             return out
         event = self._record(name, args, kwargs, tensors, before, after)
         if self.on_event is not None:
@@ -582,14 +598,14 @@ class ForwardRecording:
         if fn is not None:
             event.exclusion = Exclusion.EXISTING_TENSOR
             return
-        if out.requires_grad:
-            made_here = not any(out is t for t in inputs)
-            event.exclusion = Exclusion.NEW_LEAF if made_here else Exclusion.EXISTING_TENSOR
-            return
         if torch.is_inference_mode_enabled():
             event.exclusion = Exclusion.INFERENCE_MODE
         elif not torch.is_grad_enabled():
-            event.exclusion = Exclusion.GRAD_MODE_OFF
+            event.exclusion = Exclusion.GRAD_MODE_OFF  # (a view of a leaf still requires grad)
+        elif out.requires_grad:
+            made_here = not any(out is t for t in inputs)
+            event.exclusion = Exclusion.NEW_LEAF if made_here else Exclusion.EXISTING_TENSOR
+            return
         elif event.op in _DETACHING:
             event.exclusion = Exclusion.DETACH
         elif requires:
@@ -635,7 +651,7 @@ class ForwardRecording:
             self._seq_mark = now
         for tensor in tensors:
             fn = tensor.grad_fn
-            if fn is None:
+            if fn is None or not _real(tensor):
                 continue
             seq = fn._sequence_nr()
             for gap in self._gaps:
@@ -668,7 +684,7 @@ class ForwardRecording:
 
     def _pre_hook_for(self, path: str):
         def pre_hook(module, args) -> None:
-            if threading.get_ident() != self._thread:
+            if _is_compiling() or threading.get_ident() != self._thread:
                 return
             if self._abort:
                 raise ForwardAborted("the forward was aborted")
@@ -681,7 +697,7 @@ class ForwardRecording:
         return pre_hook
 
     def _post_hook(self, module, args, output) -> None:
-        if threading.get_ident() != self._thread or not self._stack:
+        if _is_compiling() or threading.get_ident() != self._thread or not self._stack:
             return
         now = _get_sequence_nr()
         if now != self._seq_mark or self._gaps:

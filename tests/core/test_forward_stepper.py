@@ -359,3 +359,21 @@ def test_the_forward_modules_do_not_import_textual():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, timeout=120)
     assert result.stdout.strip() == "False"
+
+
+def test_a_compiled_region_is_one_event_and_its_node_is_in_the_graph():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+    compiled = torch.compile(model, backend="aot_eager")  # an autograd.Function, no C compiler
+    x = torch.randn(3, 4)
+    stepper = ForwardStepper(lambda: compiled(x).sum(), model=model)
+    events = stepper.run()
+    region = [e for e in events if e.op == "CompiledFunction.apply"]
+    assert len(region) == 1 and region[0].node_type == "CompiledFunctionBackward"
+    assert region[0].source.line == line_of(__file__, "lambda: compiled(x).sum()")
+    inside = events[:region[0].index]  # its forward's aten ops run without autograd
+    assert all(not e.recorded for e in inside)
+    assert sorted(stepper.graph) == ["CompiledFunctionBackward#0", "SumBackward0#0",
+                                     "param:0.bias", "param:0.weight", "param:2.bias",
+                                     "param:2.weight"]
+    assert region[0].key == "CompiledFunctionBackward#0"
