@@ -225,6 +225,11 @@ _DISPATCH_CHECKS = frozenset(("has_torch_function", "has_torch_function_unary",
                               "has_torch_function_variadic"))
 _PLAIN_TYPES = frozenset((torch.Tensor, torch.nn.Parameter))
 _OPENED: dict[Any, types.FunctionType | None] = {}
+# Reads and conversions whose bodies compute with torch but are not the user's math:
+# printing a tensor in a forward is not thirty operations.
+_NEVER_OPENED = frozenset(("__repr__", "__str__", "__format__", "__deepcopy__", "__reduce_ex__",
+                           "__setstate__", "__array__", "__array_wrap__", "backward",
+                           "register_hook", "storage"))
 _open_globals: dict[int, dict[str, Any]] = {}
 
 
@@ -244,7 +249,7 @@ def _open(func) -> types.FunctionType | None:
     Only for calls whose arguments are plain tensors, so no subclass's
     ``__torch_function__`` is skipped.
     """
-    if not isinstance(func, types.FunctionType):
+    if not isinstance(func, types.FunctionType) or func.__name__ in _NEVER_OPENED:
         return None
     code = func.__code__
     if not _DISPATCH_CHECKS.intersection(code.co_names):

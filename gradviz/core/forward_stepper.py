@@ -18,8 +18,8 @@ Node identity during the run: ``event.seq`` (the node's autograd sequence number
 the ``seq`` attribute of graph nodes, also in :meth:`partial_graph`); after it:
 ``event.key``, filled when :attr:`graph` is first read.
 
-The worker copies the caller's grad mode and inference mode (both per thread);
-autocast and other thread-local state start at their defaults.
+The worker copies the caller's grad mode, inference mode and current CUDA device
+(all per thread); autocast and other thread-local state start at their defaults.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ class ForwardStepper:
         self.recording.on_event = self._on_event
         self._grad_enabled = torch.is_grad_enabled()
         self._inference = torch.is_inference_mode_enabled()
+        self._cuda_device = torch.cuda.current_device() if torch.cuda.is_initialized() else None
         self._cond = threading.Condition()
         self._state = _NEW
         self._paused = False
@@ -166,8 +167,12 @@ class ForwardStepper:
         """Run until an event for which ``stop_when(event)`` is true (it is the last returned)."""
         return self._advance(stop_when, single=False)
 
-    def abort(self) -> None:
-        """End the forward at its next torch operation (ForwardAborted raised inside ``fn``)."""
+    def abort(self, *, wait: bool = True) -> None:
+        """End the forward at its next torch operation (ForwardAborted raised inside ``fn``).
+
+        ``wait=False`` returns at once (from a UI thread, say, while one long operation
+        finishes); :attr:`done` turns true when the worker has ended. Idempotent.
+        """
         with self._cond:
             if self._state == _NEW:
                 self._state = _ABORTED
@@ -177,7 +182,8 @@ class ForwardStepper:
             self.recording._abort = True
             self._go = True
             self._cond.notify_all()
-        self._join()
+        if wait:
+            self._join()
 
     def __enter__(self) -> ForwardStepper:
         return self
@@ -249,6 +255,8 @@ class ForwardStepper:
         # Thread-local: the caller's. (inference_mode(False) would turn grad mode on.)
         inference = torch.inference_mode() if self._inference else contextlib.nullcontext()
         try:
+            if self._cuda_device is not None:
+                torch.cuda.set_device(self._cuda_device)
             with inference, torch.set_grad_enabled(self._grad_enabled), \
                     self.recording.active():
                 result = self._fn(*self._args, **self._kwargs)

@@ -377,3 +377,27 @@ def test_a_compiled_region_is_one_event_and_its_node_is_in_the_graph():
                                      "param:0.bias", "param:0.weight", "param:2.bias",
                                      "param:2.weight"]
     assert region[0].key == "CompiledFunctionBackward#0"
+
+
+def test_abort_without_waiting_returns_at_once_and_the_worker_ends_soon():
+    a = torch.ones(2, requires_grad=True)
+    stepper = ForwardStepper(lambda: (a * 2).sin().sum())
+    stepper.step()
+    stepper.abort(wait=False)
+    wait_until = time.monotonic() + 10
+    while not stepper.done and time.monotonic() < wait_until:
+        time.sleep(0.01)
+    assert stepper.aborted
+    stepper.abort()  # idempotent
+
+
+def test_printing_a_tensor_inside_the_forward_is_not_a_string_of_ops(capsys):
+    a = torch.ones(2, requires_grad=True)
+
+    def forward():
+        b = a * 2
+        print(b, f"{b}")
+        return b.sum()
+
+    assert [e.op for e in ForwardStepper(forward).run()] == ["mul", "sum"]
+    assert "tensor([2., 2.]" in capsys.readouterr().out
