@@ -11,6 +11,7 @@ processes barely blur.
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import threading
 import time
@@ -126,9 +127,7 @@ def bench_forward_resnet18() -> Iterator[Row]:
 
 
 def bench_forward_gpt2() -> Iterator[Row]:
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("transformers") is None:
         yield Row("gpt2: transformers is not installed", "-", "-", None, "skipped")
         return
     yield from _rows("gpt2-small shape, 128 tokens", gpt2(12, 768, 12, 128), 5, "<=3")
