@@ -37,6 +37,16 @@ _EXPORTS = {
     "show": "gradviz.show",
     "summarize": "gradviz.core.summary",
     "CheckResult": "gradviz.core.scenario",
+    "ForwardStepper": "gradviz.core.forward_stepper",
+    "ForwardEvent": "gradviz.core.forward_recording",
+    "ForwardRecording": "gradviz.core.forward_recording",
+    "ForwardAborted": "gradviz.core.forward_recording",
+    "Exclusion": "gradviz.core.forward_recording",
+    "SourceLine": "gradviz.core.forward_recording",
+    "record_forward": "gradviz.core.forward_recording",
+    "why_no_grad": "gradviz.core.why_no_grad",
+    "NoGradReason": "gradviz.core.why_no_grad",
+    "NoGradExplanation": "gradviz.core.why_no_grad",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -59,7 +69,17 @@ if TYPE_CHECKING:
     from gradviz.core.catalog import builtin_scenarios
     from gradviz.core.errors import ExportError, GradvizError, GraphError, ScenarioError
     from gradviz.core.export import to_dot, to_json
+    from gradviz.core.forward_recording import (
+        Exclusion,
+        ForwardAborted,
+        ForwardEvent,
+        ForwardRecording,
+        SourceLine,
+        record_forward,
+    )
+    from gradviz.core.forward_stepper import ForwardStepper
     from gradviz.core.graph import build_graph
+    from gradviz.core.why_no_grad import NoGradExplanation, NoGradReason, why_no_grad
     from gradviz.core.stepper import BackwardAborted, BackwardStepper, StepEvent, StepperError
     from gradviz.core.summary import TensorSummary, summarize
     from gradviz.core.optimizer_watch import OptimizerWatch, ParamUpdate, UpdateReport

@@ -68,7 +68,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=_positive, default=10, metavar="N",
                        help="training iterations (default 10)")
     train.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the app to a web browser (one app per browser tab)",
+        description="Serve the app through textual-serve: each browser tab that opens the "
+        "page runs its own `gradviz demo/open` process. For a projector or a colleague "
+        "without a terminal; anyone who can reach the port can run the scenario.",
+    )
+    serve.add_argument("scenario", nargs="?", metavar="NAME_OR_FILE",
+                       help="a built-in demo or a .py file (default: the picker)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; 0.0.0.0 for the network)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
+    serve.add_argument("--public-url", metavar="URL",
+                       help="the address browsers use, when it is not http://HOST:PORT")
+    serve.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
     return parser
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {value}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -90,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gradviz {__version__}")
         return 0
     command = {None: cmd_app, "demo": cmd_app, "open": cmd_app, "list": cmd_list,
-               "export": cmd_export, "train": cmd_train}[args.command]
+               "export": cmd_export, "train": cmd_train, "serve": cmd_serve}[args.command]
     from gradviz.core.errors import GradvizError
 
     try:
@@ -256,6 +280,41 @@ def _iteration_row(report) -> tuple:
     median = ratios[len(ratios) // 2][0] if ratios else None
     top, name = ratios[-1] if ratios else (None, "-")
     return report.iteration, report.loss, median, top, name
+
+
+def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """The app in a browser: textual-serve runs ``gradviz demo|open`` per tab."""
+    import shlex
+
+    from gradviz.core.catalog import BUILTIN_NAMES
+    from gradviz.core.errors import GradvizError, ScenarioError
+
+    command = [sys.executable, "-m", "gradviz.cli"]
+    if args.scenario in BUILTIN_NAMES:
+        command += ["demo", args.scenario]
+    elif args.scenario is not None:
+        path = Path(args.scenario).expanduser()
+        if not path.is_file():
+            raise ScenarioError(f"{args.scenario}: no such scenario file or built-in demo "
+                                "(gradviz list)")
+        command += ["open", str(path.resolve())]
+    if args.weights is not None:
+        if args.scenario is None:
+            parser.error("--weights needs a scenario")
+        command += ["--weights", str(Path(args.weights).expanduser().resolve())]
+    try:
+        from textual_serve.server import Server
+    except ImportError as error:
+        raise GradvizError("gradviz serve needs textual-serve: pip install textual-serve") from error
+    title = f"gradviz {args.scenario}" if args.scenario else "gradviz"
+    server = Server(shlex.join(command), host=args.host, port=args.port, title=title,
+                    public_url=args.public_url)
+    try:
+        server.serve(debug=args.debug)
+    except OSError as error:  # the port is taken, the address is not ours
+        raise GradvizError(f"cannot serve on {args.host}:{args.port}: {error.strerror or error}"
+                           ) from error
+    return 0
 
 
 def _iterations_table(rows: list[tuple]):
