@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from gradviz.core.quiet_gc import paused_gc
+
 UP, DOWN, LEFT, RIGHT, NODE = 1, 2, 4, 8, 16
 
 GROUP = "module:"  # key prefix of a folded module's row
@@ -65,6 +67,13 @@ class GraphLayout:
 def lay_out(graph: nx.DiGraph, depth: int | None = None,
             opened: frozenset[str] = frozenset()) -> GraphLayout:
     """Rows for ``graph``; ``depth`` folds the modules at that depth, but those in ``opened``."""
+    # The rows and their dicts are a few objects per node made in one go: a GC pass
+    # over a deep graph's heap for each of them cost more than the layout itself.
+    with paused_gc():
+        return _lay_out(graph, depth, opened)
+
+
+def _lay_out(graph: nx.DiGraph, depth: int | None, opened: frozenset[str]) -> GraphLayout:
     if depth is None:
         shown, unit_of = graph, None
     else:
@@ -80,25 +89,40 @@ def lay_out(graph: nx.DiGraph, depth: int | None = None,
             members.setdefault(unit, []).append(key)
         row_of = {key: index[unit] for key, unit in unit_of.items()}
     lanes = max((len(row.cells) for row in rows), default=0)
-    label = max((_label_room(graph, row.node) for row in rows), default=0)
-    return GraphLayout(graph, rows, members, row_of, lanes * 2 + 1 + label)
+    return GraphLayout(graph, rows, members, row_of,
+                       lanes * 2 + 1 + _label_room(graph, shown))
 
 
-def _label_room(graph: nx.DiGraph, key: Hashable) -> int:
-    """Columns a row's label may need: op or name, module, shape and a gradient's norm."""
-    if isinstance(key, str) and key.startswith(GROUP):
-        return len(key) + 30
-    attrs = graph.nodes[key]
-    text = attrs["op"] if attrs["kind"] == "op" else (attrs.get("name") or "leaf")
-    return len(text) + len(attrs.get("module") or "") + len(str(attrs.get("shape"))) + 18
+def _label_room(graph: nx.DiGraph, shown: nx.DiGraph) -> int:
+    """Columns the widest row's label may need: op or name, module, shape, a gradient's norm.
+
+    Deep graphs repeat a few ops, modules and shapes: each distinct triple is measured once.
+    """
+    widest = 0
+    seen = set()
+    for key in shown:
+        if isinstance(key, str) and key.startswith(GROUP):
+            widest = max(widest, len(key) + 30)
+            continue
+        attrs = graph.nodes[key]
+        text = attrs["op"] if attrs["kind"] == "op" else (attrs.get("name") or "leaf")
+        triple = (text, attrs.get("module"), attrs.get("shape"))
+        if triple not in seen:
+            seen.add(triple)
+            widest = max(widest, len(text) + len(triple[1] or "")
+                         + len(str(triple[2])) + 18)
+    return widest
 
 
 def layout(graph: nx.DiGraph) -> list[Row]:
     """Rows for every node of the DAG ``graph``; children are ordered by edge ``slot``."""
-    children = {n: _ordered_children(graph, n) for n in graph}
-    height = _heights(graph, children)
-    waiting = {n: graph.in_degree(n) for n in graph}
-    stack = [n for n in graph if waiting[n] == 0]
+    children = _ordered_children(graph)
+    waiting = dict.fromkeys(children, 0)
+    for kids in children.values():
+        for child in kids:
+            waiting[child] += 1
+    height = _heights(children, dict(waiting))
+    stack = [n for n, count in waiting.items() if count == 0]
     stack.reverse()
     lanes: list[Hashable | None] = []  # lane -> the node its edge is waiting for
     rows: list[Row] = []
@@ -113,27 +137,42 @@ def layout(graph: nx.DiGraph) -> list[Row]:
         # Short branches first (a parameter, the weight transpose an unrolled RNN
         # makes at every step): they end soon and free their lanes. The long chain
         # goes last, so the lanes do not pile up beside it.
-        ready.sort(key=height.__getitem__)
-        stack.extend(reversed(ready))
-    if len(rows) != graph.number_of_nodes():
-        raise ValueError("layout needs a DAG: the graph has a cycle")
+        if len(ready) > 1:
+            ready.sort(key=height.__getitem__)
+            stack.extend(reversed(ready))
+        else:
+            stack.extend(ready)
     return rows
 
 
-def _heights(graph: nx.DiGraph, children: dict) -> dict[Hashable, int]:
-    """Longest path from each node down to a leaf."""
+def _ordered_children(graph: nx.DiGraph) -> dict[Hashable, list[Hashable]]:
+    """Each node's children in ``slot`` order, read straight from networkx's adjacency."""
+    children = {}
+    for node, edges in graph.adjacency():
+        if len(edges) <= 1:
+            children[node] = list(edges)
+        else:
+            children[node] = sorted(edges, key=lambda child: edges[child].get("slot", 0))
+    return children
+
+
+def _heights(children: dict[Hashable, list], waiting: dict[Hashable, int]) -> dict[Hashable, int]:
+    """Longest path from each node down to a leaf (Kahn's order, then back up it)."""
+    order = [n for n, count in waiting.items() if count == 0]
+    position = 0
+    while position < len(order):
+        for child in children[order[position]]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                order.append(child)
+        position += 1
+    if len(order) != len(children):
+        raise ValueError("layout needs a DAG: the graph has a cycle")
     height: dict[Hashable, int] = {}
-    try:
-        order = list(nx.topological_sort(graph))
-    except nx.NetworkXUnfeasible as error:
-        raise ValueError("layout needs a DAG: the graph has a cycle") from error
     for node in reversed(order):
-        height[node] = 1 + max((height[c] for c in children[node]), default=-1)
+        kids = children[node]
+        height[node] = 1 + max(height[c] for c in kids) if kids else 0
     return height
-
-
-def _ordered_children(graph: nx.DiGraph, node: Hashable) -> list[Hashable]:
-    return sorted(graph.successors(node), key=lambda c: graph.edges[node, c].get("slot", 0))
 
 
 def _place(node: Hashable, kids: Iterable[Hashable], lanes: list) -> Row:

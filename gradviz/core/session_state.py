@@ -133,6 +133,11 @@ class StateView:
     def why_not(self, action: Action) -> str:
         return _decide(self, action).reason
 
+    def available(self, action: Action) -> bool:
+        """Is ``action`` possible in this phase, busy or not? (What a footer shows: keys
+        that flicker grey for every step are noise, and a press while busy gets a reason.)"""
+        return _decide(replace(self, activity=Activity.IDLE), action).verdict != REFUSED
+
 
 def _decide(view: StateView, action: Action) -> Decision:
     """The rules, in one place: what each action needs, and what a busy session does with it."""

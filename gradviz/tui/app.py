@@ -43,6 +43,7 @@ FOLD_OVER = 2000
 ANIMATE_UP_TO = 2000
 ANIMATE_SECONDS = 1.0
 FRAME_SECONDS = 1 / 30  # the screen takes progress this often while backward runs
+FLOW_EVERY = 0.25  # seconds between redraws of the gradient-flow plot while gradients land
 
 _KEY_ACTIONS = {"step": Action.STEP, "continue": Action.CONTINUE, "optimizer": Action.OPTIMIZER,
                 "train": Action.TRAIN, "forward": Action.FORWARD, "export": Action.EXPORT}
@@ -97,6 +98,13 @@ class GradvizApp(App[int]):
             self.session = session
             self.report = report
 
+    class EngineFailed(Message):
+        """A job on the engine's thread raised where nothing else caught it: a bug of ours."""
+
+        def __init__(self, error: BaseException) -> None:
+            super().__init__()
+            self.error = error
+
     class EventDescribed(Message):
         """An old node's summaries were read on the engine's thread; inspect it again."""
 
@@ -112,7 +120,7 @@ class GradvizApp(App[int]):
         self.session: Session | None = session
         self.state = session.state if session is not None else SessionState()
         self.state.subscribe(lambda view: self.post_message(self.StateChanged()))
-        self.engine = SerialWorker()
+        self.engine = SerialWorker(on_error=lambda error: self.post_message(self.EngineFailed(error)))
         self.export_dir = Path(export_dir)
         self.graph_state = GraphState()
         self.events: dict[str, Any] = {}
@@ -123,6 +131,7 @@ class GradvizApp(App[int]):
         self.opened: set[str] = set()
         self.failed_from_cli = False  # the scenario named on the command line did not load
         self._shown_graph: Any = None
+        self._flow_timer: Any = None
         self._inspected: str | None = None
         self._rendered_version = -1
         self._enabled: tuple[bool, ...] = ()
@@ -320,9 +329,8 @@ class GradvizApp(App[int]):
             params.show_grad(name, summary)
         if progress.flow:
             self.flow.update(progress.flow)
-            order = list(self.session.leaves)
-            self.query_one(GradFlow).show_flow(
-                [(name, self.flow[name]) for name in order if name in self.flow])
+            if self._flow_timer is None:  # a plot per gradient would cost a frame each
+                self._flow_timer = self.set_timer(FLOW_EVERY, self._draw_flow)
         view = self.query_one(GraphView)
         view.show_state(state, changed)
         if progress.finished:
@@ -330,6 +338,29 @@ class GradvizApp(App[int]):
         if view.follow:
             last = progress.events[-1].node if progress.events else None
             self._inspect(progress.pending or last)
+
+    def _draw_flow(self) -> None:
+        self._flow_timer = None
+        if self.session is not None:
+            order = list(self.session.leaves)
+            self.query_one(GradFlow).show_flow(
+                [(name, self.flow[name]) for name in order if name in self.flow])
+
+    def on_gradviz_app_engine_failed(self, message: EngineFailed) -> None:
+        """Say so on screen (and in Textual's log, with the traceback); never leave a spinner."""
+        import traceback
+
+        from gradviz.core.errors import one_line
+        from gradviz.core.session_state import Failure
+
+        self.log.error("".join(traceback.format_exception(message.error)))
+        view = self.state.view()
+        failure = Failure(view.activity, f"internal error: {one_line(message.error)} "
+                                         "(please report it)", hint="q quits; p opens another")
+        if view.activity is Activity.LOADING:
+            self.state.load_failed(failure)
+        else:
+            self.state.failed(failure)
 
     def on_gradviz_app_event_described(self, message: EventDescribed) -> None:
         self.summarized.add(message.key)
@@ -383,6 +414,9 @@ class GradvizApp(App[int]):
         if view.version == self._rendered_version and not force:
             return
         self._rendered_version = view.version
+        if not view.busy and self._flow_timer is not None:  # the work is over: draw it now
+            self._flow_timer.stop()
+            self._draw_flow()
         self._render_status(view)
         self._render_welcome(view)
         failure = view.failure
@@ -434,7 +468,7 @@ class GradvizApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         wanted = _KEY_ACTIONS.get(action)
         if wanted is not None:
-            return True if self.state.allowed(wanted) else None
+            return True if self.state.view().available(wanted) else None
         if action in ("modules", "find"):
             return True if self._shown_graph is not None else None
         return True

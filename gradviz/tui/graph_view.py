@@ -17,7 +17,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
-from textual.reactive import reactive
+from textual.reactive import var
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
@@ -72,8 +72,8 @@ class GraphView(ScrollView, can_focus=True):
             super().__init__()
             self.module = module
 
-    cursor = reactive(0)
-    follow = reactive(True)  # keep the cursor on the node the engine waits at
+    cursor = var(0)  # drawn row by row (see _move_to): no repaint of the whole view
+    follow = var(True)  # keep the cursor on the node the engine waits at
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -101,12 +101,13 @@ class GraphView(ScrollView, can_focus=True):
         self.state = state
         if changed is None:
             self._strips.clear()
-        else:
-            for key in changed:
-                self._strips.pop(self.row_of.get(key, -1), None)
+            self.refresh()
+        else:  # only the rows that changed are drawn again: a full redraw costs a frame
+            for row in {self.row_of.get(key, -1) for key in changed} - {-1}:
+                self._strips.pop(row, None)
+                self.refresh_line(row)
         if self.follow and state.pending in self.row_of:
             self._move_to(self.row_of[state.pending], announce=False)
-        self.refresh()
 
     def row_key(self, index: int) -> str | None:
         return self.rows[index].node if 0 <= index < len(self.rows) else None
@@ -135,16 +136,21 @@ class GraphView(ScrollView, can_focus=True):
         self.cursor = row
         self._strips.pop(old, None)
         self._strips.pop(row, None)
-        self.scroll_to_region_row(row)
+        if not self.scroll_to_region_row(row):
+            self.refresh_line(old)
+            self.refresh_line(row)
         if announce and self.row_key(row) is not None:
             self.post_message(self.NodeSelected(self.row_key(row)))
-        self.refresh()
 
-    def scroll_to_region_row(self, row: int) -> None:
+    def scroll_to_region_row(self, row: int) -> bool:
+        """Scroll so that ``row`` shows (a third of the way down); whether it scrolled."""
         height = self.scrollable_content_region.height or 1
         top = self.scroll_offset.y
         if row < top or row >= top + height:
             self.scroll_to(y=max(0, row - height // 3), animate=False)
+            self.refresh()
+            return True
+        return False
 
     # ---------------------------------------------------------------- drawing
     def render_line(self, y: int) -> Strip:

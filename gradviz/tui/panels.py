@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
-from textual.containers import VerticalScroll
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 from textual.widgets import DataTable, Static
 
 if TYPE_CHECKING:
@@ -39,31 +42,68 @@ def summary_text(summary: TensorSummary | None) -> Text:
     return text
 
 
-class Inspector(VerticalScroll):
+class Inspector(ScrollView, can_focus=True):
     """Everything about one node: what it is, what came in, what it sent on.
 
-    It scrolls (tab to it, then the arrow keys or the mouse wheel), so a node with
-    many inputs is never cut off; an error on screen comes first, in red.
+    It scrolls (tab to it, then the arrow keys, page keys or the mouse wheel), so a
+    node with many inputs is never cut off; an error on screen comes first, in red.
+    A Line API widget: its text is rendered to lines here, once per change, so a
+    new node in it costs no re-layout of the screen (it did, at every step).
     """
 
-    def compose(self):
-        yield Static(id="inspector-body")
+    BINDINGS = [
+        Binding("up", "scroll_up", "up", show=False),
+        Binding("down", "scroll_down", "down", show=False),
+        Binding("pageup", "page_up", "page up", show=False),
+        Binding("pagedown", "page_down", "page down", show=False),
+        Binding("home", "scroll_home", "top", show=False),
+        Binding("end", "scroll_end", "bottom", show=False),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._failure: Text | None = None
+        self._failure_shown = ("", "")
+        self._content: list[Any] = []
+        self._strips: list[Strip] = []
 
     def show_failure(self, message: str, hint: str) -> None:
         """Put an error above whatever is shown, until :meth:`show_failure` with ""."""
+        if (message, hint) == self._failure_shown:
+            return
+        self._failure_shown = (message, hint)
         self._failure = Text.assemble(("error: ", "bold red"), (message, "red"),
                                       ("\n" + hint if hint else "", "yellow")) if message else None
         self._draw()
 
     def show_text(self, text: Text) -> None:
-        self._lines = [text]
+        self._content = [text]
         self._draw()
 
+    def plain_text(self) -> str:
+        """What it shows, scrolled or not, as plain text (for tests and copying)."""
+        return "\n".join(strip.text.rstrip() for strip in self._strips)
+
     def _draw(self) -> None:
-        failure = getattr(self, "_failure", None)
-        lines = getattr(self, "_lines", [])
-        self.query_one("#inspector-body", Static).update(
-            Group(*([failure, Text()] if failure else []), *lines))
+        width = max(self.scrollable_content_region.width, 20)
+        parts = ([self._failure, Text()] if self._failure else []) + self._content
+        console = self.app.console
+        lines = console.render_lines(Group(*parts), console.options.update_width(width),
+                                     pad=False)
+        self._strips = [Strip(line) for line in lines]
+        size = Size(width, len(self._strips))
+        if size != self.virtual_size:  # its scrollbars redraw on every change of it
+            self.virtual_size = size
+        self.refresh()
+
+    def on_resize(self) -> None:
+        self._draw()
+
+    def render_line(self, y: int) -> Strip:
+        index = self.scroll_offset.y + y
+        if index < len(self._strips):
+            return self._strips[index].crop(0, self.size.width)
+        return Strip.blank(self.size.width, self.rich_style)
 
     def show_node(self, key: str, attrs: dict[str, Any], event: Any, children: list[tuple[int, str]],
                   derivative: str | None, incoming: tuple | None = None) -> None:
@@ -111,13 +151,13 @@ class Inspector(VerticalScroll):
             lines += [summary_text(s) for s in incoming]
         else:
             lines.append(Text("not run yet", "grey50"))
-        self._lines = lines
+        self._content = lines
         self._draw()
 
     def show_group(self, module: str, members: int, run: int) -> None:
         nodes = f"{members} node" + ("s" if members != 1 else "")
-        self._lines = [Text(module, "bold cyan"),
-                       Text(f"{nodes}, {run} run; enter to expand, m to expand all")]
+        self._content = [Text(module, "bold cyan"),
+                         Text(f"{nodes}, {run} run; enter to expand, m to expand all")]
         self._draw()
 
 
@@ -139,14 +179,16 @@ def _meta(meta: Any) -> str:
 class ParamsTable(DataTable):
     """Every parameter: its gradient as it arrives, then what the optimizer did to it."""
 
-    # The columns people watch first: the table is often wider than its panel.
-    COLUMNS = ("parameter", "|grad|", "|Δ|/|p|", "grad", "|Δ|", "shape", "optimizer state")
+    # The columns people watch first: the table is often wider than its panel. Fixed
+    # widths: a width that follows the values re-lays the screen out at every gradient.
+    COLUMNS = {"parameter": None, "|grad|": 9, "|Δ|/|p|": 9, "grad": 18, "|Δ|": 9,
+               "shape": 16, "optimizer state": 40}
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
-        for name in self.COLUMNS:
-            self.add_column(name, key=name)
+        for name, width in self.COLUMNS.items():
+            self.add_column(name, key=name, width=width)
 
     def show_params(self, params: list[tuple[str, tuple[int, ...], bool]]) -> None:
         """(name, shape, frozen) for each parameter, in the model's order."""
@@ -163,8 +205,8 @@ class ParamsTable(DataTable):
         values = ""
         if summary.numel <= len(summary.sample):  # a handful of elements: show them
             values = "[" + ", ".join(f"{v:g}" for v in summary.sample) + "]"
-        self.update_cell(name, "|grad|", norm, update_width=True)
-        self.update_cell(name, "grad", values, update_width=True)
+        self.update_cell(name, "|grad|", norm)
+        self.update_cell(name, "grad", values)
         self.move_cursor(row=self.get_row_index(name))  # follow the gradient as it lands
 
     def show_update(self, report: UpdateReport) -> None:
@@ -172,15 +214,14 @@ class ParamsTable(DataTable):
             if update.name not in self.rows:
                 continue
             if not update.updated:
-                self.update_cell(update.name, "|Δ|", Text(update.skipped, "grey50"),
-                                 update_width=True)
+                self.update_cell(update.name, "|Δ|", Text(update.skipped, "grey50"))
                 continue
-            self.update_cell(update.name, "|Δ|", f"{update.update.norm:.3g}", update_width=True)
+            self.update_cell(update.name, "|Δ|", f"{update.update.norm:.3g}")
             ratio = (Text("|p| was 0", "grey50") if update.ratio is None
                      else f"{update.ratio:.3g}")
-            self.update_cell(update.name, "|Δ|/|p|", ratio, update_width=True)
+            self.update_cell(update.name, "|Δ|/|p|", ratio)
             self.update_cell(update.name, "optimizer state", ", ".join(
-                f"{k}={_state_text(v)}" for k, v in update.state.items()), update_width=True)
+                f"{k}={_state_text(v)}" for k, v in update.state.items()))
 
     def clear_grads(self) -> None:
         for name in list(self.rows):

@@ -27,7 +27,9 @@ def text_of(app, selector):
 
 
 def inspector_text(app):
-    return text_of(app, "#inspector-body")
+    from gradviz.tui.panels import Inspector
+
+    return app.query_one(Inspector).plain_text()
 
 
 async def test_stepping_autograd_basics_to_the_end_shows_the_tutorial_grads():

@@ -123,7 +123,7 @@ async def test_the_inspector_scrolls_to_what_a_big_node_sent_on():
         view.select_node("AddmmBackward0#0")
         await pilot.pause(0.2)
         inspector = app.query_one(Inspector)
-        body = text(app.query_one("#inspector-body"))
+        body = app.query_one(Inspector).plain_text()
         assert "sent on:" in body and "→ slot 2" in body and "gradient in:" in body
         assert inspector.max_scroll_y > 0  # taller than its panel at 120x40: it scrolls
         await pilot.press("tab")
@@ -148,7 +148,7 @@ async def test_an_error_between_nodes_while_stepping_is_on_screen(tmp_path):
         assert "ZeroDivisionError: division by zero" in status(app)
         assert "next:" not in status(app)  # item 6: no stale "next" after a failure
         assert app.check_action("step", ()) is None and app.check_action("forward", ())
-        assert "error: backward failed" in text(app.query_one("#inspector-body"))
+        assert "error: backward failed" in app.query_one(Inspector).plain_text()
 
 
 async def test_an_error_inside_a_node_marks_it(tmp_path):
