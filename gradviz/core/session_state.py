@@ -38,6 +38,7 @@ class Action(enum.Enum):
 
     LOAD = "load"
     FORWARD = "forward"
+    FORWARD_STEP = "forward step"
     STEP = "step"
     CONTINUE = "continue"
     OPTIMIZER = "optimizer"
@@ -52,6 +53,7 @@ class Activity(enum.Enum):
     IDLE = "idle"
     LOADING = "loading"
     FORWARD = "forward pass"
+    FORWARD_STEPPING = "stepping the forward"
     STEPPING = "stepping"
     CONTINUING = "continuing"
     OPTIMIZER = "optimizer step"
@@ -63,13 +65,15 @@ class Phase(enum.Enum):
     """Where backward stands on the graph shown."""
 
     NONE = "no graph"
+    FORWARD = "forward paused"  # a forward stepped op by op waits before its next op
     PAUSED = "paused"  # the engine waits before ``pending`` (or has not started)
     FINISHED = "finished"
     FAILED = "failed"
     ABORTED = "aborted"
 
 
-_RUNS = {Action.FORWARD: Activity.FORWARD, Action.STEP: Activity.STEPPING,
+_RUNS = {Action.FORWARD: Activity.FORWARD, Action.FORWARD_STEP: Activity.FORWARD_STEPPING,
+         Action.STEP: Activity.STEPPING,
          Action.CONTINUE: Activity.CONTINUING, Action.OPTIMIZER: Activity.OPTIMIZER,
          Action.TRAIN: Activity.TRAINING, Action.EXPORT: Activity.EXPORTING}
 
@@ -108,6 +112,7 @@ class StateView:
     nodes: int = 0
     iteration: int = 0  # optimizer steps taken
     forwards: int = 0  # forward passes made (one graph each)
+    ops: int = 0  # operations run by the forward being stepped (phase FORWARD)
     can_forward: bool = False
     has_optimizer: bool = False
     applied: bool = False  # the optimizer has stepped the gradients of this backward
@@ -152,7 +157,27 @@ def _decide(view: StateView, action: Action) -> Decision:
         return Decision(REFUSED, f"loading {view.loading}: esc stops")
     if not view.loaded:
         return Decision(REFUSED, "no scenario is loaded: choose one (ctrl+p or the picker)")
+    if action is Action.FORWARD_STEP:
+        if not view.can_forward:
+            return Decision(REFUSED, "this session was given one graph: there is no forward "
+                                     "to step")
+        if activity is Activity.IDLE:
+            return Decision(START)
+        if activity is Activity.FORWARD_STEPPING:
+            return Decision(QUEUED)
+        return Decision(REFUSED, f"busy: {activity.value} (esc stops)")
+    if view.phase is Phase.FORWARD and action is not Action.CONTINUE:
+        if activity is not Activity.IDLE:
+            return Decision(REFUSED, f"busy: {activity.value} (esc stops)")
+        return Decision(REFUSED, "a forward is being stepped: s runs its next operation, "
+                                 "c the rest, esc abandons it")
     if action in (Action.STEP, Action.CONTINUE):
+        if view.phase is Phase.FORWARD:  # c: the rest of the forward, then backward waits
+            if activity is Activity.IDLE:
+                return Decision(START)
+            if activity is Activity.FORWARD_STEPPING:
+                return Decision(QUEUED)
+            return Decision(REFUSED, f"busy: {activity.value} (esc stops)")
         if view.phase is not Phase.PAUSED:
             return Decision(REFUSED, _why_no_backward(view))
         if activity is Activity.IDLE:
@@ -191,6 +216,10 @@ def _why_no_backward(view: StateView) -> str:
     return "no graph yet"
 
 
+#: The phases in which a queued step (of backward, or of a forward) may still run.
+_STEPPABLE = (Phase.PAUSED, Phase.FORWARD)
+
+
 class InvalidTransition(RuntimeError):
     """A transition asked for in a state that does not allow it: a bug in the caller."""
 
@@ -223,7 +252,7 @@ class SessionState:
             view = self._view
             decision = _decide(view, action)
             if decision.verdict == QUEUED:
-                if action is Action.STEP and not view.continue_after:
+                if action in (Action.STEP, Action.FORWARD_STEP) and not view.continue_after:
                     self._set(queued_steps=view.queued_steps + 1)
                 else:  # continue while stepping, or a step after a queued continue
                     self._set(continue_after=True)
@@ -239,7 +268,7 @@ class SessionState:
         """The engine asks for the next queued step; False when none is left."""
         with self._transition():
             view = self._view
-            if view.stopping or view.phase is not Phase.PAUSED or not view.queued_steps:
+            if view.stopping or view.phase not in _STEPPABLE or not view.queued_steps:
                 return False
             self._set(queued_steps=view.queued_steps - 1)
             return True
@@ -248,7 +277,7 @@ class SessionState:
         """After the queued steps, the engine asks whether a continue was pressed meanwhile."""
         with self._transition():
             view = self._view
-            if view.stopping or view.phase is not Phase.PAUSED or not view.continue_after:
+            if view.stopping or view.phase not in _STEPPABLE or not view.continue_after:
                 return False
             self._set(continue_after=False, activity=Activity.CONTINUING)
             return True
@@ -300,11 +329,27 @@ class SessionState:
             failure = None  # the user acted: a failure of the past leaves the screen
         self._set(activity=_RUNS[action], failure=failure, note="", stopping=False)
 
+    def forward_started(self) -> None:
+        """A forward stepped op by op begins: the graph shown is the one it builds."""
+        with self._transition():
+            self._set(phase=Phase.FORWARD, pending=None, done=0, nodes=0, ops=0,
+                      applied=False, failure=None)
+
+    def forward_progressed(self, *, ops: int, nodes: int) -> None:
+        with self._transition():
+            self._set(ops=ops, nodes=nodes)
+
+    def forward_abandoned(self) -> None:
+        """The stepped forward was stopped before its end: no graph now (f makes one)."""
+        with self._transition():
+            self._set(phase=Phase.NONE, pending=None, done=0, nodes=0, ops=0,
+                      queued_steps=0, continue_after=False)
+
     def forward_made(self, nodes: int) -> None:
         """A new graph: backward waits before its first node; the optimizer has new work."""
         with self._transition():
             view = self._view
-            self._set(phase=Phase.PAUSED, pending=None, done=0, nodes=nodes,
+            self._set(phase=Phase.PAUSED, pending=None, done=0, nodes=nodes, ops=0,
                       forwards=view.forwards + 1, applied=False, failure=None)
 
     def progressed(self, *, done: int, pending: str | None, finished: bool) -> None:
