@@ -25,7 +25,8 @@ import networkx as nx
 import pydot
 
 from gradviz.core.errors import ExportError
-from gradviz.core.graph import FREED, Roots, build_graph
+from gradviz.core.graph import Roots, build_graph
+from gradviz.core.saved import FREED
 
 FORMATS = ("dot", "json", "svg", "png")
 
