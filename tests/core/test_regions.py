@@ -3,6 +3,7 @@ labelled as such, with the parameters inside named."""
 
 import functools
 
+import pydot
 import pytest
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -48,6 +49,14 @@ def test_compiled_region_is_labelled_with_its_parameters(compiled_loss):
     assert gradviz.build_graph(loss, model=model).nodes[key] == attrs
     loss.backward(retain_graph=True)
     assert model.fc1.weight.grad is not None
+
+
+def test_compiled_region_is_drawn_distinctly(compiled_loss):
+    model, loss = compiled_loss
+    (dot,) = pydot.graph_from_dot_data(gradviz.to_dot(gradviz.build_graph(loss, model=model)))
+    (node,) = [n for n in dot.get_nodes() if "Compiled" in n.get_name()]
+    assert node.get("shape") == "box3d"
+    assert "compiled region: 4 parameters inside" in node.get("label")
 
 
 def test_reentrant_checkpoint_region_names_the_parameters_it_runs():
