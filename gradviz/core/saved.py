@@ -66,7 +66,9 @@ _IN_PLACE_TEXT = "modified by an inplace operation"
 # Deep graphs repeat a few descriptions over and over: one shared object per distinct
 # value keeps a 1M-node graph small. Treat these values as read-only.
 _shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
+shape_pool = _shapes  # read-only outside: shape_tuple fills it
 _metas: dict[tuple, dict[str, Any]] = {}
+meta_pool = _metas  # read-only outside: tensor_meta fills it
 _saved_dicts: dict[tuple, dict[str, Any]] = {}
 _args_dicts: dict[tuple, dict[str, Any]] = {}
 EMPTY: dict[str, Any] = {}  # shared by every node that saved nothing

@@ -192,3 +192,15 @@ def test_walk_lists_nodes_in_key_order():
     assert [fn.name().rpartition("::")[2] for fn in walk.nodes] == [
         graph.nodes[k]["op"] for k in graph]
     assert walk.roots == 2 and len(gradviz.core.graph.discover(walk.nodes[:2]).nodes) == len(graph)
+
+
+def test_a_node_reads_the_same_as_root_and_as_child():
+    """build_graph describes most op nodes inline and roots through _Describer: the two agree."""
+    lin = torch.nn.Linear(3, 2)
+    x = torch.rand(4, 3, requires_grad=True)
+    out = lin(x.sigmoid() * 2)
+    as_child = build_graph(out.sum(), model=lin)
+    as_root = build_graph(out, model=lin)
+    assert as_root.graph["roots"] == ["AddmmBackward0#0"]
+    for key, attrs in as_root.nodes(data=True):
+        assert as_child.nodes[key] == {**attrs, "root": False}, key
