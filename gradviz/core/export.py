@@ -36,15 +36,14 @@ import networkx as nx
 
 from gradviz.core.errors import ExportError
 from gradviz.core.graph import Roots, build_graph
-from gradviz.core.regions import CHECKPOINT, COMPILED
-from gradviz.core.saved import FREED, HOOKED, MODIFIED_IN_PLACE, RECOMPUTED
+from gradviz.core.regions import CHECKPOINT, COMPILED, region_summary
+from gradviz.core.saved import FREED, HOOKED, MODIFIED_IN_PLACE, RECOMPUTED, meta_text
 
 FORMATS = ("dot", "json", "svg", "png")
 
 _FILL = {"op": "lightgrey", "param": "lightblue", "leaf": "azure", "saved": "orange"}
 _ROOT_FILL = "darkolivegreen1"
-_REGION_STYLE = {COMPILED: ("violet", "compiled region"),
-                 CHECKPOINT: ("khaki", "checkpointed region")}
+_REGION_FILL = {COMPILED: "violet", CHECKPOINT: "khaki"}
 _SAVED_FILL = {RECOMPUTED: "yellow", MODIFIED_IN_PLACE: "tomato", HOOKED: "lightgrey"}
 
 
@@ -129,8 +128,8 @@ def dot_text(graph: nx.DiGraph, *, modules: bool = True, saved: bool = False) ->
         region = attrs.get("region")
         if attrs.get("root"):
             look = f"fillcolor={_ROOT_FILL}"
-        elif region is not None and region.get("kind") in _REGION_STYLE:
-            look = f"fillcolor={_REGION_STYLE[region['kind']][0]}, shape=box3d"
+        elif region is not None and region.get("kind") in _REGION_FILL:
+            look = f"fillcolor={_REGION_FILL[region['kind']]}, shape=box3d"
         else:
             look = f"fillcolor={_FILL[attrs['kind']]}"
         lines_for(attrs.get("module")).append(
@@ -183,11 +182,8 @@ def node_label_lines(attrs: dict[str, Any]) -> list[str]:
         lines = [attrs["op"]]
         if attrs.get("module"):
             lines.append(attrs["module"])
-        region = attrs.get("region")
-        if region is not None and region.get("kind") in _REGION_STYLE:
-            count = len(region.get("params", ()))
-            lines.append(f"{_REGION_STYLE[region['kind']][1]}: "
-                         f"{count} parameter{'' if count == 1 else 's'} inside")
+        if attrs.get("region") is not None:
+            lines.append(region_summary(attrs["region"]))
         if attrs.get("saved") == FREED:
             lines.append("(saved tensors freed)")
     else:
@@ -198,15 +194,8 @@ def node_label_lines(attrs: dict[str, Any]) -> list[str]:
 
 
 def saved_label_lines(name: str, meta: Any) -> list[str]:
-    lines = [name]
-    for one in meta if isinstance(meta, list) else [meta]:
-        if one is None:
-            continue
-        line = "" if one.get("shape") is None else f"{tuple(one['shape'])} {one['dtype']}"
-        if one.get("state"):
-            line = f"{line} ({one['state']})".lstrip()
-        lines.append(line)
-    return lines
+    metas = meta if isinstance(meta, list) else [meta]
+    return [name] + [meta_text(one) for one in metas if one is not None]
 
 
 def dot_id(text: str) -> str:

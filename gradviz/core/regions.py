@@ -13,7 +13,8 @@ Two kinds of node hide the ops inside them from autograd's graph:
   graph; backward re-runs it and backpropagates through the recomputed graph
   inside this one node. The parameters it uses are not children of the node at
   all; they are found through the checkpointed function (a module, a bound method
-  or a ``functools.partial`` of one, or modules it closes over or was passed).
+  or a ``functools.partial`` of one, or modules it closes over or was passed); a
+  function that reaches its modules some other way (through a global) lists none.
 
 (Non-reentrant checkpointing keeps every op in the graph; only its saved tensors
 are recomputed, which :mod:`gradviz.core.saved` describes.)
@@ -47,7 +48,16 @@ CHECKPOINT_NOTE = (
     "one and its parameters get their gradients from within it"
 )
 
+TITLES = {COMPILED: "compiled region", CHECKPOINT: "checkpointed region"}
+
 NamesOf = Callable[[torch.Tensor], list[str]]
+
+
+def region_summary(region: dict[str, Any]) -> str:
+    """One line: "compiled region: 4 parameters inside"."""
+    count = len(region.get("params", ()))
+    title = TITLES.get(region.get("kind"), "region")
+    return f"{title}: {count} parameter{'' if count == 1 else 's'} inside"
 
 
 def describe_region(fn: Node, op: str, names_of: NamesOf) -> dict[str, Any] | None:

@@ -113,6 +113,20 @@ def _meta(shape, dtype: str | None, state: str | None, hook: str | None = None) 
     return meta
 
 
+def meta_text(meta: dict[str, Any] | list | None) -> str:
+    """A saved tensor (or tensor list) as people read it: "(2, 3) float32",
+    "(2, 3) float32 (modified in place)", "(held by a saved-tensors hook)"."""
+    parts = []
+    for one in meta if isinstance(meta, list) else [meta]:
+        if not one:
+            continue
+        text = "" if one.get("shape") is None else f"{tuple(one['shape'])} {one['dtype']}"
+        if one.get("state"):
+            text = f"{text} ({one['state']})".lstrip()
+        parts.append(text)
+    return ", ".join(parts)
+
+
 def _unknown_meta(state: str, hook: str | None = None) -> dict[str, Any]:
     """A saved tensor whose shape and dtype cannot be told, one shared dict per state."""
     key = (None, state, hook)

@@ -8,7 +8,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from gradviz import build_graph
-from gradviz.core.saved import FREED, HOOKED, MODIFIED_IN_PLACE, RECOMPUTED
+from gradviz.core.saved import FREED, HOOKED, MODIFIED_IN_PLACE, RECOMPUTED, meta_text
 
 
 def ops(graph, op):
@@ -230,3 +230,12 @@ def test_equal_descriptions_are_one_shared_object():
     saved = {id(attrs["saved"]) for _, attrs in graph.nodes(data=True) if attrs["kind"] == "op"}
     shapes = {id(attrs["shape"]) for _, attrs in graph.nodes(data=True)}
     assert len(saved) == 1 and len(shapes) == 1
+
+
+def test_meta_text_says_the_state():
+    assert meta_text({"shape": (2, 3), "dtype": "float32"}) == "(2, 3) float32"
+    assert meta_text({"shape": (3,), "dtype": "float32", "state": MODIFIED_IN_PLACE}) == (
+        "(3,) float32 (modified in place)")
+    assert meta_text({"shape": None, "dtype": None, "state": HOOKED, "hook": "m.f"}) == (
+        "(held by a saved-tensors hook)")
+    assert meta_text([{"shape": (1,), "dtype": "int64"}, None]) == "(1,) int64"
