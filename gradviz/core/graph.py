@@ -57,7 +57,7 @@ from torch.autograd.graph import Node
 
 from gradviz.core.deep_graphs import ensure_stack_for
 from gradviz.core.errors import GraphError
-from gradviz.core.quiet_gc import paused_gc
+from gradviz.core.quiet_gc import built_to_last
 from gradviz.core.regions import REGION_OPS, describe_region
 from gradviz.core.saved import (
     EMPTY,
@@ -112,8 +112,8 @@ def walk_graph(
     describe = _Describer(model_names, extra_names, modules or {})
 
     # GC passes over the big heap a forward leaves cost more than the walk itself
-    # (3x on a 100,000-node chain); the walk makes no cycles.
-    with paused_gc():
+    # (3x on a 100,000-node chain); the walk makes no cycles, and the graph lives on.
+    with built_to_last():
         graph, walk = _build(root_fns, describe)
     if model is not None:
         graph.graph["model"] = type(model).__name__
