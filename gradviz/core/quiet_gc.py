@@ -37,7 +37,9 @@ def built_to_last() -> Iterator[None]:
     (cheap: they are small), so that afterwards they hold only what the block made,
     and ``gc.freeze`` + ``gc.unfreeze`` then moves that to the oldest generation in
     one step without scanning it. (Objects other threads made meanwhile move too;
-    they are only collected later, never lost.) The block must make no cycles.
+    they are only collected later, never lost. The freeze is process-wide, so a
+    ``frozen_heap`` block on another thread ends its freeze early: slower there,
+    nothing worse.) The block must make no cycles.
     """
     was_enabled = gc.isenabled()
     gc.collect(1)
