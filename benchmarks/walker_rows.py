@@ -1,16 +1,46 @@
-"""Walker and export rows: build_graph against a bare walk and torchviz, deep chains."""
+"""Walker and export rows: build_graph against a bare walk and torchviz, deep chains,
+checkpointed models.
+
+Times here are taken interleaved (gradviz, baseline, gradviz, baseline, ...) so that a
+burst of load from elsewhere hits both sides; the ratio is the median of the per-round
+ratios, and ``r lo-hi`` beside the baseline is their spread, a measure of the noise.
+"""
 
 from __future__ import annotations
 
+import gc
+import statistics
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import torch
 
-from common import Row, best_of, chain
+from common import Row, chain
 
+
+def interleaved(ours: Callable[[], object], theirs: Callable[[], object], rounds: int
+                ) -> tuple[float, float, float, float, float]:
+    """(median ours, median theirs, median ratio, lowest ratio, highest ratio), taken in turns."""
+    mine, base, ratios = [], [], []
+    for _ in range(rounds):
+        pair = []
+        for fn in (ours, theirs):
+            gc.collect()
+            start = time.perf_counter()
+            fn()
+            pair.append(time.perf_counter() - start)
+        mine.append(pair[0])
+        base.append(pair[1])
+        ratios.append(pair[0] / pair[1])
+    return (statistics.median(mine), statistics.median(base), statistics.median(ratios),
+            min(ratios), max(ratios))
+
+
+def spread(low: float, high: float) -> str:
+    return f"(r {low:.2f}-{high:.2f})"
 
 
 def bare_walk(root) -> object:
@@ -42,44 +72,48 @@ def bench_resnet18_vs_torchviz() -> Iterator[Row]:
     model = torchvision.models.resnet18()
     loss = (model(torch.rand(1, 3, 64, 64)) - torch.rand(1, 1000)).sum()
     params = dict(model.named_parameters())
-    ours = best_of(lambda: gradviz.build_graph(loss, model=model), 20)
-    ours_dot = best_of(lambda: gradviz.to_dot(gradviz.build_graph(loss, model=model)), 20)
-    theirs = best_of(lambda: make_dot(loss, params=params), 20)
+    ours, theirs, ratio, low, high = interleaved(
+        lambda: gradviz.build_graph(loss, model=model),
+        lambda: make_dot(loss, params=params), 40)
     yield Row("resnet18: build_graph vs torchviz make_dot", f"{ours * 1e3:.2f} ms",
-              f"{theirs * 1e3:.2f} ms", ours / theirs, "report")
-    yield Row("resnet18: build_graph + to_dot vs make_dot", f"{ours_dot * 1e3:.2f} ms",
-              f"{theirs * 1e3:.2f} ms", ours_dot / theirs, "report")
+              f"{theirs * 1e3:.2f} ms {spread(low, high)}", ratio, "report")
+    # Like with like: both draw the saved tensors, and both end with the DOT text.
+    ours, theirs, ratio, low, high = interleaved(
+        lambda: gradviz.to_dot(gradviz.build_graph(loss, model=model), saved=True),
+        lambda: make_dot(loss, params=params, show_saved=True).source, 40)
+    yield Row("resnet18: build_graph+to_dot(saved) vs make_dot(saved)", f"{ours * 1e3:.2f} ms",
+              f"{theirs * 1e3:.2f} ms {spread(low, high)}", ratio, "<=1.0")
 
 
 def bench_chain_100k() -> Iterator[Row]:
     import gradviz
 
     root = chain(100_000)
-    ours = best_of(lambda: gradviz.build_graph(root))
-    bare = best_of(lambda: bare_walk(root.grad_fn))
-    yield Row("100k-node chain: build_graph vs bare edge walk", f"{ours:.3f} s", f"{bare:.3f} s",
-              ours / bare, "<=1.5")
+    ours, theirs, ratio, low, high = interleaved(
+        lambda: gradviz.build_graph(root), lambda: bare_walk(root.grad_fn), 5)
+    yield Row("100k-node chain: build_graph vs bare edge walk", f"{ours:.3f} s",
+              f"{theirs:.3f} s {spread(low, high)}", ratio, "<=1.5")
 
 
 _MILLION = textwrap.dedent(
     """
     import time, torch, gradviz
 
-    def hwm_mib():
+    def kib(field):
         for line in open("/proc/self/status"):
-            if line.startswith("VmHWM"):
-                return int(line.split()[1]) / 1024
+            if line.startswith(field):
+                return int(line.split()[1])
 
     y = torch.ones(4, requires_grad=True)
     for _ in range(1_000_000):
         y = y.sin()
     with open("/proc/self/clear_refs", "w") as f:   # reset the peak to the current RSS
         f.write("5")
-    before = hwm_mib()
+    before = kib("VmHWM")
     start = time.perf_counter()
     graph = gradviz.build_graph(y)
     took = time.perf_counter() - start
-    print(graph.number_of_nodes(), took, hwm_mib() - before, before)
+    print(graph.number_of_nodes(), took, kib("VmHWM") - before, kib("VmRSS") - before, before)
     """
 )
 
@@ -90,11 +124,68 @@ def bench_chain_1m() -> Iterator[Row]:
         yield Row("1M-node chain: build_graph", f"FAILED rc={result.returncode}", "", None,
                   result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "")
         return
-    nodes, took, peak, base = result.stdout.split()
-    yield Row("1M-node chain: build_graph time", f"{float(took):.2f} s", f"{nodes} nodes", None,
+    nodes, took, peak, kept, base = (float(v) for v in result.stdout.split())
+    yield Row("1M-node chain: build_graph time", f"{took:.2f} s", f"{nodes:.0f} nodes", None,
               "report")
-    yield Row("1M-node chain: build_graph peak memory", f"+{float(peak):.0f} MiB",
-              f"chain alone {float(base):.0f} MiB", None, "report")
+    yield Row("1M-node chain: peak memory, bytes per node", f"{peak * 1024 / nodes:.0f} B",
+              f"chain alone {base / 1024:.0f} MiB", None, "report")
+    yield Row("1M-node chain: graph kept, bytes per node", f"{kept * 1024 / nodes:.0f} B",
+              "", None, "report")
 
 
-ROWS = [bench_resnet18_vs_torchviz, bench_chain_100k, bench_chain_1m]
+def _checkpointed_llama(layers: int, checkpointing: bool):
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        num_hidden_layers=layers, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=256, max_position_embeddings=64)
+    model = transformers.LlamaForCausalLM(config)
+    model.train()
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    tokens = torch.randint(0, 256, (2, 32))
+    return model, model(input_ids=tokens, labels=tokens).loss
+
+
+def bench_checkpointed_llama() -> Iterator[Row]:
+    """A walk must not re-run checkpointed forwards: the same model with and without."""
+    import gradviz
+
+    model, loss = _checkpointed_llama(16, True)
+    plain_model, plain_loss = _checkpointed_llama(16, False)
+    ours, theirs, ratio, low, high = interleaved(
+        lambda: gradviz.build_graph(loss, model=model),
+        lambda: gradviz.build_graph(plain_loss, model=plain_model), 10)
+    yield Row("Llama 16 layers: build_graph, checkpointed vs not", f"{ours * 1e3:.1f} ms",
+              f"{theirs * 1e3:.1f} ms {spread(low, high)}", ratio, "<=1.5")
+
+
+def bench_checkpoint_reruns() -> Iterator[Row]:
+    """How often build_graph runs the forward of 4 checkpointed blocks (it should not)."""
+    from torch.utils.checkpoint import checkpoint
+
+    import gradviz
+
+    torch.manual_seed(0)
+    blocks = torch.nn.ModuleList(torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.GELU())
+                                 for _ in range(4))
+    calls = [0]
+
+    def run(block, x):
+        calls[0] += 1
+        return block(x)
+
+    x = torch.rand(512, 256, requires_grad=True)
+    for block in blocks:
+        x = checkpoint(run, block, x, use_reentrant=False)
+    loss = x.sum()
+    before = calls[0]
+    gradviz.build_graph(loss, model=blocks)
+    reruns = calls[0] - before
+    yield Row("4 checkpointed blocks: forwards re-run by a walk", f"{reruns}", "0 expected", None,
+              "0 " + ("ok" if reruns == 0 else "MISSED"))
+
+
+ROWS = [bench_resnet18_vs_torchviz, bench_chain_100k, bench_chain_1m, bench_checkpointed_llama,
+        bench_checkpoint_reruns]

@@ -8,11 +8,42 @@
 ['AccumulateGrad', 'AccumulateGrad', 'MulBackward0', 'PowBackward0', 'PowBackward0',
  'SubBackward0']
 
-Node attributes: ``kind`` ("op", "param" or "leaf"), ``op``, ``name``, ``names``
-(every name of a tied parameter), ``shape``, ``seq``, ``module``, ``saved``
-(tensor name -> {"shape", "dtype"}, or "freed"), ``args`` (saved non-tensor values
-such as a power's exponent) and ``root``. Edges follow the gradient, from a node to
-each entry of its ``next_functions``, with the entry's index as ``slot``.
+Node attributes, on every node:
+
+- ``kind``: "op", "param" (a named leaf) or "leaf"; ``op``: the autograd Node's
+  name ("AccumulateGrad" for leaves); ``name`` / ``names``: a leaf's name and
+  every name of a tied parameter (``names`` on leaves only).
+- ``shape``: the gradient's shape flowing into the node (a leaf's own shape), or
+  None; ``seq``: the node's sequence number (-1 for leaves); ``module``: the
+  dotted path of the module whose forward made it, "" for the model itself, None
+  when unknown; ``root``: whether it is one of the roots.
+- ``saved``: tensor name -> ``{"shape", "dtype"}`` (a list of them for a tensor
+  list), with ``"state"`` "recomputed in backward" (held by non-reentrant
+  checkpointing), "modified in place" or "held by a saved-tensors hook" where it
+  cannot be read as saved; or the one string "freed" once backward freed them.
+  Nothing a hook packed is ever unpacked (see :mod:`gradviz.core.saved`).
+- ``args``: saved non-tensor values such as a power's exponent, made readable:
+  signed integers, a loss's ``reduction`` by name; values torch saved only to lay
+  out an input's gradient (``*_sym_sizes``, ``*_sym_strides``, ...) are not here.
+
+Only where they apply:
+
+- ``input_shapes``: input name -> shape, for inputs whose shape torch saved but
+  not the tensor itself (a sum's or a view's input).
+- ``region``: on a node that stands for a whole region of the forward, either a
+  ``torch.compile``d one or one checkpointed with ``use_reentrant=True``:
+  ``{"kind": "compiled" | "checkpoint", "params": names of the parameters inside,
+  "ops": the ops of its backward where torch exposes them, "note": why its inside
+  cannot be stepped}`` (see :mod:`gradviz.core.regions`).
+
+Edges follow the gradient, from a node to each entry of its ``next_functions``,
+with the entry's index as ``slot`` (and ``slots`` when one child fills several).
+``graph.graph["roots"]`` lists the roots' keys; ``graph.graph["model"]`` the
+model's class name when a model was given.
+
+Attribute values are shared between nodes where they are equal (shapes, saved
+descriptions, args): treat them as read-only, and set a new value rather than
+changing one in place.
 """
 
 from __future__ import annotations
@@ -22,28 +53,30 @@ from typing import Any, Union
 
 import networkx as nx
 import torch
-from torch.autograd.function import BackwardCFunction
 from torch.autograd.graph import Node
 
 from gradviz.core.deep_graphs import ensure_stack_for
 from gradviz.core.errors import GraphError
-from gradviz.core.quiet_gc import paused_gc
-from gradviz.core.summary import plain
+from gradviz.core.quiet_gc import built_to_last
+from gradviz.core.regions import REGION_OPS, describe_region
+from gradviz.core.saved import (
+    EMPTY,
+    CheckpointRecords,
+    careful_saved,
+    function_saved,
+    meta_pool,
+    plain_saved,
+    saved_plan,
+    saved_tensors,
+    saved_values,
+    shape_pool,
+    shape_tuple,
+)
 
 Roots = Union[torch.Tensor, Node, Sequence[Union[torch.Tensor, Node]]]
 
 ACCUMULATE_GRAD = "AccumulateGrad"
-FREED = "freed"
 _NO_SEQUENCE = 1 << 63  # AccumulateGrad and nodes made outside a forward carry UINT64_MAX
-_SAVED_PREFIX = "_saved_"
-
-_saved_attrs_by_type: dict[type, tuple[str, ...]] = {}
-
-# Deep graphs repeat a few shapes and saved-tensor descriptions over and over: one
-# shared object per distinct value keeps a 1M-node graph's attributes small. Treat
-# attribute values as read-only.
-_shapes: dict[tuple[int, ...], tuple[int, ...]] = {}
-_metas: dict[tuple[tuple[int, ...], torch.dtype], dict[str, Any]] = {}
 
 
 def build_graph(
@@ -60,7 +93,8 @@ def build_graph(
     ``modules`` maps a node's sequence number to the dotted path of the module whose
     forward made it, as :func:`gradviz.record` collects; without it ``module`` is
     ``None`` for op nodes. Each autograd Node appears once; the walk is iterative, so
-    depth is limited only by memory.
+    depth is limited only by memory. The walk runs nothing of the user's: saved
+    tensors behind hooks (checkpointing) are described, not unpacked.
     """
     return walk_graph(roots, model=model, params=params, modules=modules)[0]
 
@@ -78,10 +112,9 @@ def walk_graph(
     describe = _Describer(model_names, extra_names, modules or {})
 
     # GC passes over the big heap a forward leaves cost more than the walk itself
-    # (3x on a 100,000-node chain); the walk makes no cycles.
-    with paused_gc():
-        walk = discover(root_fns)
-        graph = _graph_of(walk, describe)
+    # (3x on a 100,000-node chain); the walk makes no cycles, and the graph lives on.
+    with built_to_last():
+        graph, walk = _build(root_fns, describe)
     if model is not None:
         graph.graph["model"] = type(model).__name__
     ensure_stack_for(graph.number_of_nodes())
@@ -89,64 +122,144 @@ def walk_graph(
 
 
 class Walk:
-    """The nodes behind some roots in discovery order, and the edges between them.
+    """The autograd Nodes behind some roots, in discovery order.
 
     Discovery order is depth-first from the roots, slot 0 first, numbering a node
     when first seen; ``build_graph`` and the stepper both key nodes by it.
     """
 
-    def __init__(self, nodes: list[Node], edges: list[tuple[int, int, int]], roots: int):
+    def __init__(self, nodes: list[Node], roots: int):
         self.nodes = nodes  # index -> autograd Node
-        self.edges = edges  # (parent index, child index, slot)
         self.roots = roots  # the first ``roots`` nodes are the roots
 
 
 def discover(root_fns: list[Node]) -> Walk:
     """Every autograd Node behind ``root_fns``, each once (by identity), iteratively."""
-    index: dict[Node, int] = {fn: i for i, fn in enumerate(root_fns)}
+    seen = set(root_fns)
     nodes = list(root_fns)
-    edges: list[tuple[int, int, int]] = []
     stack = list(reversed(root_fns))  # the first root is walked first
     while stack:
-        fn = stack.pop()
-        parent = index[fn]
         children = []
-        for slot, (child, _input_nr) in enumerate(fn.next_functions):
+        for child, _input_nr in stack.pop().next_functions:
+            if child is not None and child not in seen:
+                seen.add(child)
+                children.append(child)
+        nodes += children
+        stack += reversed(children)  # slot 0's subtree first
+    return Walk(nodes, len(root_fns))
+
+
+class _RootsParent:
+    """Stands in as the parent of the roots, so that roots are found like any child."""
+
+    def __init__(self, root_fns: list[Node]):
+        self.next_functions = tuple((fn, 0) for fn in root_fns)
+
+
+def _build(root_fns: list[Node], describe: _Describer) -> tuple[nx.DiGraph, Walk]:
+    """The graph and its walk in one pass: each node is described when first seen.
+
+    The nodes and edges go straight into the DiGraph's own dicts (``_node``,
+    ``_succ``, ``_pred``: the dict-of-dicts networkx documents) rather than through
+    ``add_node`` / ``add_edge``, which copy every attribute dict and look every node
+    up again: through them the graph cost as much as the walk, twice the memory at
+    its peak. The result is an ordinary DiGraph; tests/core/test_graph.py checks it
+    equals one built through the public API.
+
+    This loop is where a deep graph's time goes, so an op node of a type already
+    planned (see :class:`_Describer`) is described right here, with the loop's
+    locals; every other node goes through ``describe``. Describing inline took
+    about 15% off a 100,000-node chain (tests/core/test_graph.py checks that both
+    ways describe a node alike).
+    """
+    graph = nx.DiGraph()
+    node_attrs, succ, pred = graph._node, graph._succ, graph._pred
+    keys: dict[Node, str] = {}
+    nodes: list[Node] = []
+    plans, counts, modules = describe.plans, describe.counts, describe.modules
+    checkpoints = describe.checkpoints
+    metas = meta_pool
+    succ[None] = {}  # the roots' stand-in parent, removed below
+    stack: list[tuple[Any, Any]] = [(_RootsParent(root_fns), None)]
+    while stack:
+        fn, parent = stack.pop()
+        out = succ[parent]
+        children = []
+        slot = -1
+        for child, _input_nr in fn.next_functions:
+            slot += 1
             if child is None:
                 continue
-            position = index.get(child)
-            if position is None:
-                position = index[child] = len(nodes)
-                nodes.append(child)
-                children.append(child)
-            edges.append((parent, position, slot))
-        stack.extend(reversed(children))  # slot 0's subtree first
-    return Walk(nodes, edges, len(root_fns))
-
-
-def _graph_of(walk: Walk, describe: _Describer) -> nx.DiGraph:
-    keys = []
-    attributes = []
-    for fn in walk.nodes:
-        key, attrs = describe(fn)
-        keys.append(key)
-        attributes.append(attrs)
-    for attrs in attributes[: walk.roots]:
-        attrs["root"] = True
-    edges = {}
-    for parent, child, slot in walk.edges:
-        pair = (keys[parent], keys[child])
-        if pair in edges:  # x * x: two slots, one DiGraph edge
-            edges[pair].setdefault("slots", [edges[pair]["slot"]]).append(slot)
-        else:
-            edges[pair] = {"slot": slot}
-    for data in edges.values():
-        if "slots" in data:
-            data["slots"] = tuple(data["slots"])
-    graph = nx.DiGraph(roots=keys[: walk.roots])
-    graph.add_nodes_from(zip(keys, attributes))
-    graph.add_edges_from((u, v, d) for (u, v), d in edges.items())
-    return graph
+            key = keys.get(child)
+            if key is not None:
+                if key in out:  # x * x: two slots, one DiGraph edge
+                    data = out[key]
+                    data["slots"] = (*data.get("slots", (data["slot"],)), slot)
+                else:
+                    out[key] = pred[key][parent] = {"slot": slot}
+                continue
+            plan = plans.get(child.__class__)
+            if plan is None:  # the general path; it plans types it has not seen
+                key, attrs = describe(child)
+            else:  # what describe() does for a planned op type, written out
+                op, tensors, others, pool = plan
+                saved = None
+                if len(tensors) == 1:  # plain_saved's common case, written out too
+                    raw_attr, attr, _name = tensors[0]
+                    try:
+                        if getattr(child, raw_attr).unpack_hook is None:
+                            value = getattr(child, attr)
+                            saved = pool.get(id(metas.get((value.shape, value.dtype, None))))
+                    except (RuntimeError, AttributeError):  # see plain_saved
+                        pass
+                if saved is None:
+                    saved = plain_saved(child, tensors, pool) if tensors else EMPTY
+                if saved is None:  # hooks, in-place changes, tensor lists, a freed graph
+                    saved = careful_saved(child, tensors, checkpoints)
+                args = input_shapes = EMPTY
+                if others:
+                    args, input_shapes = saved_values(child, others, saved)
+                seq = child._sequence_nr()
+                if seq >= _NO_SEQUENCE:
+                    seq = -1
+                metadata = child._input_metadata  # planned types have it
+                shape = None
+                if metadata:
+                    shape = metadata[0].shape  # a list
+                    shape = shape_pool.get(tuple(shape)) or shape_tuple(shape)
+                attrs = {
+                    "kind": "op",
+                    "op": op,
+                    "name": "",
+                    "shape": shape,
+                    "seq": seq,
+                    "module": modules.get(seq),
+                    "saved": saved,
+                    "args": args,
+                    "root": False,
+                }
+                if input_shapes:
+                    attrs["input_shapes"] = input_shapes
+                count = counts.get(op, 0)
+                counts[op] = count + 1
+                key = f"{op}#{count}"
+            node_attrs[key] = attrs
+            keys[child] = key
+            nodes.append(child)
+            succ[key] = {}
+            out[key] = data = {"slot": slot}
+            pred[key] = {parent: data}
+            children.append((child, key))
+        if children:
+            children.reverse()  # slot 0's subtree first
+            stack += children
+    del succ[None]
+    roots = [keys[fn] for fn in root_fns]
+    for key in roots:
+        node_attrs[key]["root"] = True
+        del pred[key][None]
+    graph.graph["roots"] = roots
+    return graph, Walk(nodes, len(root_fns))
 
 
 def root_nodes(roots: Roots) -> list[Node]:
@@ -209,13 +322,23 @@ def _parameter_names(
 
 
 class _Describer:
-    """Key and attributes of one autograd Node; keys are unique within one walk."""
+    """Key and attributes of one autograd Node; keys are unique within one walk.
+
+    Deep graphs are mostly a few node types over and over, so what can be known
+    from a node's type (its op name, which saved attributes to read) is worked out
+    once per type; ``__call__`` is the hot loop of every walk.
+    """
 
     def __init__(self, model_names, extra_names, modules: Mapping[int, str]):
         self.model_names = model_names
         self.extra_names = extra_names
         self.modules = modules
         self.counts: dict[str, int] = {}
+        self.checkpoints = CheckpointRecords()
+        # node type -> (op, *saved_plan), or None for the types that take the general
+        # path: leaves, Python Functions, opaque regions, C++ nodes without a Python
+        # type of their own (whose name is per node), torch without _input_metadata.
+        self.plans: dict[type, tuple | None] = {}
 
     def _key(self, stem: str, *, bare_first: bool = False) -> str:
         """``stem#n`` for the n-th node of that stem; ``bare_first`` leaves the first bare."""
@@ -223,25 +346,75 @@ class _Describer:
         self.counts[stem] = count + 1
         return stem if bare_first and count == 0 else f"{stem}#{count}"
 
+    def names_of(self, tensor: torch.Tensor) -> list[str]:
+        return self.model_names.get(id(tensor), []) + self.extra_names.get(id(tensor), [])
+
     def __call__(self, fn: Node) -> tuple[str, dict[str, Any]]:
+        """Any node: plans its type on first sight. (``_build`` describes the op nodes of
+        planned types itself, the same way as ``_op``.)"""
+        plan = self.plans.get(fn.__class__, _UNPLANNED)
+        if plan is _UNPLANNED:
+            plan = self._plan(fn)
+        if plan is None:
+            return self._general(fn)
+        op, tensors, others, pool = plan
+        saved = saved_tensors(fn, tensors, pool, self.checkpoints) if tensors else EMPTY
+        args, input_shapes = saved_values(fn, others, saved) if others else (EMPTY, EMPTY)
+        return self._op(fn, op, saved, args, input_shapes)
+
+    def _plan(self, fn: Node) -> tuple | None:
+        node_type = fn.__class__
+        op = fn.name().rpartition("::")[2]
+        plan = saved_plan(node_type)
+        if (op != node_type.__name__ or op == ACCUMULATE_GRAD or plan is None
+                or op in REGION_OPS or not hasattr(fn, "_input_metadata")):
+            self.plans[node_type] = None
+            return None
+        self.plans[node_type] = (op, *plan)
+        return self.plans[node_type]
+
+    def _general(self, fn: Node) -> tuple[str, dict[str, Any]]:
         op = fn.name().rpartition("::")[2]
         if op == ACCUMULATE_GRAD:
             return self._leaf(fn)
+        plan = saved_plan(fn.__class__)
+        args = input_shapes = EMPTY
+        if plan is None:  # a Python autograd.Function's ctx
+            saved = function_saved(fn, self.checkpoints)
+        else:
+            tensors, others, pool = plan
+            saved = saved_tensors(fn, tensors, pool, self.checkpoints) if tensors else EMPTY
+            if others:
+                args, input_shapes = saved_values(fn, others, saved)
+        key, attrs = self._op(fn, op, saved, args, input_shapes)
+        region = describe_region(fn, op, self.names_of)
+        if region is not None:
+            attrs["region"] = region
+        return key, attrs
+
+    def _op(self, fn: Node, op: str, saved, args, input_shapes) -> tuple[str, dict[str, Any]]:
         seq = fn._sequence_nr()
         if seq >= _NO_SEQUENCE:
             seq = -1
-        saved, args = describe_saved(fn)
-        return self._key(op), {
+        try:
+            metadata = fn._input_metadata  # torch >= 2.3
+        except AttributeError:
+            metadata = None
+        attrs = {
             "kind": "op",
             "op": op,
             "name": "",
-            "shape": _incoming_shape(fn),
+            # The shape of the gradient flowing in: the node's first output's.
+            "shape": shape_tuple(metadata[0].shape) if metadata else None,
             "seq": seq,
             "module": self.modules.get(seq),
             "saved": saved,
             "args": args,
             "root": False,
         }
+        if input_shapes:
+            attrs["input_shapes"] = input_shapes
+        return self._key(op), attrs
 
     def _leaf(self, fn: Node) -> tuple[str, dict[str, Any]]:
         tensor = fn.variable
@@ -257,70 +430,10 @@ class _Describer:
             "shape": shape_tuple(tensor.shape),
             "seq": -1,
             "module": from_model[0].rpartition(".")[0] if from_model else None,
-            "saved": {},
-            "args": {},
+            "saved": EMPTY,
+            "args": EMPTY,
             "root": False,
         }
 
 
-def _incoming_shape(fn: Node) -> tuple[int, ...] | None:
-    """Shape of the gradient flowing into ``fn`` (its first output's), if torch tells."""
-    metadata = getattr(fn, "_input_metadata", None)  # torch >= 2.3
-    if not metadata:
-        return None
-    return shape_tuple(metadata[0].shape)
-
-
-def shape_tuple(size: torch.Size | list[int]) -> tuple[int, ...]:
-    """``tuple(size)``, one shared tuple per distinct shape."""
-    key = size if isinstance(size, tuple) else tuple(size)  # metadata shapes are lists
-    shape = _shapes.get(key)
-    if shape is None:
-        shape = _shapes.setdefault(tuple(key), tuple(key))
-    return shape
-
-
-def describe_saved(fn: Node) -> tuple[dict[str, Any] | str, dict[str, Any]]:
-    """(saved tensors as name -> {"shape", "dtype"} or "freed", saved non-tensor values)."""
-    saved: dict[str, Any] = {}
-    args: dict[str, Any] = {}
-    try:
-        if isinstance(fn, BackwardCFunction):  # a Python autograd.Function's ctx
-            for index, tensor in enumerate(fn.saved_tensors):
-                saved[f"saved_tensors[{index}]"] = tensor_meta(tensor)
-            return saved, args
-        for attr in _saved_attrs(type(fn)):
-            value = getattr(fn, attr)
-            name = attr[len(_SAVED_PREFIX):]
-            if isinstance(value, torch.Tensor):
-                saved[name] = tensor_meta(value)
-            elif isinstance(value, (tuple, list)) and value and all(
-                isinstance(v, torch.Tensor) for v in value
-            ):
-                saved[name] = [tensor_meta(v) for v in value]
-            elif value is not None:  # None: an input that did not need saving
-                args[name] = plain(value)
-    except RuntimeError:  # "... saved tensors after they have already been freed"
-        return FREED, args
-    return saved, args
-
-
-def _saved_attrs(node_type: type) -> tuple[str, ...]:
-    attrs = _saved_attrs_by_type.get(node_type)
-    if attrs is None:
-        attrs = tuple(a for a in dir(node_type) if a.startswith(_SAVED_PREFIX))
-        _saved_attrs_by_type[node_type] = attrs
-    return attrs
-
-
-def tensor_meta(tensor: torch.Tensor | None) -> dict[str, Any] | None:
-    """{"shape", "dtype"} of a tensor, one shared dict per distinct pair."""
-    if tensor is None:
-        return None
-    key = (tensor.shape, tensor.dtype)
-    meta = _metas.get(key)
-    if meta is None:
-        shape = shape_tuple(tensor.shape)
-        meta = {"shape": shape, "dtype": str(tensor.dtype).removeprefix("torch.")}
-        _metas[(shape, tensor.dtype)] = meta
-    return meta
+_UNPLANNED = object()

@@ -26,6 +26,34 @@ def paused_gc() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def built_to_last() -> Iterator[None]:
+    """No cyclic collection inside the block, and what it leaves behind goes straight
+    to the oldest generation: for building a big structure that lives on (a graph).
+
+    With collections merely paused, the first allocation after the block scans every
+    container the block made (3 to 4 per node of a walked graph: a tenth of a
+    100,000-node walk), and later young collections scan them again before they
+    reach the oldest generation. Here the young generations are collected first
+    (cheap: they are small), so that afterwards they hold only what the block made,
+    and ``gc.freeze`` + ``gc.unfreeze`` then moves that to the oldest generation in
+    one step without scanning it. (Objects other threads made meanwhile move too;
+    they are only collected later, never lost. The freeze is process-wide, so a
+    ``frozen_heap`` block on another thread ends its freeze early: slower there,
+    nothing worse.) The block must make no cycles.
+    """
+    was_enabled = gc.isenabled()
+    gc.collect(1)
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
+
+
+@contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
     """Objects alive now are skipped by collections inside the block (``gc.freeze``).
 

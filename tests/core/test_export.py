@@ -138,3 +138,37 @@ def test_render_without_dot_says_how_to_install(tmp_path, monkeypatch):
     with pytest.raises(ExportError, match="apt-get install graphviz"):
         export.render(odd_graph(), tmp_path / "g.svg", "svg")
     assert not (tmp_path / "g.svg").exists()
+
+
+def test_saved_tensor_states_are_drawn_and_parse(tmp_path):
+    from torch.utils.checkpoint import checkpoint
+
+    x = torch.rand(3, requires_grad=True)
+    y = x.sigmoid()
+    y.add_(1)  # the sigmoid's saved result: modified in place
+    z = checkpoint(torch.sin, x, use_reentrant=False)  # sin's saved input: recomputed
+    graph = gradviz.build_graph((y * z).sum(), params={"x": x})
+    text = gradviz.to_dot(graph, saved=True)
+    saved = {unquote(n.get_name()): n for n in all_nodes(parsed(text)) if "/saved/" in n.get_name()}
+    modified = saved["SigmoidBackward0#0/saved/result"]
+    assert modified.get("fillcolor") == "tomato"
+    assert unquote(modified.get("label")) == "resultn(3,) float32 (modified in place)"
+    recomputed = saved["SinBackward0#0/saved/self"]
+    assert recomputed.get("fillcolor") == "yellow"
+    assert "(recomputed in backward)" in unquote(recomputed.get("label"))
+    if shutil.which("dot"):
+        export.render(graph, tmp_path / "states.svg", "svg", saved=True)
+        assert "modified in place" in (tmp_path / "states.svg").read_text()
+
+
+def test_dot_text_matches_pydots_reading(resnet18_trace):
+    """Every node in exactly one place, every edge once, clusters as the modules nest."""
+    _, trace = resnet18_trace
+    back = parsed(gradviz.to_dot(trace.graph, saved=True))
+    names = [unquote(n.get_name()) for n in all_nodes(back) if n.get_name() not in ("node", "graph")]
+    saved_count = sum(len(d["saved"]) for _, d in trace.graph.nodes(data=True)
+                      if isinstance(d["saved"], dict))
+    assert len(names) == len(set(names)) == trace.graph.number_of_nodes() + saved_count
+    edges = [(unquote(e.get_source()), unquote(e.get_destination())) for e in back.get_edges()]
+    assert {e for e in edges if "/saved/" not in e[0]} == set(trace.graph.edges)
+    assert len(edges) == trace.graph.number_of_edges() + saved_count

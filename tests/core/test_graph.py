@@ -163,3 +163,44 @@ def test_bad_roots_are_one_line_graph_errors(roots, message):
 
 def test_graph_error_is_public():
     assert gradviz.GraphError is GraphError
+
+
+def test_graph_is_an_ordinary_digraph(resnet18_trace):
+    """build_graph fills networkx's dicts directly: the result must equal, key order and
+    all, a graph built through networkx's own API, and behave like one."""
+    _, trace = resnet18_trace
+    graph = trace.graph
+    public = nx.DiGraph(**graph.graph)
+    public.add_nodes_from(graph.nodes(data=True))
+    public.add_edges_from(graph.edges(data=True))
+    assert nx.utils.graphs_equal(graph, public)
+    assert list(graph.nodes) == list(public.nodes) and list(graph.edges) == list(public.edges)
+    assert all(list(graph.pred[k]) == list(public.pred[k]) for k in graph)
+    assert list(nx.topological_sort(graph)) == list(nx.topological_sort(public))
+
+    copy = graph.copy()
+    copy.add_edge("param:fc.weight", "extra", slot=0)
+    copy.remove_node("param:fc.bias")
+    assert copy.has_edge("param:fc.weight", "extra") and "param:fc.bias" not in copy
+    assert "extra" not in graph and "param:fc.bias" in graph
+    assert copy.reverse().has_edge("extra", "param:fc.weight")
+
+
+def test_walk_lists_nodes_in_key_order():
+    x = torch.ones(3, requires_grad=True)
+    graph, walk = gradviz.core.graph.walk_graph([(x.exp() * x).sum(), x.sin().sum()])
+    assert [fn.name().rpartition("::")[2] for fn in walk.nodes] == [
+        graph.nodes[k]["op"] for k in graph]
+    assert walk.roots == 2 and len(gradviz.core.graph.discover(walk.nodes[:2]).nodes) == len(graph)
+
+
+def test_a_node_reads_the_same_as_root_and_as_child():
+    """build_graph describes most op nodes inline and roots through _Describer: the two agree."""
+    lin = torch.nn.Linear(3, 2)
+    x = torch.rand(4, 3, requires_grad=True)
+    out = lin(x.sigmoid() * 2)
+    as_child = build_graph(out.sum(), model=lin)
+    as_root = build_graph(out, model=lin)
+    assert as_root.graph["roots"] == ["AddmmBackward0#0"]
+    for key, attrs in as_root.nodes(data=True):
+        assert as_child.nodes[key] == {**attrs, "root": False}, key
