@@ -37,6 +37,16 @@ _EXPORTS = {
     "show": "gradviz.show",
     "summarize": "gradviz.core.summary",
     "CheckResult": "gradviz.core.scenario",
+    "watch": "gradviz.core.watch",
+    "Watch": "gradviz.core.watch",
+    "WatchBreak": "gradviz.core.watch",
+    "WatchError": "gradviz.core.watch",
+    "TrainingStopped": "gradviz.core.watch",
+    "TrainingPause": "gradviz.core.watch",
+    "WatchReport": "gradviz.core.watch_report",
+    "RunRecord": "gradviz.core.run_record",
+    "RunHistory": "gradviz.core.run_record",
+    "RecordError": "gradviz.core.run_record",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -66,6 +76,16 @@ if TYPE_CHECKING:
     from gradviz.core.record import Recording, record
     from gradviz.core.session import Session
     from gradviz.show import show
+    from gradviz.core.run_record import RecordError, RunHistory, RunRecord
+    from gradviz.core.watch import (
+        TrainingPause,
+        TrainingStopped,
+        Watch,
+        WatchBreak,
+        WatchError,
+        watch,
+    )
+    from gradviz.core.watch_report import WatchReport
     from gradviz.core.scenario import (
         CheckResult,
         Scenario,

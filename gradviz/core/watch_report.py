@@ -1,0 +1,185 @@
+"""WatchReport: a run of :func:`gradviz.watch` summed up in a few tables.
+
+``str(report)`` is plain text (``print(w.report())``); ``gradviz report RUN.db``
+draws the same :meth:`WatchReport.sections` as Rich tables.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+
+from gradviz.core.run_record import AUDIT_KINDS, EventRecord, RunHistory
+
+#: Rows shown per table; the rest are counted in its note.
+ROWS_SHOWN = 12
+
+
+@dataclass(frozen=True)
+class Section:
+    """One table: a title, column names, rows of text, and a line under it."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class LayerBand:
+    """A layer's |update|/|param| over the run, against the band."""
+
+    layer: str
+    median: float
+    last: float
+    outside: float  # share of its iterations outside the band
+    iterations: int
+
+
+class WatchReport:
+    """The run in ``history`` as tables; ``source`` is where it was read from."""
+
+    def __init__(self, history: RunHistory, *, source: str = ""):
+        self.history = history
+        self.source = source
+        settings = history.info.settings
+        self.band: tuple[float, float] = tuple(settings.get("band", (1e-4, 1e-2)))
+
+    # -------------------------------------------------------------- findings
+    @property
+    def first_nonfinite(self) -> EventRecord | None:
+        return self.history.first_nonfinite
+
+    @property
+    def audits(self) -> list[EventRecord]:
+        return self.history.audits
+
+    @property
+    def layers_out_of_band(self) -> list[LayerBand]:
+        """Layers whose median |update|/|param| over the run is outside the band."""
+        low, high = self.band
+        found = []
+        for layer, ratios in zip(self.history.layers, self.history.layer_update_ratios):
+            finite = [r for r in ratios if math.isfinite(r)]
+            if not finite:
+                continue
+            median = statistics.median(finite)
+            if low <= median <= high:
+                continue
+            outside = sum(1 for r in finite if not low <= r <= high) / len(finite)
+            found.append(LayerBand(layer or "(model)", median, finite[-1], outside, len(finite)))
+        return sorted(found, key=lambda b: -abs(math.log10(max(b.median, 1e-30)
+                                                          / math.sqrt(low * high))))
+
+    # -------------------------------------------------------------- sections
+    def headline(self) -> str:
+        info = self.history.info
+        rows = self.history.iterations
+        started = datetime.fromtimestamp(info.started).strftime("%Y-%m-%d %H:%M:%S")
+        rank = f", rank {info.rank} of {info.world_size}" if info.world_size > 1 else ""
+        where = f"{self.source}: " if self.source else ""
+        span = (f"iterations {rows[0].iteration}..{rows[-1].iteration}" if rows
+                else "no iteration finished")
+        return (f"{where}run {info.run}{rank}, {info.model} with {info.optimizer or 'no optimizer'},"
+                f" started {started}, {info.status}; {span}")
+
+    def sections(self) -> list[Section]:
+        return [section for section in (self._iterations(), self._nonfinite(), self._breaks(),
+                                        self._audits(), self._band()) if section is not None]
+
+    def _iterations(self) -> Section:
+        rows = self.history.iterations
+        if not rows:
+            return Section("iterations", ("recorded",), [("0",)])
+        losses = [r.loss for r in rows if math.isfinite(r.loss)]
+        norms = [r.grad_norm for r in rows if math.isfinite(r.grad_norm)]
+        seconds = statistics.median(r.seconds for r in rows)
+        nonfinite = sum(r.nonfinite for r in rows)
+        skipped = sum(r.skipped for r in rows)
+        total = self.history.total_iterations or len(rows)
+        row = (str(total), _num(rows[0].loss), _num(rows[-1].loss),
+               _num(min(losses)) if losses else "-", _num(max(losses)) if losses else "-",
+               _num(statistics.median(norms)) if norms else "-", _num(max(norms)) if norms else "-",
+               f"{seconds * 1e3:.1f} ms", str(nonfinite), str(skipped))
+        note = f"read {len(rows)} of them, evenly spaced" if len(rows) < total else ""
+        return Section("iterations", ("recorded", "first loss", "last loss", "min loss",
+                                      "max loss", "median |grad|", "max |grad|",
+                                      "median time", "NaN/Inf", "skipped"), [row], note)
+
+    def _nonfinite(self) -> Section | None:
+        event = self.first_nonfinite
+        if event is None:
+            return None
+        where = event.where or "not traced (break_on 'nonfinite' or nan_origin=True traces it)"
+        return Section("first NaN/Inf", ("iteration", "what", "where it started"),
+                       [(str(event.iteration), event.detail.split(": ", 1)[-1].split(";")[0],
+                         where)])
+
+    def _breaks(self) -> Section | None:
+        events = [e for e in self.history.events
+                  if e.kind in ("at", "signal", "spike", "scaler-skip", "params-changed")]
+        if not events:
+            return None
+        rows = [(str(e.iteration), e.kind, e.detail) for e in events[:ROWS_SHOWN]]
+        return Section("breaks and events", ("iteration", "kind", "detail"), rows,
+                       _more(len(events)))
+
+    def _audits(self) -> Section:
+        audits = self.audits
+        if not audits:
+            return Section("audits", ("result",), [("no parameter left out, frozen layer moved "
+                                                    "or gradient stuck at zero",)])
+        by_kind: dict[str, list[EventRecord]] = {}
+        for event in audits:
+            by_kind.setdefault(event.kind, []).append(event)
+        rows = []
+        for kind, events in by_kind.items():
+            subjects = ", ".join(e.subject for e in events[:4])
+            if len(events) > 4:
+                subjects += f" and {len(events) - 4} more"
+            detail = events[0].detail.split(": ", 1)[1] if ": " in events[0].detail else ""
+            rows.append((AUDIT_KINDS[kind], str(len(events)), str(events[0].iteration), subjects,
+                         detail))
+        return Section("audits (each reported once, when first seen)",
+                       ("audit", "count", "first at", "parameters / layers", "first detail"), rows)
+
+    def _band(self) -> Section | None:
+        bands = self.layers_out_of_band
+        if not bands:
+            return None
+        low, high = self.band
+        rows = [(b.layer, _num(b.median), _num(b.last), f"{b.outside:.0%}", str(b.iterations))
+                for b in bands[:ROWS_SHOWN]]
+        return Section(f"layers out of band (|Δ|/|p| outside {low:g}..{high:g}, median over the run)",
+                       ("layer", "median |Δ|/|p|", "last", "iterations outside", "of"), rows,
+                       _more(len(bands)))
+
+    def __str__(self) -> str:
+        parts = [self.headline()]
+        for section in self.sections():
+            parts.append("")
+            parts.append(_text_table(section))
+        return "\n".join(parts)
+
+
+def _text_table(section: Section) -> str:
+    widths = [max(len(section.columns[i]), *(len(row[i]) for row in section.rows))
+              for i in range(len(section.columns))]
+    lines = [section.title,
+             "  ".join(name.ljust(w) for name, w in zip(section.columns, widths)).rstrip(),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+              for row in section.rows]
+    if section.note:
+        lines.append(section.note)
+    return "\n".join(lines)
+
+
+def _num(value: float) -> str:
+    return "NaN" if math.isnan(value) else f"{value:.4g}"
+
+
+def _more(count: int) -> str:
+    return f"and {count - ROWS_SHOWN} more" if count > ROWS_SHOWN else ""
