@@ -64,7 +64,7 @@ from gradviz.core.run_record import (
     RunRecord,
     check_record_path,
 )
-from gradviz.core.watch_report import WatchReport
+from gradviz.core.watch_report import REPORT_POINTS, WatchReport
 
 BREAK_ON = ("nonfinite", "spike", "signal")
 ON_BREAK = ("app", "raise", "report")
@@ -72,8 +72,6 @@ ON_BREAK = ("app", "raise", "report")
 MEMORY_ITERATIONS = 1000
 #: Iterations whose median a spike is compared with, and how many are needed first.
 SPIKE_WINDOW, SPIKE_MIN_HISTORY = 20, 5
-#: Iterations a report reads at most (evenly spaced over a longer run).
-REPORT_POINTS = 2000
 
 
 class WatchError(GradvizError):

@@ -15,6 +15,8 @@ from gradviz.core.run_record import AUDIT_KINDS, EventRecord, RunHistory
 
 #: Rows shown per table; the rest are counted in its note.
 ROWS_SHOWN = 12
+#: Iterations a report reads at most (evenly spaced over a longer run).
+REPORT_POINTS = 2000
 
 
 @dataclass(frozen=True)
@@ -91,22 +93,25 @@ class WatchReport:
 
     def _iterations(self) -> Section:
         rows = self.history.iterations
+        total = self.history.total_iterations or len(rows)
         if not rows:
-            return Section("iterations", ("recorded",), [("0",)])
+            return Section("iterations", ("", ""), [("recorded", "0")])
         losses = [r.loss for r in rows if math.isfinite(r.loss)]
         norms = [r.grad_norm for r in rows if math.isfinite(r.grad_norm)]
-        seconds = statistics.median(r.seconds for r in rows)
-        nonfinite = sum(r.nonfinite for r in rows)
+        table = [
+            ("recorded", f"{total} ({rows[0].iteration}..{rows[-1].iteration})"),
+            ("loss, first -> last", f"{_num(rows[0].loss)} -> {_num(rows[-1].loss)}"),
+            ("loss range", f"{_num(min(losses))} .. {_num(max(losses))}" if losses else "-"),
+            ("total |grad|, median / max",
+             f"{_num(statistics.median(norms))} / {_num(max(norms))}" if norms else "-"),
+            ("time per iteration, median", f"{statistics.median(r.seconds for r in rows) * 1e3:.1f} ms"),
+            ("with NaN/Inf", str(sum(r.nonfinite for r in rows))),
+        ]
         skipped = sum(r.skipped for r in rows)
-        total = self.history.total_iterations or len(rows)
-        row = (str(total), _num(rows[0].loss), _num(rows[-1].loss),
-               _num(min(losses)) if losses else "-", _num(max(losses)) if losses else "-",
-               _num(statistics.median(norms)) if norms else "-", _num(max(norms)) if norms else "-",
-               f"{seconds * 1e3:.1f} ms", str(nonfinite), str(skipped))
-        note = f"read {len(rows)} of them, evenly spaced" if len(rows) < total else ""
-        return Section("iterations", ("recorded", "first loss", "last loss", "min loss",
-                                      "max loss", "median |grad|", "max |grad|",
-                                      "median time", "NaN/Inf", "skipped"), [row], note)
+        if skipped:
+            table.append(("steps skipped by GradScaler", str(skipped)))
+        note = f"(read {len(rows)} of them, evenly spaced)" if len(rows) < total else ""
+        return Section("iterations", ("", ""), table, note)
 
     def _nonfinite(self) -> Section | None:
         event = self.first_nonfinite
@@ -167,9 +172,10 @@ class WatchReport:
 def _text_table(section: Section) -> str:
     widths = [max(len(section.columns[i]), *(len(row[i]) for row in section.rows))
               for i in range(len(section.columns))]
-    lines = [section.title,
-             "  ".join(name.ljust(w) for name, w in zip(section.columns, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
+    lines = [section.title]
+    if any(section.columns):
+        lines += ["  ".join(name.ljust(w) for name, w in zip(section.columns, widths)).rstrip(),
+                  "  ".join("-" * w for w in widths)]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
               for row in section.rows]
     if section.note:
