@@ -9,9 +9,10 @@ Each audit is reported once per parameter (or layer), the first iteration it is 
 - ``moved-frozen`` / ``moved-without-grad`` / ``moved-zero-grad``: changed by
   ``optimizer.step()`` although it has ``requires_grad=False``, no gradient, or an
   all-zero gradient (weight decay or momentum moving a layer meant to stay put);
-- ``ratio-high`` / ``ratio-low``: a layer's |update| / |param| outside ``band``
-  (a layer: the parameters one module owns, their norms combined);
-- ``zero-grad-run``: a gradient exactly zero for ``ZERO_RUN`` iterations in a row.
+- ``ratio-high`` / ``ratio-low``: a layer's |update| / |param| outside ``band`` for
+  ``IN_A_ROW`` steps in a row (a layer: the parameters one module owns, their norms
+  combined; in a row, so that Adam's first steps or one odd batch do not count);
+- ``zero-grad-run``: a gradient exactly zero for ``IN_A_ROW`` iterations in a row.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from gradviz.core.run_record import (
     EventRecord,
 )
 
-ZERO_RUN = 10
+IN_A_ROW = 10
 
 
 class Auditor:
@@ -43,6 +44,7 @@ class Auditor:
         self.layers: list[str] = []
         self.in_optimizer: list[bool] = []
         self._zero_runs: list[int] = []
+        self._band_runs: dict[tuple[str, str], int] = {}  # (kind, layer) -> steps in a row
         self._seen: set[tuple[str, str]] = set()
         self._layer_members: dict[str, list[int]] = {}
 
@@ -105,9 +107,9 @@ class Auditor:
                 yield from self._maybe(iteration, "moved-zero-grad", name, f"|Δ| {update:.3g}")
         if flags & NO_GRAD and not flags & (FROZEN | NOT_IN_OPTIMIZER):
             yield from self._maybe(iteration, "no-grad", name, "")
-        if self._zero_runs[index] == ZERO_RUN:
+        if self._zero_runs[index] == IN_A_ROW:
             yield from self._maybe(iteration, "zero-grad-run", name,
-                                   f"since iteration {iteration - ZERO_RUN + 1}")
+                                   f"since iteration {iteration - IN_A_ROW + 1}")
 
     def _band_audits(self, iteration, rows):
         low, high = self.band
@@ -123,12 +125,13 @@ class Auditor:
                 continue
             ratio = math.sqrt(update_sq / param_sq)
             label = layer or "(model)"
-            if ratio > high:
-                yield from self._maybe(iteration, "ratio-high", label,
-                                       f"|Δ|/|p| {ratio:.3g} > {high:g}")
-            elif ratio < low:
-                yield from self._maybe(iteration, "ratio-low", label,
-                                       f"|Δ|/|p| {ratio:.3g} < {low:g}")
+            for kind, outside, text in (("ratio-high", ratio > high, f"> {high:g}"),
+                                        ("ratio-low", ratio < low, f"< {low:g}")):
+                steps = self._band_runs.get((kind, label), 0) + 1 if outside else 0
+                self._band_runs[(kind, label)] = steps
+                if steps == IN_A_ROW:
+                    yield from self._maybe(iteration, kind, label,
+                                           f"|Δ|/|p| {ratio:.3g} {text}, {IN_A_ROW} steps in a row")
 
     def _maybe(self, iteration, kind, subject, detail):
         if (kind, subject) not in self._seen:

@@ -10,7 +10,8 @@ the first node that made a NaN/Inf gradient out of finite ones (its
 
 Forward: when the loss itself is NaN/Inf, backward only carries it. The origin is
 then the earliest op (by autograd sequence number, i.e. forward order) that saved a
-NaN/Inf tensor for backward: the first op that took one as input.
+NaN/Inf tensor for backward: the first op that took one as input (failing that, the
+first node of a backward re-step to make one, or else the loss's own op).
 
 The origin names the node (its graph key, as the app shows it), its op, the module
 whose forward made it, and the file and line of that module's ``forward``.
@@ -76,24 +77,38 @@ def backward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.
                    f"{event.op} made a NaN/Inf gradient out of finite ones")
 
 
-def forward_origin(roots: Sequence[torch.Tensor], *, model: torch.nn.Module | None,
+def forward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.Module | None,
                    modules: dict[int, str]) -> Origin:
-    """The earliest op of the forward pass that saved a NaN/Inf tensor for backward."""
+    """Where a NaN/Inf loss came from: the earliest op of the forward pass that saved a
+    NaN/Inf tensor for backward (the first to take one as input); failing that (an op
+    that saves nothing took it), the first node of a backward re-step to make one;
+    failing that, the loss's own op, which made it out of finite inputs (an overflow)."""
     graph, walk = walk_graph(list(roots), model=model, modules=modules)
-    first: tuple[int, str] | None = None
+    first: tuple[int, str, list[torch.Tensor]] | None = None
     for key, fn in zip(graph.nodes, walk.nodes):
         seq = graph.nodes[key]["seq"]
         if seq < 0 or (first is not None and seq >= first[0]):
             continue
-        if any(not bool(torch.isfinite(t).all()) for t in _saved_tensors(fn)):
-            first = (seq, key)
-    if first is None:
-        return Origin("forward", None, None, None, None, None,
-                      "the loss is NaN/Inf, but no op saved a NaN/Inf for backward: it came "
-                      "from the loss computation's last op or from outside autograd")
-    attrs = graph.nodes[first[1]]
-    return _origin("forward", first[1], attrs["op"], attrs.get("module"), model,
-                   f"the loss is NaN/Inf: {attrs['op']} was the first op to take a NaN/Inf input")
+        bad = [t for t in _saved_tensors(fn) if not bool(torch.isfinite(t).all())]
+        if bad:
+            first = (seq, key, bad)
+    if first is not None:
+        attrs = graph.nodes[first[1]]
+        names = {id(p): name for name, p in model.named_parameters()} if model is not None else {}
+        weights = [names[id(t)] for t in first[2] if id(t) in names]
+        detail = (f"{attrs['op']} took the NaN/Inf parameter {weights[0]} (an earlier "
+                  "optimizer.step() made it)" if weights
+                  else f"{attrs['op']} was the first op to take a NaN/Inf input")
+        return _origin("forward", first[1], attrs["op"], attrs.get("module"), model, detail)
+    in_backward = backward_origin(roots, gradient, model=model, modules=modules)
+    if in_backward.node is not None:
+        return Origin("forward", in_backward.node, in_backward.op, in_backward.module,
+                      in_backward.file, in_backward.line,
+                      f"{in_backward.op} is the first op whose gradient is NaN/Inf")
+    root = graph.graph["roots"][0]
+    attrs = graph.nodes[root]
+    return _origin("forward", root, attrs["op"], attrs.get("module"), model,
+                   "the loss's own op made it out of finite inputs (an overflow?)")
 
 
 class set_aside_grads:

@@ -113,8 +113,8 @@ AUDIT_KINDS = {
     "moved-without-grad": "changed in optimizer.step() without a gradient",
     "moved-zero-grad": "changed in optimizer.step() with a zero gradient",
     "moved-frozen": "changed in optimizer.step() with requires_grad=False",
-    "ratio-high": "|Δ|/|p| above the band",
-    "ratio-low": "|Δ|/|p| below the band",
+    "ratio-high": "|Δ|/|p| above the band, 10 steps in a row",
+    "ratio-low": "|Δ|/|p| below the band, 10 steps in a row",
     "zero-grad-run": "gradient exactly zero for 10 iterations in a row",
 }
 #: Event kinds of breakpoints (WatchBreak.reason).

@@ -109,8 +109,12 @@ class WatchBreak(GradvizError):
     def message(self) -> str:
         text = f"iteration {self.iteration}: {self.detail}"
         if self.origin is not None:
-            text += (f"; it started at {self.origin.where}" if self.node
-                     else f" (origin {self.origin.detail})")
+            if self.node is None:
+                text += f"; origin not found: {self.origin.detail}"
+            else:
+                text += f"; it started at {self.origin.where}"
+                if self.phase == "forward":
+                    text += f" ({self.origin.detail})"
         return text
 
     def event(self, detail: str | None = None) -> EventRecord:
@@ -240,6 +244,7 @@ class Watch:
         self._inside = 0  # > 0: a backward of ours (or the app's) runs: let it through
         self._signalled = False
         self._nonfinite_before = False
+        self._weights_bad = False
         self._window: deque[tuple[float, float]] = deque(maxlen=SPIKE_WINDOW)
         self._last_end = 0.0
         self._keeper: SavedTensorKeeper | None = None
@@ -585,6 +590,8 @@ class Watch:
             total = _total_norm(measured.grad_norms)
             rows, audits = self._auditor.iteration(iteration, measured,
                                                    [p.requires_grad for p in self._params])
+            if stepped:
+                audits.extend(self._weights_check(iteration, measured))
             now = time.perf_counter()
             row = IterationRecord(
                 iteration=iteration, loss=_nan(measured.loss), grad_norm=_nan(total),
@@ -635,6 +642,18 @@ class Watch:
                              grad_norm=total)
             self._hit(brk, wanted="spike" in self.break_on)
 
+    def _weights_check(self, iteration: int, measured: Measurement) -> list[EventRecord]:
+        """An event when a step first turns weights NaN/Inf (seen through the samples)."""
+        bad = [info.name for info, update in zip(self._infos, measured.update_norms or ())
+               if update is not None and not math.isfinite(update)]
+        arising = bool(bad) and not self._weights_bad
+        self._weights_bad = bool(bad)
+        if not arising:
+            return []
+        names = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        return [EventRecord(iteration, "nonfinite-step", "",
+                            f"optimizer.step() made NaN/Inf weights: {names}")]
+
     def _spiked(self, loss: float | None, total: float | None) -> str:
         if len(self._window) < SPIKE_MIN_HISTORY:
             return ""
@@ -644,8 +663,10 @@ class Watch:
                 continue
             median = statistics.median(recent)
             if median > 0 and value > self.spike * median:
-                return (f"{name} {value:.4g} is {value / median:.1f}x the median of the last "
-                        f"{len(recent)} iterations ({median:.4g})")
+                size = (f"{value:.4g} is {value / median:.3g}x" if math.isfinite(value) else
+                        "overflows (finite elements too large to square) against")
+                return (f"{name} {size} the median of the last {len(recent)} iterations "
+                        f"({median:.4g})")
         return ""
 
     def _overflow_only(self, measured: Measurement) -> bool:
@@ -667,7 +688,8 @@ class Watch:
         self._inside += 1
         try:
             if loss_bad:
-                return forward_origin(kept.roots, model=self.model, modules=modules)
+                return forward_origin(kept.roots, kept.gradient, model=self.model,
+                                      modules=modules)
             return backward_origin(kept.roots, kept.gradient, model=self.model, modules=modules)
         except (GradvizError, RuntimeError) as error:
             return Origin("backward", None, None, None, None, None,

@@ -117,14 +117,16 @@ class WatchReport:
         event = self.first_nonfinite
         if event is None:
             return None
-        where = event.where or "not traced (break_on 'nonfinite' or nan_origin=True traces it)"
+        what, _, origin = event.detail.partition(": ")[2].partition("; ")
+        where = origin.removeprefix("it started at ") or \
+            "not traced (break_on 'nonfinite' or nan_origin=True traces it)"
         return Section("first NaN/Inf", ("iteration", "what", "where it started"),
-                       [(str(event.iteration), event.detail.split(": ", 1)[-1].split(";")[0],
-                         where)])
+                       [(str(event.iteration), what, where)])
 
     def _breaks(self) -> Section | None:
         events = [e for e in self.history.events
-                  if e.kind in ("at", "signal", "spike", "scaler-skip", "params-changed")]
+                  if e.kind in ("at", "signal", "spike", "nonfinite-step", "scaler-skip",
+                                "params-changed")]
         if not events:
             return None
         rows = [(str(e.iteration), e.kind, e.detail) for e in events[:ROWS_SHOWN]]

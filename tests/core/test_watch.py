@@ -401,13 +401,16 @@ def test_audit_a_frozen_layer_moved_by_momentum_and_one_moved_without_a_gradient
     assert audits[("moved-without-grad", "unused.weight")] == 1
 
 
-def test_audit_update_ratios_out_of_band_per_layer():
+def test_audit_update_ratios_out_of_band_per_layer_ten_steps_in_a_row():
     model = mlp()
-    audits = audits_of(model, torch.optim.SGD(model.parameters(), lr=1e-7), steps=2)
-    assert audits[("ratio-low", "0")] == 1 and audits[("ratio-low", "2")] == 1
+    audits = audits_of(model, torch.optim.SGD(model.parameters(), lr=1e-7), steps=12)
+    assert audits[("ratio-low", "0")] == 10 and audits[("ratio-low", "2")] == 10
     model = mlp()
-    audits = audits_of(model, torch.optim.SGD(model.parameters(), lr=5.0), steps=2)
-    assert audits[("ratio-high", "0")] == 1
+    audits = audits_of(model, torch.optim.SGD(model.parameters(), lr=1e-7), steps=9)
+    assert not audits
+    model = mlp()
+    audits = audits_of(model, torch.optim.Adam(model.parameters(), lr=0.3), steps=12)
+    assert audits[("ratio-high", "0")] == 10
 
 
 def test_each_audit_is_reported_once():
