@@ -3,8 +3,11 @@
 Watched and plain iterations are interleaved in one process (blocks of 3, 7 rounds)
 so that a busy machine slows both alike; each row is the median per-iteration time,
 and ``±`` is the spread of the plain iterations (interquartile range / median), a
-measure of how noisy the machine was. Memory rows run in fresh subprocesses:
-the peak resident set over the loop, less the resident set before it.
+measure of how noisy the machine was. Each model gets two rows: wall time with
+torch's default threads (the target, on a quiet machine), and the main thread's CPU
+time with one torch thread (``time.thread_time``: on a machine shared with other
+work it hardly moves, where wall time swings by 2x). Memory rows run in fresh
+subprocesses: the peak resident set over the loop, less the resident set before it.
 """
 
 from __future__ import annotations
@@ -47,18 +50,19 @@ def _gpt2():
     return model, optimizer, lambda: model(tokens, labels=tokens).loss
 
 
-def _iteration(optimizer, make_loss: Callable[[], torch.Tensor]) -> float:
-    start = time.perf_counter()
+def _iteration(optimizer, make_loss: Callable[[], torch.Tensor]) -> tuple[float, float]:
+    """Wall and this thread's CPU seconds of one iteration."""
+    wall, cpu = time.perf_counter(), time.thread_time()
     loss = make_loss()
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
     loss.item()  # what a loop that logs its loss waits for
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.thread_time() - cpu
 
 
-def _interleaved(model, optimizer, make_loss, **watch_kwargs) -> tuple[float, float, float]:
-    """Median watched and plain iteration times, and the plain times' relative spread."""
+def _interleaved(model, optimizer, make_loss, clock: int, **watch_kwargs):
+    """Median watched and plain times (``clock`` 0: wall, 1: CPU), and the plain spread."""
     import gradviz
 
     plain, watched = [], []
@@ -66,37 +70,43 @@ def _interleaved(model, optimizer, make_loss, **watch_kwargs) -> tuple[float, fl
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(ROUNDS):
             for _ in range(BLOCK):
-                plain.append(_iteration(optimizer, make_loss))
+                plain.append(_iteration(optimizer, make_loss)[clock])
             with gradviz.watch(model, optimizer, record=Path(folder) / f"run{round_}.db",
                                on_break="report", **watch_kwargs):
                 for _ in range(BLOCK):
-                    watched.append(_iteration(optimizer, make_loss))
+                    watched.append(_iteration(optimizer, make_loss)[clock])
     quartiles = statistics.quantiles(plain, n=4)
     base = statistics.median(plain)
     return statistics.median(watched), base, (quartiles[2] - quartiles[0]) / base
 
 
-def _row(name, watched, plain, spread, target="<=1.05") -> Row:
-    return Row(name, f"{watched * 1e3:.1f} ms", f"{plain * 1e3:.1f} ms ±{spread:.0%}",
-               watched / plain, target)
+def _rows(name: str, build, target="<=1.05", **watch_kwargs) -> Iterator[Row]:
+    """The wall-time row (default threads) and the CPU-time row (one thread) of a model."""
+    threads = torch.get_num_threads()
+    for clock, label in ((0, "wall"), (1, "CPU, 1 thread")):
+        if clock:
+            torch.set_num_threads(1)
+        try:
+            model, optimizer, make_loss = build()
+            watched, plain, spread = _interleaved(model, optimizer, make_loss, clock,
+                                                  **watch_kwargs)
+        finally:
+            torch.set_num_threads(threads)
+        yield Row(f"{name} ({label})", f"{watched * 1e3:.1f} ms",
+                  f"{plain * 1e3:.1f} ms ±{spread:.0%}", watched / plain, target)
 
 
 def bench_watch_resnet18() -> Iterator[Row]:
-    for size in (224, 64):
-        model, optimizer, make_loss = _resnet18(size)
-        yield _row(f"watch resnet18 b8 {size}px: iteration vs unwatched",
-                   *_interleaved(model, optimizer, make_loss))
-    model, optimizer, make_loss = _resnet18(224)
-    yield _row("watch resnet18 b8 224px, break_on nonfinite", *_interleaved(
-        model, optimizer, make_loss, break_on=("nonfinite",)), target="report")
+    yield from _rows("watch resnet18 b8 224px", lambda: _resnet18(224))
+    yield from _rows("watch resnet18 b8 64px", lambda: _resnet18(64))
+    yield from _rows("watch resnet18 b8 224px, break_on nonfinite", lambda: _resnet18(224),
+                     target="report", break_on=("nonfinite",))
 
 
 def bench_watch_gpt2() -> Iterator[Row]:
-    model, optimizer, make_loss = _gpt2()
-    yield _row("watch GPT-2 4x256 b8x128: iteration vs unwatched",
-               *_interleaved(model, optimizer, make_loss))
-    yield _row("watch GPT-2 4x256 b8x128, break_on nonfinite", *_interleaved(
-        model, optimizer, make_loss, break_on=("nonfinite",)), target="report")
+    yield from _rows("watch GPT-2 4x256 b8x128", _gpt2)
+    yield from _rows("watch GPT-2 4x256 b8x128, break_on nonfinite", _gpt2, target="report",
+                     break_on=("nonfinite",))
 
 
 def bench_nan_origin_search() -> Iterator[Row]:

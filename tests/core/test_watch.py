@@ -508,3 +508,23 @@ def test_the_core_stays_free_of_textual():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             timeout=120, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_memory_per_iteration_is_constant(tmp_path):
+    import gc
+    import tracemalloc
+
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = data()
+    with gradviz.watch(model, optimizer, record=tmp_path / "run.db", break_on=("nonfinite",),
+                       on_break="raise"):
+        train(model, optimizer, 20, x, y)
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        train(model, optimizer, 200, x, y)
+        gc.collect()
+        growth = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "lineno"))
+        tracemalloc.stop()
+    assert growth < 64 * 1024, growth  # 200 iterations: nothing kept per iteration
