@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-
 from common import PEAK, Row
 
 ROUNDS, BLOCK = 7, 3
@@ -129,7 +128,7 @@ def bench_nan_origin_search() -> Iterator[Row]:
 
 
 _MEMORY = PEAK + """
-import sys, tempfile, gradviz, torchvision
+import sys, tempfile, gradviz, gradviz.core.watch, torchvision
 torch.manual_seed(0)
 model = torchvision.models.resnet18()
 optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
@@ -154,7 +153,8 @@ if mode == "plain":
 else:
     kwargs = {"break_on": ("nonfinite",)} if mode == "origin" else {}
     with tempfile.TemporaryDirectory() as folder:
-        with gradviz.watch(model, optimizer, record=folder + "/run.db", on_break="report", **kwargs):
+        with gradviz.watch(model, optimizer, record=folder + "/run.db", on_break="report",
+                           **kwargs):
             loop()
 print(hwm_mib() - before)
 """

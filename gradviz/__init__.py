@@ -39,10 +39,10 @@ _EXPORTS = {
     "CheckResult": "gradviz.core.scenario",
     "watch": "gradviz.core.watch",
     "Watch": "gradviz.core.watch",
-    "WatchBreak": "gradviz.core.watch",
+    "WatchBreak": "gradviz.core.watch_break",
     "WatchError": "gradviz.core.watch",
-    "TrainingStopped": "gradviz.core.watch",
-    "TrainingPause": "gradviz.core.watch",
+    "TrainingStopped": "gradviz.core.watch_break",
+    "TrainingPause": "gradviz.core.watch_break",
     "WatchReport": "gradviz.core.watch_report",
     "RunRecord": "gradviz.core.run_record",
     "RunHistory": "gradviz.core.run_record",
@@ -77,14 +77,8 @@ if TYPE_CHECKING:
     from gradviz.core.session import Session
     from gradviz.show import show
     from gradviz.core.run_record import RecordError, RunHistory, RunRecord
-    from gradviz.core.watch import (
-        TrainingPause,
-        TrainingStopped,
-        Watch,
-        WatchBreak,
-        WatchError,
-        watch,
-    )
+    from gradviz.core.watch import Watch, WatchError, watch
+    from gradviz.core.watch_break import TrainingPause, TrainingStopped, WatchBreak
     from gradviz.core.watch_report import WatchReport
     from gradviz.core.scenario import (
         CheckResult,

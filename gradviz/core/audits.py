@@ -67,7 +67,8 @@ class Auditor:
 
     def iteration(self, iteration: int, measured: Measurement, requires_grad: Sequence[bool]
                   ) -> tuple[list[tuple], list[EventRecord]]:
-        """``param_stats`` rows ``(param, grad, param_norm, update, ratio, flags)`` and new audits."""
+        """``param_stats`` rows ``(param, grad, param_norm, update, ratio, flags)``, and the
+        audits seen for the first time."""
         events: list[EventRecord] = []
         rows = []
         updates = measured.update_norms

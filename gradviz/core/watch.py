@@ -47,14 +47,15 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+from gradviz.core import watch_break
 from gradviz.core.audits import Auditor
 from gradviz.core.errors import GradvizError
 from gradviz.core.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
 from gradviz.core.kept_graph import ForwardSpans, SavedTensorKeeper
-from gradviz.core.nan_origin import Origin, backward_origin, forward_origin, set_aside_grads
 from gradviz.core.run_record import (
     EventRecord,
     IterationRecord,
@@ -64,7 +65,11 @@ from gradviz.core.run_record import (
     RunRecord,
     check_record_path,
 )
+from gradviz.core.watch_break import TrainingPause, TrainingStopped, WatchBreak
 from gradviz.core.watch_report import REPORT_POINTS, WatchReport
+
+if TYPE_CHECKING:  # the NaN tracing (and networkx) load on a break, not with the watch
+    from gradviz.core.nan_origin import Origin
 
 BREAK_ON = ("nonfinite", "spike", "signal")
 ON_BREAK = ("app", "raise", "report")
@@ -76,78 +81,6 @@ SPIKE_WINDOW, SPIKE_MIN_HISTORY = 20, 5
 
 class WatchError(GradvizError):
     """``gradviz.watch`` was given something it cannot watch."""
-
-
-class WatchBreak(GradvizError):
-    """A breakpoint of :func:`watch` was hit (raised with ``on_break="raise"``).
-
-    ``reason``: "at", "nonfinite", "spike" or "signal". For "nonfinite", where the
-    NaN/Inf started: ``node`` (its graph key), ``op``, ``module`` and the ``file`` and
-    ``line`` of that module's ``forward``; ``phase`` says whether backward made it or
-    the loss was already NaN/Inf (forward). ``str()`` is one line.
-    """
-
-    def __init__(self, iteration: int, reason: str, detail: str, *, origin: Origin | None = None,
-                 rank: int = 0, loss: float | None = None, grad_norm: float | None = None):
-        self.iteration = iteration
-        self.reason = reason
-        self.detail = detail
-        self.origin = origin
-        self.rank = rank
-        self.loss = loss
-        self.grad_norm = grad_norm
-        found = origin is not None and origin.node is not None
-        self.node = origin.node if found else None
-        self.op = origin.op if found else None
-        self.module = origin.module if found else None
-        self.file = origin.file if found else None
-        self.line = origin.line if found else None
-        self.phase = origin.phase if origin is not None else None
-        super().__init__(self.message)
-
-    @property
-    def message(self) -> str:
-        text = f"iteration {self.iteration}: {self.detail}"
-        if self.origin is not None:
-            if self.node is None:
-                text += f"; origin not found: {self.origin.detail}"
-            else:
-                text += f"; it started at {self.origin.where}"
-                if self.phase == "forward":
-                    text += f" ({self.origin.detail})"
-        return text
-
-    def event(self, detail: str | None = None) -> EventRecord:
-        return EventRecord(self.iteration, self.reason, "", detail or self.message,
-                           self.node, self.op, self.module, self.file, self.line)
-
-
-class TrainingStopped(GradvizError):
-    """Training was stopped from the app (its "stop training" action) at ``iteration``."""
-
-    def __init__(self, iteration: int):
-        self.iteration = iteration
-        super().__init__(f"training stopped from the app at iteration {iteration}")
-
-
-@dataclass
-class TrainingPause:
-    """What the app gets when a break opens it: plain data, and a way to stop training.
-
-    ``session`` is paused before the first node of the iteration's own graph, to be
-    stepped again on set-aside gradients (the user's ``.grad`` is put back when the
-    app closes; the optimizer is left out: the loop steps it). ``history`` is the run
-    so far. The app's "stop training" action calls :meth:`request_stop`; when the
-    app has closed, the watch raises :class:`TrainingStopped` in the loop.
-    """
-
-    brk: WatchBreak
-    history: RunHistory
-    session: object  # gradviz.core.session.Session
-    stop_requested: bool = False
-
-    def request_stop(self) -> None:
-        self.stop_requested = True
 
 
 @dataclass
@@ -220,12 +153,13 @@ class Watch:
         if isinstance(spike, bool) or not isinstance(spike, (int, float)) or not spike > 1:
             raise WatchError(f"spike= is a factor over the recent median, above 1; got {spike!r}")
         self.spike = float(spike)
-        if (not isinstance(band, (tuple, list)) or len(band) != 2
-                or not all(isinstance(b, (int, float)) for b in band) or not 0 <= band[0] < band[1]):
+        numbers = isinstance(band, (tuple, list)) and len(band) == 2 and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) for b in band)
+        if not numbers or not 0 <= band[0] < band[1]:
             raise WatchError(f"band= is (low, high) with 0 <= low < high; got {band!r}")
         self.band = (float(band[0]), float(band[1]))
-        if update_sample is not None and (isinstance(update_sample, bool)
-                                          or not isinstance(update_sample, int) or update_sample < 1):
+        if update_sample is not None and (isinstance(update_sample, bool) or
+                                          not isinstance(update_sample, int) or update_sample < 1):
             raise WatchError(f"update_sample= is a number of elements, or None; got "
                              f"{update_sample!r}")
         self.update_sample = update_sample
@@ -681,6 +615,8 @@ class Watch:
 
     def _origin(self, loss_bad: bool) -> Origin | None:
         """Where the NaN/Inf started, on the kept graph (None when none is kept)."""
+        from gradviz.core.nan_origin import Origin, backward_origin, forward_origin
+
         kept = self._current.kept
         if kept is None or not kept.roots:
             return None
@@ -727,6 +663,7 @@ class Watch:
                   "training goes on", file=sys.stderr, flush=True)
             return
         from gradviz.core.graph import discover, root_nodes
+        from gradviz.core.nan_origin import set_aside_grads
         from gradviz.core.session import Session
 
         modules = self._spans.modules_of_graph(kept.roots) if self._spans is not None else {}
@@ -739,7 +676,7 @@ class Watch:
                                             modules=modules, name=f"iteration {brk.iteration}")
                 pause = TrainingPause(brk, self.history(), session)
                 try:
-                    open_app(pause)
+                    watch_break.open_app(pause)
                 finally:
                     session.close()
         finally:
@@ -753,13 +690,6 @@ class Watch:
         if kept is not None:
             kept.release()
             self._current.kept = None
-
-
-def open_app(pause: TrainingPause) -> None:
-    """Open the app on a break's session; returns when it is closed."""
-    from gradviz.tui.app import run_app
-
-    run_app(session=pause.session)
 
 
 # ------------------------------------------------------------------ helpers

@@ -84,8 +84,9 @@ class WatchReport:
         where = f"{self.source}: " if self.source else ""
         span = (f"iterations {rows[0].iteration}..{rows[-1].iteration}" if rows
                 else "no iteration finished")
-        return (f"{where}run {info.run}{rank}, {info.model} with {info.optimizer or 'no optimizer'},"
-                f" started {started}, {info.status}; {span}")
+        optimizer = info.optimizer or "no optimizer"
+        return (f"{where}run {info.run}{rank}, {info.model} with {optimizer}, started {started}, "
+                f"{info.status}; {span}")
 
     def sections(self) -> list[Section]:
         return [section for section in (self._iterations(), self._nonfinite(), self._breaks(),
@@ -104,7 +105,8 @@ class WatchReport:
             ("loss range", f"{_num(min(losses))} .. {_num(max(losses))}" if losses else "-"),
             ("total |grad|, median / max",
              f"{_num(statistics.median(norms))} / {_num(max(norms))}" if norms else "-"),
-            ("time per iteration, median", f"{statistics.median(r.seconds for r in rows) * 1e3:.1f} ms"),
+            ("time per iteration, median",
+             f"{statistics.median(r.seconds for r in rows) * 1e3:.1f} ms"),
             ("with NaN/Inf", str(sum(r.nonfinite for r in rows))),
         ]
         skipped = sum(r.skipped for r in rows)
@@ -159,7 +161,8 @@ class WatchReport:
         low, high = self.band
         rows = [(b.layer, _num(b.median), _num(b.last), f"{b.outside:.0%}", str(b.iterations))
                 for b in bands[:ROWS_SHOWN]]
-        return Section(f"layers out of band (|Δ|/|p| outside {low:g}..{high:g}, median over the run)",
+        title = f"layers out of band (|Δ|/|p| outside {low:g}..{high:g}, median over the run)"
+        return Section(title,
                        ("layer", "median |Δ|/|p|", "last", "iterations outside", "of"), rows,
                        _more(len(bands)))
 

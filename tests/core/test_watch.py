@@ -206,7 +206,8 @@ def test_a_nan_is_caught_on_the_iteration_it_arose_with_its_origin(tmp_path):
     assert isinstance(brk, gradviz.GradvizError)
     assert (brk.iteration, brk.reason, brk.phase) == (7, "nonfinite", "backward")
     assert (brk.node, brk.op, brk.module) == ("SqrtBackward0#0", "SqrtBackward0", "abs")
-    assert brk.file.endswith("test_watch.py") and brk.line == NaiveAbs.forward.__code__.co_firstlineno
+    assert brk.file.endswith("test_watch.py")
+    assert brk.line == NaiveAbs.forward.__code__.co_firstlineno
     assert "\n" not in str(brk) and "SqrtBackward0#0" in str(brk)
     # it broke before optimizer.step(): the weights are clean, the gradients the loop's own
     assert all(bool(p.isfinite().all()) for p in model.parameters())
@@ -295,7 +296,7 @@ def test_sigusr1_breaks_at_the_next_backward_and_the_handler_is_put_back():
 
 
 def test_the_app_opens_paused_on_the_iteration_graph_and_can_stop_training(monkeypatch):
-    import gradviz.core.watch as watch_module
+    import gradviz.core.watch_break as watch_break
 
     torch.manual_seed(0)
     model = DeadUnitNet()
@@ -312,7 +313,7 @@ def test_the_app_opens_paused_on_the_iteration_graph_and_can_stop_training(monke
                        pause.history.iteration_numbers))
         pause.request_stop()
 
-    monkeypatch.setattr(watch_module, "open_app", app)
+    monkeypatch.setattr(watch_break, "open_app", app)
     with pytest.raises(gradviz.TrainingStopped) as caught:
         with gradviz.watch(model, optimizer, break_on=("nonfinite",), on_break="app") as w:
             train(model, optimizer, 9, *data(), before=zero_unit_at(model, 4))

@@ -1,4 +1,4 @@
-"""gradviz.watch across processes: a run killed with kill -9, a 2-rank DDP job, the report command."""
+"""gradviz.watch across processes: kill -9 mid-run, a 2-rank DDP job, the report command."""
 
 import os
 import signal
