@@ -529,3 +529,22 @@ def test_memory_per_iteration_is_constant(tmp_path):
         growth = sum(s.size_diff for s in tracemalloc.take_snapshot().compare_to(before, "lineno"))
         tracemalloc.stop()
     assert growth < 64 * 1024, growth  # 200 iterations: nothing kept per iteration
+
+
+def test_a_break_at_an_iteration_opens_the_app_on_its_graph_and_training_resumes(monkeypatch):
+    import gradviz.core.watch_break as watch_break
+
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    opened = []
+
+    def app(pause):
+        graph = pause.session.graph
+        opened.append((pause.brk.reason, pause.brk.iteration, graph.nodes[graph.graph["roots"][0]]
+                       ["op"], pause.session.stepper.executed))
+
+    monkeypatch.setattr(watch_break, "open_app", app)
+    with gradviz.watch(model, optimizer, at=2, on_break="app") as w:
+        seen = train(model, optimizer, 4, *data())
+    assert opened == [("at", 2, "MseLossBackward0", [])]
+    assert w.history().losses == seen
