@@ -60,6 +60,7 @@ def test_a_run_killed_with_kill_9_leaves_a_sound_record_of_every_finished_iterat
     finally:
         if child.poll() is None:
             child.kill()
+        child.stdout.close()
     assert Path(f"{record}-wal").exists()  # the killed writer never checkpointed
     db = sqlite3.connect(record)
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
