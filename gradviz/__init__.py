@@ -47,6 +47,16 @@ _EXPORTS = {
     "why_no_grad": "gradviz.core.why_no_grad",
     "NoGradReason": "gradviz.core.why_no_grad",
     "NoGradExplanation": "gradviz.core.why_no_grad",
+    "watch": "gradviz.core.watch",
+    "Watch": "gradviz.core.watch",
+    "WatchBreak": "gradviz.core.watch_break",
+    "WatchError": "gradviz.core.watch",
+    "TrainingStopped": "gradviz.core.watch_break",
+    "TrainingPause": "gradviz.core.watch_break",
+    "WatchReport": "gradviz.core.watch_report",
+    "RunRecord": "gradviz.core.run_record",
+    "RunHistory": "gradviz.core.run_record",
+    "RecordError": "gradviz.core.run_record",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -86,6 +96,10 @@ if TYPE_CHECKING:
     from gradviz.core.record import Recording, record
     from gradviz.core.session import Session
     from gradviz.show import show
+    from gradviz.core.run_record import RecordError, RunHistory, RunRecord
+    from gradviz.core.watch import Watch, WatchError, watch
+    from gradviz.core.watch_break import TrainingPause, TrainingStopped, WatchBreak
+    from gradviz.core.watch_report import WatchReport
     from gradviz.core.scenario import (
         CheckResult,
         Scenario,

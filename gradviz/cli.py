@@ -85,6 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--public-url", metavar="URL",
                        help="the address browsers use, when it is not http://HOST:PORT")
     serve.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="summarize a training record written by gradviz.watch",
+        description="Print a record's run on one screen: iterations, loss range, the first "
+        "NaN/Inf and where it started, audits, and layers whose updates are out of band.",
+    )
+    report.add_argument("record", metavar="RUN.db", help="a record (gradviz.watch(record=...))")
+    report.add_argument("--run", type=_positive, metavar="N",
+                        help="which run of the record (default: the latest)")
     return parser
 
 
@@ -114,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gradviz {__version__}")
         return 0
     command = {None: cmd_app, "demo": cmd_app, "open": cmd_app, "list": cmd_list,
-               "export": cmd_export, "train": cmd_train, "serve": cmd_serve}[args.command]
+               "export": cmd_export, "train": cmd_train, "serve": cmd_serve,
+               "report": cmd_report}[args.command]
     from gradviz.core.errors import GradvizError
 
     try:
@@ -345,6 +356,29 @@ def _update_table(update):
     if skipped:
         table.caption = f"{len(skipped)} skipped ({', '.join(sorted({p.skipped for p in skipped}))})"
     return table
+
+
+def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """A record's run as Rich tables; reads the file read-only and needs no torch."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from gradviz.core.run_record import RunRecord
+    from gradviz.core.watch_report import REPORT_POINTS, WatchReport
+
+    with RunRecord(args.record) as record:
+        report = WatchReport(record.history(args.run, points=REPORT_POINTS), source=args.record)
+    console = Console()
+    console.print(report.headline(), soft_wrap=True, highlight=False)
+    for section in report.sections():
+        table = Table(title=section.title, title_justify="left", caption=section.note or None,
+                      caption_justify="left", show_header=any(section.columns))
+        for column in section.columns:
+            table.add_column(column, overflow="fold")
+        for row in section.rows:
+            table.add_row(*row)
+        console.print(table)
+    return 0
 
 
 def _format_from_suffix(output: str | None) -> str | None:

@@ -1,0 +1,59 @@
+"""A watch break opens today's app (Pilot) on the iteration's own graph; closing it resumes."""
+
+import asyncio
+
+import torch
+from torch import nn
+
+import gradviz
+from gradviz.tui.app import make_app
+
+from .conftest import press, settle
+
+
+class DeadUnitNet(nn.Module):
+    """sqrt(x**2) after a linear layer: once unit 0 is zeroed, SqrtBackward0 makes Inf."""
+
+    def __init__(self):
+        super().__init__()
+        self.hidden = nn.Linear(4, 8)
+        self.out = nn.Linear(8, 1)
+
+    def forward(self, x):
+        return self.out(torch.sqrt(self.hidden(x) ** 2))
+
+
+def test_a_nonfinite_break_opens_the_app_on_that_graph_and_closing_it_resumes(monkeypatch):
+    import gradviz.tui.app as app_module
+
+    seen = []
+
+    async def drive(session):
+        app = make_app(session=session)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            status = str(app.query_one("#status").render())
+            assert "iteration 3" in status and "step 0/" in status  # paused before node 1
+            await press(app, pilot, "n")
+            seen.append(str(app.query_one("#status").render()))
+            await press(app, pilot, "c")
+            seen.append(session.stepper.first_nonfinite.node)
+            await pilot.press("q")
+
+    monkeypatch.setattr(app_module, "run_app", lambda session: asyncio.run(drive(session)))
+    torch.manual_seed(0)
+    model = DeadUnitNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    with gradviz.watch(model, optimizer, break_on=("nonfinite",), on_break="app") as w:
+        for i in range(1, 6):
+            if i == 3:
+                with torch.no_grad():
+                    model.hidden.weight[0].zero_()
+                    model.hidden.bias[0].zero_()
+            loss = nn.functional.mse_loss(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    assert "step 1/" in seen[0] and seen[1] == "SqrtBackward0#0"
+    assert w.iteration == 5 and [b.iteration for b in w.breaks] == [3]
