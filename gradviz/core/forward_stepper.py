@@ -318,10 +318,15 @@ class ForwardStepper:
         self._returned_end = True
         raise self._error
 
-    def _join(self) -> None:
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the worker to end (after :meth:`abort` with ``wait=False``); whether it has."""
+        self._join(timeout)
+        return self._worker is None or not self._worker.is_alive()
+
+    def _join(self, timeout: float | None = None) -> None:
         worker = self._worker
         if worker is not None and worker is not threading.current_thread():
-            worker.join()
+            worker.join(timeout)
 
 
 def _annotate(error: BaseException, failed_op) -> None:

@@ -12,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import networkx as nx
 import torch
+
+from gradviz.core.layout import GraphLayout, lay_out
 
 from gradviz.core.stepper import BackwardStepper, StepEvent
 from gradviz.core.summary import TensorSummary
@@ -82,3 +85,43 @@ def _mean_abs(grad: torch.Tensor) -> float:
     if values.is_complex():
         values = values.abs()
     return float(values.abs().float().mean())
+
+
+@dataclass(frozen=True)
+class ForwardStep:
+    """One operation of a forward stepped op by op, as the screen shows it (plain data)."""
+
+    index: int
+    op: str
+    module: str | None
+    source: str  # file:line of the user's code that called it
+    shape: tuple[int, ...] | None
+    output: TensorSummary | None  # None: overwritten in place before it could be read
+    zeros: float | None  # fraction of exact zeros (after a ReLU, say)
+    node_type: str | None  # the node it recorded, or None
+    reason: str | None  # why it recorded none
+    new_nodes: tuple[str, ...]  # their keys in ``laid_out``'s graph (the graph so far)
+    laid_out: GraphLayout | None  # the graph recorded so far, laid out
+    summarized: bool = True  # False for the operations of a "run the rest" (not read)
+
+
+def describe_forward_event(event, partial: nx.DiGraph | None, *,
+                           summarize: bool = True) -> ForwardStep:
+    """Read a :class:`~gradviz.core.forward_recording.ForwardEvent` while its forward waits
+    (summaries touch torch: never on the UI thread). ``summarize=False`` skips the
+    output's summary (the rest of a forward run at full speed)."""
+    new = ()
+    laid_out = None
+    if partial is not None:
+        seqs = set(event.seqs)
+        new = tuple(key for key, attrs in partial.nodes(data=True) if attrs.get("seq") in seqs)
+        laid_out = lay_out(partial)
+    source = event.source
+    return ForwardStep(
+        index=event.index, op=event.op, module=event.module,
+        source=f"{source}" + (f" in {source.function}()" if source and source.function else "")
+        if source is not None else "",
+        shape=event.shapes[0] if event.shapes else None,
+        output=event.output if summarize else None,
+        zeros=event.zeros if summarize else None, node_type=event.node_type,
+        reason=event.reason, new_nodes=new, laid_out=laid_out, summarized=summarize)

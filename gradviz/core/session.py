@@ -22,15 +22,19 @@ import networkx as nx
 import torch
 
 from gradviz.core.errors import GradvizError, GraphError, ScenarioError, one_line
-from gradviz.core.graph import FREED, root_nodes
+from gradviz.core.graph import root_nodes
+from gradviz.core.saved import FREED
 from gradviz.core.interrupt import Interrupted, interruptible
 from gradviz.core.optimizer_watch import OptimizerWatch, UpdateReport
-from gradviz.core.progress import Progress, at_start, describe
+from gradviz.core.progress import ForwardStep, Progress, at_start, describe, describe_forward_event
 from gradviz.core.scenario import CheckResult, Scenario, load_scenario
 from gradviz.core.session_state import Action, Activity, Failure, SessionState
 from gradviz.core.stepper import DEFAULT_HISTORY_BYTES, BackwardStepper, StepEvent, StepperError
 
 Report = Callable[[Progress], None]
+
+#: A forward's "run the rest" reports at most this many of its operations (the latest).
+FORWARD_LOG_LIMIT = 5000
 
 #: Raised while this thread waits on the engine, not by backward: passed on as they are.
 _NOT_BACKWARD_ERRORS = (KeyboardInterrupt, Interrupted)
@@ -74,6 +78,10 @@ class Session:
         self.iteration = 0  # optimizer steps taken
         self.losses: list[float] = []
         self.stepper: BackwardStepper | None = None
+        #: The forward being stepped op by op (``s``), until it has made its graph.
+        self.forward_stepper = None
+        #: What the last stepped forward saw, for why_no_grad (None after a plain one).
+        self.recording = None
         self.checks: list[CheckResult] = []
         self.last_update: UpdateReport | None = None
         #: Called with this session each time a forward made a new graph (before its
@@ -158,8 +166,109 @@ class Session:
         stepper = self._new_stepper(roots, modules)
         self.close()
         self._zero_grad()
+        self.recording = None
         self._adopt(stepper, roots)
         return stepper
+
+    # ------------------------------------------------------------ the forward, op by op
+    def forward_step(self) -> ForwardStep | None:
+        """Run one operation of a new forward (started at the first call); None once the
+        forward has ended and made its graph (backward then waits before its first node).
+
+        The old graph is given up when the stepped forward starts: the screen shows
+        the one being built. A forward that raises is abandoned (phase NONE).
+        """
+        from gradviz.core.forward_stepper import ForwardStepper
+
+        if self.forward_stepper is None:
+            if not self.can_forward:
+                _no_forward()
+            self.close()
+            self.stepper = None  # the screen shows the graph being built, not the old one
+            self._zero_grad()
+            scenario = self.scenario
+            self.forward_stepper = ForwardStepper(scenario.forward, model=scenario.model,
+                                                  params=dict(scenario.params))
+            self.state.forward_started()
+        stepper = self.forward_stepper
+        try:
+            event = stepper.step()
+        except _NOT_BACKWARD_ERRORS:
+            raise
+        except BaseException as error:
+            self._abandon_forward()
+            raise ScenarioError(f"scenario {self.scenario.name!r}: forward() raised "
+                                f"{one_line(error)}") from error
+        if event is None:
+            self._finish_forward()
+            return None
+        partial = stepper.partial_graph()
+        step = describe_forward_event(event, partial)
+        self.state.forward_progressed(ops=event.index + 1, nodes=partial.number_of_nodes())
+        return step
+
+    def finish_forward(self, report: Report | None = None) -> None:
+        """Run the rest of the stepped forward and make its graph; ``report`` gets each
+        operation it ran (the last ``FORWARD_LOG_LIMIT``), not summarized."""
+        stepper = self.forward_stepper
+        try:
+            events = stepper.run()
+        except _NOT_BACKWARD_ERRORS:
+            raise
+        except BaseException as error:
+            self._abandon_forward()
+            raise ScenarioError(f"scenario {self.scenario.name!r}: forward() raised "
+                                f"{one_line(error)}") from error
+        if report is not None and events:  # one report for the lot: a screen adds them at once
+            report([describe_forward_event(event, None, summarize=False)
+                    for event in events[-FORWARD_LOG_LIMIT:]])
+        self._finish_forward()
+
+    def abandon_forward(self) -> None:
+        """Stop the stepped forward where it is (esc): no graph until the next forward."""
+        if self.forward_stepper is not None:
+            self._abandon_forward()
+
+    def why_no_grad(self, name: str):
+        """Why the parameter or input ``name`` has no gradient, from what the forward did.
+
+        A forward stepped op by op (``s``) was recorded and gets the whole answer (a
+        detach, no_grad, an op without a derivative, with its line); after a plain
+        forward, what the tensor and the graph tell.
+        """
+        from gradviz.core.why_no_grad import NoGradExplanation, NoGradReason, why_no_grad
+
+        if self.recording is not None:
+            return why_no_grad(self.recording, name)
+        tensor = self.leaves.get(name)
+        if tensor is None:
+            raise ScenarioError(f"no parameter or input named {name!r} in "
+                                f"scenario {self.scenario.name!r}")
+        if not tensor.requires_grad:
+            reason, message = NoGradReason.REQUIRES_GRAD_FALSE, f"{name}: requires_grad=False"
+        elif self.graph is not None and any(
+                name in attrs.get("names", ()) for _, attrs in self.graph.nodes(data=True)):
+            reason, message = NoGradReason.HAS_PATH, f"{name}: {NoGradReason.HAS_PATH.value}"
+        else:
+            reason = NoGradReason.UNKNOWN
+            message = (f"{name}: not in this graph; step a forward with s to see which "
+                       "operation left it out (never used, no_grad, a detach, ...)")
+        return NoGradExplanation(name, reason, message, None)
+
+    def _finish_forward(self) -> None:
+        stepper = self.forward_stepper
+        roots = stepper.roots
+        backward = BackwardStepper(roots, gradient=self.scenario.gradient, graph=stepper.graph,
+                                   model=self.scenario.model, params=dict(self.scenario.params),
+                                   history_bytes=self.history_bytes)
+        self.forward_stepper = None
+        self.recording = stepper
+        self._adopt(backward, roots)
+
+    def _abandon_forward(self) -> None:
+        self.forward_stepper.abort(wait=False)
+        self.forward_stepper = None
+        self.state.forward_abandoned()
 
     def step(self) -> Progress:
         """Run one backward node (after a forward pass if none was made)."""
@@ -258,10 +367,15 @@ class Session:
         try:
             if action is Action.STEP:
                 result = self._steps(report, **options)
+            elif action is Action.CONTINUE and self.forward_stepper is not None:
+                self.finish_forward(report)  # c while a forward is stepped: the rest of it
+                result = None
             elif action is Action.CONTINUE:
                 result = self.run_backward(report, **options)
             elif action is Action.FORWARD:
                 result = self.forward()
+            elif action is Action.FORWARD_STEP:
+                result = self._forward_steps(report)
             elif action is Action.OPTIMIZER:
                 result = self.optimizer_step()
             elif action is Action.TRAIN:
@@ -289,8 +403,16 @@ class Session:
         self.state = SessionState()
         self.on_new_graph = None
 
-    def close(self) -> None:
-        """End a backward in progress (its thread exits)."""
+    def close(self, *, wait: float = 5.0) -> None:
+        """End a forward stepped or a backward in progress (their threads exit).
+
+        Waits up to ``wait`` seconds for a stepped forward's thread, which ends at its
+        next torch operation: a process must not exit while it is inside torch.
+        """
+        if self.forward_stepper is not None:
+            self.forward_stepper.abort(wait=False)
+            self.forward_stepper.join(wait)
+            self.forward_stepper = None
         if self.stepper is not None and not self.stepper.done:
             self.stepper.abort()
             self.state.backward_aborted()
@@ -308,6 +430,19 @@ class Session:
         if self.state.take_continue():
             progress = self.run_backward(report, **options) or progress
         return progress
+
+    def _forward_steps(self, report) -> ForwardStep | None:
+        """One forward step, then those queued meanwhile, then a continue pressed meanwhile."""
+        step = self.forward_step()
+        if step is not None and report is not None:
+            report(step)
+        while step is not None and self.state.take_queued_step():
+            step = self.forward_step()
+            if step is not None and report is not None:
+                report(step)
+        if step is not None and self.state.take_continue():
+            self.finish_forward(report)
+        return step
 
     def _stepper(self) -> BackwardStepper:
         if self.stepper is None:

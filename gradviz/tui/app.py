@@ -23,13 +23,13 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from gradviz.core.layout import GROUP, GraphLayout, lay_out
 from gradviz.core.serial_worker import SerialWorker
 from gradviz.core.session_state import Action, Activity, Phase, SessionState, StateView
 from gradviz.tui.graph_view import GraphState, GraphView
-from gradviz.tui.panels import ChecksPanel, Inspector, ParamsTable
+from gradviz.tui.panels import ChecksPanel, ForwardLog, Inspector, ParamsTable, forward_step_lines
 from gradviz.tui.plots import GradFlow, LossPlot
 from gradviz.tui.screens import HelpScreen, PickerScreen
 
@@ -46,7 +46,8 @@ FRAME_SECONDS = 1 / 30  # the screen takes progress this often while backward ru
 FLOW_EVERY = 0.25  # seconds between redraws of the gradient-flow plot while gradients land
 
 _KEY_ACTIONS = {"step": Action.STEP, "continue": Action.CONTINUE, "optimizer": Action.OPTIMIZER,
-                "train": Action.TRAIN, "forward": Action.FORWARD, "export": Action.EXPORT}
+                "train": Action.TRAIN, "forward": Action.FORWARD, "export": Action.EXPORT,
+                "forward_step": Action.FORWARD_STEP}
 
 
 class GradvizApp(App[int]):
@@ -61,6 +62,7 @@ class GradvizApp(App[int]):
         Binding("o", "optimizer", "optimizer", id="optimizer"),
         Binding("t", "train", "train", id="train"),
         Binding("f", "forward", "forward", id="forward"),
+        Binding("s", "forward_step", "op", id="forward_step"),
         Binding("e", "export", "export", id="export", show=False),
         Binding("slash", "find", "find", id="find", show=False),
         Binding("m", "modules", "modules", id="modules", show=False),
@@ -72,6 +74,14 @@ class GradvizApp(App[int]):
 
     class StateChanged(Message):
         """The session's state changed (posted from whichever thread changed it)."""
+
+    class ForwardStepped(Message):
+        """Operations of a stepped forward ran (ForwardSteps: one, or the rest at once)."""
+
+        def __init__(self, session: Any, steps: list) -> None:
+            super().__init__()
+            self.session = session
+            self.steps = steps
 
     class ProgressMade(Message):
         def __init__(self, session: Any, progress: Progress) -> None:
@@ -104,6 +114,14 @@ class GradvizApp(App[int]):
         def __init__(self, error: BaseException) -> None:
             super().__init__()
             self.error = error
+
+    class ParamExplained(Message):
+        """What a selected parameter is, and why it has no gradient if it has none."""
+
+        def __init__(self, name: str, lines: list) -> None:
+            super().__init__()
+            self.name = name
+            self.lines = lines
 
     class EventDescribed(Message):
         """An old node's summaries were read on the engine's thread; inspect it again."""
@@ -147,7 +165,11 @@ class GradvizApp(App[int]):
             yield GraphView(id="graph")
             with Vertical(id="side"):
                 yield Inspector(id="inspector")
-                yield ParamsTable(id="params")
+                with TabbedContent(id="tabs"):
+                    with TabPane("parameters", id="params-tab"):
+                        yield ParamsTable(id="params")
+                    with TabPane("forward ops", id="ops-tab"):
+                        yield ForwardLog(id="ops")
         yield Static(id="welcome")
         with Horizontal(id="bottom"):
             yield LossPlot(id="loss")
@@ -160,7 +182,7 @@ class GradvizApp(App[int]):
     def on_mount(self) -> None:
         self.query_one("#graph").border_title = "autograd graph (root at the top)"
         self.query_one("#inspector").border_title = "node"
-        self.query_one("#params").border_title = "parameters and optimizer"
+        self.query_one("#tabs").border_title = "parameters and optimizer"
         self.query_one("#find").display = False
         self._narrow(self.size.width, self.size.height)
         if self.session is not None:  # a graph from gradviz.show()
@@ -225,7 +247,7 @@ class GradvizApp(App[int]):
         if session.watch is not None:
             title += (f": {type(session.watch.optimizer).__name__} "
                       + _settings(session.watch.optimizer.param_groups[0]))
-        self.query_one("#params").border_title = title
+        self.query_one("#tabs").border_title = title
 
     # ------------------------------------------------------------------ graphs
     def _lay_out_on_engine(self, session: Session) -> None:
@@ -263,11 +285,14 @@ class GradvizApp(App[int]):
         view.show_layout(laid_out)
         view.show_state(self.graph_state)
         if new_graph:
+            self.query_one("#tabs", TabbedContent).active = "params-tab"
             self.query_one(ParamsTable).clear_grads()
             self.query_one(GradFlow).show_flow([])
             self.query_one(LossPlot).show_losses(list(session.losses))
             self._show_checks()
-            self._inspect(laid_out.graph.graph["roots"][0])
+            roots = laid_out.graph.graph.get("roots")
+            if roots:
+                self._inspect(roots[0])
         self._render_state(force=True)
 
     def _reset_progress(self, graph) -> None:
@@ -295,8 +320,15 @@ class GradvizApp(App[int]):
 
         session.perform(action, report, deliver=deliver, **options)
 
-    def _post_progress(self, session: Session, progress: Progress) -> None:
-        self.post_message(self.ProgressMade(session, progress))
+    def _post_progress(self, session: Session, progress: Any) -> None:
+        from gradviz.core.progress import ForwardStep
+
+        if isinstance(progress, ForwardStep):
+            self.post_message(self.ForwardStepped(session, [progress]))
+        elif isinstance(progress, list):  # the rest of a forward, run at once
+            self.post_message(self.ForwardStepped(session, progress))
+        else:
+            self.post_message(self.ProgressMade(session, progress))
 
     def _describe_event(self, session: Session, key: str) -> None:
         """Engine thread: summaries for an event that ran in a big batch, then re-inspect."""
@@ -343,8 +375,44 @@ class GradvizApp(App[int]):
         self._flow_timer = None
         if self.session is not None:
             order = list(self.session.leaves)
-            self.query_one(GradFlow).show_flow(
-                [(name, self.flow[name]) for name in order if name in self.flow])
+            for plot in self.query(GradFlow):  # none once the app is closing
+                plot.show_flow([(name, self.flow[name]) for name in order if name in self.flow])
+
+    def on_data_table_row_selected(self, event) -> None:
+        """Enter on a parameter: the inspector says what it is and, without a .grad, why."""
+        if event.data_table.id != "params" or self.session is None:
+            return
+        name = str(event.row_key.value)
+        self.engine.submit(functools.partial(self._explain_param, self.session, name))
+
+    def _explain_param(self, session: Session, name: str) -> None:
+        """Engine thread: read the parameter (torch) and ask the session why."""
+        from rich.text import Text
+
+        tensor = session.leaves.get(name)
+        if tensor is None:
+            return
+        lines = [Text.assemble((name, "bold blue"), "  ", (str(tuple(tensor.shape)), "grey62")),
+                 Text(f"requires_grad={tensor.requires_grad}", "grey62")]
+        if tensor.grad is not None:
+            from gradviz.core.summary import summarize
+
+            from gradviz.tui.panels import summary_text
+
+            lines += [Text(".grad:", "bold"), summary_text(summarize(tensor.grad))]
+        else:
+            try:
+                answer = session.why_no_grad(name)
+                lines += [Text("no .grad: why", "bold yellow"), Text(answer.message, "yellow")]
+            except Exception as error:  # an answer we could not give: say so, do not crash
+                from gradviz.core.errors import one_line
+
+                lines.append(Text(f"no .grad; why is unknown: {one_line(error)}", "grey50"))
+        self.post_message(self.ParamExplained(name, lines))
+
+    def on_gradviz_app_param_explained(self, message: ParamExplained) -> None:
+        self._inspected = None
+        self.query_one(Inspector).show_lines(message.lines)
 
     def on_gradviz_app_engine_failed(self, message: EngineFailed) -> None:
         """Say so on screen (and in Textual's log, with the traceback); never leave a spinner."""
@@ -361,6 +429,33 @@ class GradvizApp(App[int]):
             self.state.load_failed(failure)
         else:
             self.state.failed(failure)
+
+    def on_gradviz_app_forward_stepped(self, message: ForwardStepped) -> None:
+        """Show the graph so far, the node just recorded, and the operation behind it."""
+        if message.session is not self.session or not message.steps:
+            return
+        log = self.query_one(ForwardLog)
+        if message.steps[0].index == 0:
+            log.start()
+            self.query_one("#tabs", TabbedContent).active = "ops-tab"
+        log.add_steps(message.steps)
+        step = message.steps[-1]
+        if not step.summarized:  # the rest of the forward: the log only, its graph comes next
+            return
+        if step.laid_out is not None:
+            graph = step.laid_out.graph
+            self._shown_graph = graph
+            self.graph_state = GraphState(new=frozenset(step.new_nodes))
+            self.events, self.summarized, self.incoming = {}, set(), ()
+            view = self.query_one(GraphView)
+            view.placeholder = ("no node yet: the operations so far need no gradient, so "
+                                "autograd records nothing for them")
+            view.show_layout(step.laid_out)
+            view.show_state(self.graph_state)
+            if step.new_nodes:
+                view.mark_node(step.new_nodes[0])
+        self.query_one(Inspector).show_lines(forward_step_lines(step))
+        self._render_state(force=True)
 
     def on_gradviz_app_event_described(self, message: EventDescribed) -> None:
         self.summarized.add(message.key)
@@ -498,6 +593,9 @@ class GradvizApp(App[int]):
     def action_forward(self) -> None:
         self._request(Action.FORWARD)
 
+    def action_forward_step(self) -> None:
+        self._request(Action.FORWARD_STEP)
+
     def action_train(self) -> None:
         self._request(Action.TRAIN)
 
@@ -509,6 +607,10 @@ class GradvizApp(App[int]):
         if find.display:
             find.display = False
             self.query_one(GraphView).focus()
+            return
+        view = self.state.view()
+        if view.phase is Phase.FORWARD and not view.busy and self.session is not None:
+            self.engine.submit(self.session.abandon_forward)  # esc abandons a paused forward
             return
         if self.state.request(Action.STOP).verdict == "refused":
             self.state.dismiss_failure()
@@ -621,13 +723,22 @@ def status_line(view: StateView, graph, width: int = 1000) -> str:
         if view.failure is not None:
             return f"error: {view.failure.message}"
         return "no scenario: p to choose one"
-    parts = [(4, view.scenario), (5, f"iteration {view.iteration}"),
-             (3, f"step {view.done}/{view.nodes}")]
     way_on = "f new forward" if view.can_forward else ""
+    if view.phase is Phase.FORWARD:
+        parts = [(4, view.scenario), (5, f"iteration {view.iteration}"),
+                 (3, f"forward: {_count(view.ops, 'operation')}, {_count(view.nodes, 'node')}"),
+                 (2, "s next operation, c the rest, esc abandons")]
+    elif view.phase is Phase.NONE:
+        parts = [(4, view.scenario), (5, f"iteration {view.iteration}"),
+                 (2, "no graph: f a forward pass, s one operation at a time")]
+    else:
+        parts = [(4, view.scenario), (5, f"iteration {view.iteration}"),
+                 (3, f"step {view.done}/{view.nodes}")]
     if view.phase is Phase.PAUSED and view.failure is None:
         pending = view.pending
-        if pending is None and view.done == 0 and graph is not None:
-            pending = graph.graph["roots"][0]
+        roots = graph.graph.get("roots") if graph is not None else None
+        if pending is None and view.done == 0 and roots:  # backward has not started
+            pending = roots[0]
         if pending is not None and graph is not None and pending in graph:
             attrs = graph.nodes[pending]
             parts.append((2, f"next: {attrs['op']}"
@@ -657,6 +768,10 @@ def status_line(view: StateView, graph, width: int = 1000) -> str:
             break
         del parts[least]
     return "  ·  ".join(text for _, text in parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _settings(group: dict[str, Any]) -> str:

@@ -24,9 +24,9 @@ from textual.strip import Strip
 from gradviz.core.layout import GROUP, LEFT, NODE, RIGHT, GraphLayout, Row, cell_char
 
 
-DONE, READY, PENDING, WAITING, BROKEN = "done", "ready", "pending", "waiting", "broken"
+DONE, READY, PENDING, WAITING, BROKEN, NEW = "done", "ready", "pending", "waiting", "broken", "new"
 _GLYPH = {DONE: ("●", "green"), READY: ("◉", "yellow"), PENDING: ("▶", "bold reverse magenta"),
-          WAITING: ("○", "grey50"), BROKEN: ("✖", "bold red")}
+          WAITING: ("○", "grey50"), BROKEN: ("✖", "bold red"), NEW: ("✚", "bold magenta")}
 
 
 @dataclass
@@ -38,10 +38,13 @@ class GraphState:
     pending: str | None = None
     broken: str | None = None  # where a NaN started, or where backward raised
     norms: dict[str, float] = field(default_factory=dict)  # |grad sent| per run node
+    new: frozenset[str] = frozenset()  # nodes the last forward operation recorded
 
     def of(self, key: str) -> str:
         if key == self.broken:
             return BROKEN
+        if key in self.new:
+            return NEW
         if key == self.pending:
             return PENDING
         if key in self.done:
@@ -83,6 +86,7 @@ class GraphView(ScrollView, can_focus=True):
         self.members: dict[str, list[str]] = {}  # row key -> original nodes in it
         self.row_of: dict[str, int] = {}  # original node -> row index
         self._strips: dict[int, tuple[Strip, int]] = {}  # row -> (strip, cells used)
+        self.placeholder = ""  # shown when the graph has no node
 
     # ---------------------------------------------------------------- data in
     def show_layout(self, laid_out: GraphLayout) -> None:
@@ -111,6 +115,12 @@ class GraphView(ScrollView, can_focus=True):
 
     def row_key(self, index: int) -> str | None:
         return self.rows[index].node if 0 <= index < len(self.rows) else None
+
+    def mark_node(self, key: str) -> None:
+        """Put the cursor on ``key``'s row without asking to inspect it (the app shows
+        something else about it, such as the forward operation that made it)."""
+        if key in self.row_of:
+            self._move_to(self.row_of[key], announce=False)
 
     def select_node(self, key: str) -> None:
         """Put the cursor on ``key``'s row (found by the user, say) and stop following."""
@@ -156,6 +166,8 @@ class GraphView(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         index = scroll_y + y
+        if not self.rows and y == 0 and self.placeholder:
+            return Strip([Segment(self.placeholder[: self.size.width], Style(color="grey50"))])
         if index >= len(self.rows):
             return Strip.blank(self.size.width, self.rich_style)
         cached = self._strips.get(index)
@@ -197,7 +209,7 @@ class GraphView(ScrollView, can_focus=True):
         if not key.startswith(GROUP):
             return self.state.of(key)
         states = {self.state.of(k) for k in self.members.get(key, ())}
-        for state in (BROKEN, PENDING, READY):
+        for state in (BROKEN, NEW, PENDING, READY):
             if state in states:
                 return state
         return DONE if states == {DONE} else WAITING

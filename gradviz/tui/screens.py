@@ -18,6 +18,8 @@ HELP_KEYS = [
     ("o", "optimizer step (after backward, once per backward)"),
     ("t", "one training iteration: forward, backward, optimizer step"),
     ("f", "a new forward pass (a fresh graph; the old one stays if it fails)"),
+    ("s", "step a new forward one tensor operation at a time: watch autograd build "
+          "the graph (c runs the rest, esc abandons it)"),
     ("e", "export the graph to Graphviz DOT"),
     ("/", "find a node by op, module or parameter name (enter: next match)"),
     ("m", "fold / unfold modules"),
@@ -33,7 +35,8 @@ HELP_KEYS = [
 LEGEND = [("▶", "bold reverse magenta", "the node the engine waits at"),
           ("◉", "yellow", "ready: all its gradients have arrived"),
           ("●", "green", "done"), ("○", "grey50", "waiting for gradients"),
-          ("✖", "bold red", "where a NaN/Inf started, or where backward failed")]
+          ("✖", "bold red", "where a NaN/Inf started, or where backward failed"),
+          ("✚", "bold magenta", "recorded by the forward operation that just ran")]
 
 
 class HelpScreen(ModalScreen[None]):
