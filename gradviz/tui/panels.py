@@ -109,6 +109,11 @@ class Inspector(ScrollView, can_focus=True):
                   derivative: str | None, incoming: tuple | None = None) -> None:
         """``event``: the node's StepEvent once it ran; ``incoming``: the waiting gradients
         when the engine is paused at this node; ``children``: (slot, child key)."""
+        # Imported here: these modules import torch, which the app's first frame must not
+        # wait for (a node is inspected only once torch has loaded a graph).
+        from gradviz.core.regions import region_summary
+        from gradviz.core.saved import FREED, MODIFIED_IN_PLACE, RECOMPUTED, meta_text
+
         title = Text.assemble((attrs["op"], "bold magenta"), "  ", (key, "grey62"))
         lines: list[Any] = [title]
         facts = Table.grid(padding=(0, 1))
@@ -120,15 +125,36 @@ class Inspector(ScrollView, can_focus=True):
         facts.add_row("module", "(outside the model)" if module is None else (module or "(model)"))
         if attrs.get("shape") is not None:
             facts.add_row("shape", str(tuple(attrs["shape"])))
+        if attrs.get("input_shapes"):
+            facts.add_row("inputs", ", ".join(f"{name} {tuple(shape)}"
+                                              for name, shape in attrs["input_shapes"].items()))
         saved = attrs.get("saved")
-        if saved:
-            facts.add_row("saved", saved if isinstance(saved, str) else ", ".join(
-                f"{name} {_meta(meta)}" for name, meta in saved.items()))
+        if saved == FREED:
+            facts.add_row("saved", "freed: backward already ran through this node")
+        elif saved:
+            facts.add_row("saved", ", ".join(f"{name} {meta_text(meta)}"
+                                             for name, meta in saved.items()))
         if attrs.get("args"):
             facts.add_row("values", ", ".join(f"{k}={_short(v)}" for k, v in attrs["args"].items()))
         if derivative:
             facts.add_row("rule", derivative)
+        region = attrs.get("region")
+        if region:
+            facts.add_row("region", region_summary(region))
+            if region.get("params"):
+                facts.add_row("inside", ", ".join(region["params"]))
+            if region.get("ops"):
+                facts.add_row(f"ops ({len(region['ops'])})", ", ".join(region["ops"]))
         lines.append(facts)
+        if region and region.get("note"):
+            lines.append(Text(region["note"], "yellow"))
+        states = _saved_states(saved)
+        if MODIFIED_IN_PLACE in states:
+            lines.append(Text("a saved tensor was modified in place: backward through this "
+                              "node will fail", "bold red"))
+        if RECOMPUTED in states:
+            lines.append(Text("its saved tensors are recomputed in backward by checkpointing; "
+                              "gradviz did not re-run anything to show them", "grey62"))
         if event is not None:
             lines.append(Text(f"ran as step {event.index + 1} in {event.duration * 1e3:.3f} ms",
                               "green"))
@@ -175,9 +201,16 @@ def _short(value: Any, width: int = 48) -> str:
     return text[:width - 1] + "…"
 
 
-def _meta(meta: Any) -> str:
-    metas = meta if isinstance(meta, list) else [meta]
-    return " ".join(f"{tuple(m['shape'])}" for m in metas if m)
+def _saved_states(saved: Any) -> set[str]:
+    """The states ("modified in place", "recomputed in backward", ...) of a node's saved tensors."""
+    if not isinstance(saved, dict):
+        return set()
+    states = set()
+    for meta in saved.values():
+        for one in meta if isinstance(meta, list) else [meta]:
+            if one and one.get("state"):
+                states.add(one["state"])
+    return states
 
 
 class ParamsTable(DataTable):

@@ -14,7 +14,9 @@ def imported_after(code):
 def test_core_does_not_import_textual():
     modules = imported_after(
         "import gradviz.core.graph, gradviz.core.record, gradviz.core.export, "
-        "gradviz.core.scenario"
+        "gradviz.core.scenario, gradviz.core.session, gradviz.core.session_state, "
+        "gradviz.core.forward_stepper, gradviz.core.why_no_grad, gradviz.core.watch, "
+        "gradviz.core.run_record"
     )
     assert "torch" in modules and "textual" not in modules
 
@@ -22,3 +24,8 @@ def test_core_does_not_import_textual():
 def test_listing_scenarios_needs_no_torch():
     modules = imported_after("from gradviz.cli import main; main(['list'])")
     assert "torch" not in modules
+
+
+def test_the_apps_first_frame_waits_for_no_torch():
+    modules = imported_after("import gradviz.tui.app")
+    assert "textual" in modules and "torch" not in modules
