@@ -401,6 +401,27 @@ def _real(value: float | None) -> float | None:
 
 
 # ------------------------------------------------------------------ reading
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Names that mean a record even when the file is missing, empty or not SQLite.
+RECORD_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def looks_like_record(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is meant as a record (for ``gradviz open``, which also opens
+    scenario files): a name ending in :data:`RECORD_SUFFIXES`, or any SQLite file.
+    Whether it is a readable gradviz record is for :class:`RunRecord` to say, in one
+    line: another program's database or a corrupt one should hear that, not be
+    imported as Python."""
+    path = Path(path)
+    if path.suffix.lower() in RECORD_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    except OSError:
+        return False
+
+
 class RunRecord:
     """A record file opened read-only; ``runs`` and ``history(run)`` as plain data."""
 
