@@ -151,7 +151,8 @@ class HistoryPlot(PlotextPlot):
             else:
                 ticks = [low, (low + high) / 2, high]
                 plt.yticks(ticks, [f"{t:.4g}" for t in ticks])
-        first, last = self.iterations[0], self.iterations[-1]
+        first = min(self.iterations[0], *self.breaks) if self.breaks else self.iterations[0]
+        last = max(self.iterations[-1], *self.breaks) if self.breaks else self.iterations[-1]
         plt.xlim(first - 0.5, last + 0.5) if last > first else plt.xlim(first - 1, first + 1)
         step = max(1, math.ceil((last - first + 1) / max(2, self.size.width // 12)))
         plt.xticks([] if short else list(range(first, last + 1, step)))
