@@ -10,6 +10,7 @@ and the break's attributes); the "stop training" action itself is the app's.
 from __future__ import annotations
 
 import math
+import os
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -23,15 +24,15 @@ if TYPE_CHECKING:
     from gradviz.core.run_record import RunHistory
     from gradviz.core.watch_break import WatchBreak
 
-#: What the break's keys do, as the panel says it (the app binds them).
-KEYS_HINT = "x stops training (TrainingStopped in your loop) · q closes and training goes on"
+#: What the break's keys do, as the panel's subtitle says it (the app binds them).
+KEYS_HINT = "q resume training · x stop it · r whole run"
 
 
 def break_text(brk: WatchBreak) -> Text:
-    """The break in two or three lines: the iteration and reason, the values, the origin."""
+    """The break in a few short lines: the reason and detail, the loss and gradient
+    norm it saw, where a NaN/Inf started (the iteration is in the panel's title)."""
     text = Text()
-    text.append(f"break at iteration {brk.iteration}", "bold")
-    text.append(f" · {brk.reason}", "bold #ff5f87" if brk.reason == "nonfinite" else "bold yellow")
+    text.append(brk.reason, "bold #ff5f87" if brk.reason == "nonfinite" else "bold yellow")
     text.append(f": {brk.detail}")
     values = []
     if brk.loss is not None:
@@ -39,19 +40,22 @@ def break_text(brk: WatchBreak) -> Text:
     if brk.grad_norm is not None:
         values.append(f"total |grad| {_number(brk.grad_norm)}")
     if values:
-        text.append(f" ({', '.join(values)})", "grey70")
+        text.append(f" · {' · '.join(values)}", "grey70")
     if brk.node is not None:
         text.append("\nstarted at ", "grey70")
-        text.append(f"{brk.node} ({brk.op})", "bold")
-        if brk.module is not None:
-            text.append(f" in module {brk.module!r}")
+        text.append(brk.node, "bold")
+        if brk.op and not brk.node.startswith(brk.op):
+            text.append(f" ({brk.op})")
+        if brk.module:
+            text.append(f" in {brk.module!r}")
+        elif brk.module is not None:
+            text.append(" in the model's own forward")
         if brk.file:
-            text.append(f", forward at {brk.file}:{brk.line}", "grey70")
+            text.append(f" · {os.path.basename(brk.file)}:{brk.line}", "grey70")
     elif brk.origin is not None:
         text.append(f"\norigin not found: {brk.origin.detail}", "grey70")
     if brk.rank:
         text.append(f" · rank {brk.rank}", "grey70")
-    text.append(f"\n{KEYS_HINT}", "yellow")
     return text
 
 
@@ -72,6 +76,7 @@ class RunSoFar(Vertical):
 
     def on_mount(self) -> None:
         self.border_title = "the run so far"
+        self.border_subtitle = KEYS_HINT
 
     def show(self, history: RunHistory, brk: WatchBreak) -> None:
         """``history``: the iterations before the break (``TrainingPause.history``);
@@ -84,6 +89,6 @@ class RunSoFar(Vertical):
             numbers, history.grad_norms, name="total |grad|", log=True, breaks=[brk.iteration])
         shown = len(numbers)
         total = history.total_iterations or shown
-        self.border_title = (f"the run so far: {total} iterations"
-                             + (f" ({shown} shown)" if shown < total else "")
-                             + f", break at {brk.iteration}")
+        self.border_title = (f"break at iteration {brk.iteration} · the run so far"
+                             + (f" ({shown} of {total} iterations shown)" if shown < total
+                                else ""))
