@@ -92,17 +92,16 @@ class LogScale:
 
     low: int
     high: int
-    label: str = ""
 
     @classmethod
-    def spanning(cls, rows: Sequence[Sequence[float]], label: str = "") -> LogScale:
+    def spanning(cls, rows: Sequence[Sequence[float]]) -> LogScale:
         """The whole decades that hold every positive finite value of ``rows``."""
         positive = [v for row in rows for v in row if 0 < v < math.inf]
         if not positive:
-            return cls(-1, 0, label)
+            return cls(-1, 0)
         low = math.floor(math.log10(min(positive)))
         high = math.ceil(math.log10(max(positive)))
-        return cls(low, high if high > low else low + 1, label)
+        return cls(low, high if high > low else low + 1)
 
     def colour(self, value: float) -> str:
         return _blend(_VIRIDIS, (math.log10(value) - self.low) / (self.high - self.low))
@@ -133,11 +132,9 @@ class BandScale:
     band: tuple[float, float]
     floor: int
     ceiling: int
-    label: str = ""
 
     @classmethod
-    def around(cls, band: Sequence[float], rows: Sequence[Sequence[float]],
-               label: str = "") -> BandScale:
+    def around(cls, band: Sequence[float], rows: Sequence[Sequence[float]]) -> BandScale:
         low, high = float(band[0]), float(band[1])
         positive = [v for row in rows for v in row if 0 < v < math.inf]
         floor = math.floor(math.log10(low)) - 1
@@ -145,7 +142,7 @@ class BandScale:
         if positive:
             floor = min(floor, math.floor(math.log10(min(positive))))
             ceiling = max(ceiling, math.ceil(math.log10(max(positive))))
-        return cls((low, high), floor, ceiling, label)
+        return cls((low, high), floor, ceiling)
 
     def distance(self, value: float) -> float:
         """Decades outside the band: negative below, positive above, 0 inside."""
@@ -167,8 +164,10 @@ class BandScale:
         return _IN_BAND
 
     def pick(self, values: list[float]) -> float:
-        """The value farthest outside the band stands for the column."""
-        return max(values, key=lambda v: abs(self.distance(v)))
+        """The value farthest outside the band stands for the column: its lowest or
+        its highest (one comparison, not a logarithm per value)."""
+        low, high = min(values), max(values)
+        return high if self.distance(high) >= -self.distance(low) else low
 
     def describe(self, value: float) -> str:
         d = self.distance(value)
@@ -281,6 +280,7 @@ class LayerHeatMap(Widget, can_focus=True):
         self.data = _Data()
         self.top = 0  # first row shown
         self._cells: dict[tuple[int, int], list[tuple[str, float]]] = {}  # (map, row) -> cells
+        self._strips: dict[int, Strip] = {}  # row -> drawn, for rows without the cursor
         self._bins: list[tuple[int, int, int]] = []
         self._geometry: tuple[int, int, int] = (0, 0, 0)  # label width, map width, width seen
 
@@ -336,6 +336,7 @@ class LayerHeatMap(Widget, can_focus=True):
 
     def _invalidate(self) -> None:
         self._cells.clear()
+        self._strips.clear()
         self._geometry = (0, 0, 0)
         self.refresh()
 
@@ -350,6 +351,7 @@ class LayerHeatMap(Widget, can_focus=True):
         self._geometry = (label, map_width, width)
         self._bins = column_bins(len(self.data.iterations), map_width)
         self._cells.clear()
+        self._strips.clear()
 
     def on_resize(self, event: events.Resize) -> None:
         self._invalidate()
@@ -447,7 +449,12 @@ class LayerHeatMap(Widget, can_focus=True):
             row = self.top + y - HEADER_LINES
             if row >= len(self.data.rows):
                 return Strip.blank(width)
-            return self._row_strip(row, width)
+            if row == self.cursor_row:
+                return self._row_strip(row, width)
+            strip = self._strips.get(row)
+            if strip is None:
+                strip = self._strips[row] = self._row_strip(row, width)
+            return strip
         footer = y - HEADER_LINES - shown
         if footer == 0:
             return self._strip(self._axis_line(), width)
