@@ -34,6 +34,9 @@ from gradviz.tui.run_plots import HistoryPlot
 VIEW_POINTS = 4000
 #: Below this width or height the view packs tighter (see run_view.tcss).
 NARROW_WIDTH, NARROW_HEIGHT = 100, 30
+#: Heat maps this high or less (layers, their header, axis, legend, border) get just
+#: their height; taller ones share the rest of the screen with the events.
+SMALL_HEAT_MAP = 14
 DEFAULT_BAND = (1e-4, 1e-2)
 #: The events table cuts its cells (the line under it has the highlighted one whole).
 SUBJECT_WIDTH, WHERE_WIDTH, MIN_DETAIL_WIDTH = 24, 44, 16
@@ -152,8 +155,10 @@ class RunView(Vertical):
         heat = self.query_one(LayerHeatMap)
         heat.show(history.layers, numbers, maps, event_marks(history))
         self._title_heat_map()
-        # A small model's few layers leave the rows below them to the events.
-        heat.styles.max_height = len(history.layers) + HEADER_LINES + FOOTER_LINES + 2
+        # A small model's few layers leave the rows below them to the events (a fixed
+        # height: a max-height under the CSS min-height upsets Textual's fr sharing).
+        needed = len(history.layers) + HEADER_LINES + FOOTER_LINES + 2
+        heat.styles.height = needed if needed <= SMALL_HEAT_MAP else None
         self._show_events(history.events)
 
     def _title_heat_map(self) -> None:
