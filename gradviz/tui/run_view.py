@@ -78,14 +78,25 @@ def event_row(event: EventRecord) -> tuple[str, str, str, str, str]:
         detail = detail.removeprefix(f"{AUDIT_KINDS[event.kind]}: ")
     if event.node is not None:
         detail = detail.split("; it started at ", 1)[0]
-    where = ""
-    if event.node is not None:
-        where = f"{event.node} ({event.op})"
-        if event.module is not None:
-            where += f" in {event.module!r}"
-        if event.file:
-            where += f" {os.path.basename(event.file)}:{event.line}"
-    return str(event.iteration), event.kind, event.subject, detail, where
+    return (str(event.iteration), event.kind, event.subject, detail,
+            origin_text(event, short=True))
+
+
+def origin_text(event: EventRecord, *, short: bool = False) -> str:
+    """Where a NaN/Inf started: ``node (op) in 'module' file:line``, the op only where
+    the node's name does not say it; ``short``: the file's name without its folder."""
+    if event.node is None:
+        return ""
+    text = event.node
+    if event.op and not event.node.startswith(event.op):
+        text += f" ({event.op})"
+    if event.module:
+        text += f" in {event.module!r}"
+    elif event.module is not None:
+        text += " in the model's own forward"
+    if event.file:
+        text += f" {os.path.basename(event.file) if short else event.file}:{event.line}"
+    return text
 
 
 def headline(history: RunHistory, source: str = "") -> Text:
@@ -109,8 +120,8 @@ def headline(history: RunHistory, source: str = "") -> Text:
     if first is not None:
         text.append("\nfirst NaN/Inf: ", "bold #ff5f87")
         text.append(f"iteration {first.iteration}, {event_row(first)[3]}")
-        if first.where:
-            text.append(f"; it started at {first.where}")
+        if first.node is not None:
+            text.append(f"; it started at {origin_text(first)}")
         if first.node is None and "origin" not in first.detail:
             text.append(" · origin not traced (break_on 'nonfinite' or nan_origin=True "
                         "traces it)", "grey62")
@@ -209,8 +220,8 @@ class RunView(Vertical):
         text = Text(f"iteration {iteration} · {kind}", "bold")
         text.append(f" · {subject}" if subject else "", "bold")
         text.append(f": {detail}")
-        if event.where:
-            text.append(f"; it started at {event.where}", "grey70")
+        if event.node is not None:
+            text.append(f"; it started at {origin_text(event)}", "grey70")
         line.update(text)
 
     def on_data_table_row_highlighted(self, message: DataTable.RowHighlighted) -> None:
