@@ -211,7 +211,7 @@ def bin_cell(values: Sequence[float], nonfinite: Sequence[bool] | None, first: i
     """What a column of one row shows: (NONFINITE | MISSING | ZERO | "value", the value)."""
     if nonfinite is not None and any(nonfinite[first:end]):
         return NONFINITE, math.nan
-    present = [v for v in values[first:end] if v == v]  # NaN: no value here
+    present = [v for v in values[first:end] if v == v]  # v != v: NaN, no value here
     if not present:
         return MISSING, math.nan
     positive = [v for v in present if v > 0]
@@ -466,7 +466,7 @@ class LayerHeatMap(Widget, can_focus=True):
         return _strip_segments(list(text.render(self.app.console)), width)
 
     def _row_strip(self, row: int, width: int) -> Strip:
-        label_width, map_width, _ = self._geometry
+        label_width = self._geometry[0]
         on_cursor = row == self.cursor_row
         label = _row_label(self.data.rows[row])
         label = label if len(label) < label_width else "…" + label[-(label_width - 2):]
