@@ -26,7 +26,6 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
-from textual.message import Message
 from textual.reactive import var
 from textual.strip import Strip
 from textual.widget import Widget
@@ -263,15 +262,6 @@ class LayerHeatMap(Widget, can_focus=True):
         Binding("end", "move(100000, 0)", show=False),
     ]
 
-    class CellChosen(Message):
-        """The cursor moved to ``layer`` over iterations ``first``..``last``."""
-
-        def __init__(self, layer: str, first: int, last: int) -> None:
-            super().__init__()
-            self.layer = layer
-            self.first = first
-            self.last = last
-
     cursor_row = var(0)
     cursor_column = var(-1)  # a bin; -1: the last one
 
@@ -366,7 +356,6 @@ class LayerHeatMap(Widget, can_focus=True):
         column = self._column()
         self.cursor_column = max(0, min(len(self._bins) - 1, column + dx))
         self.cursor_row = max(0, min(len(self.data.rows) - 1, self.cursor_row + dy))
-        self._announce()
 
     def _column(self) -> int:
         if not self._bins:
@@ -395,27 +384,24 @@ class LayerHeatMap(Widget, can_focus=True):
             self.top = self.cursor_row - shown + 1
         self.top = max(0, min(self.top, max(0, len(self.data.rows) - shown)))
 
-    def _announce(self) -> None:
-        if self.data.rows and self._bins:
-            first, end, _ = self._bins[self._column()]
-            numbers = self.data.iterations
-            self.post_message(self.CellChosen(self.data.rows[self.cursor_row], numbers[first],
-                                              numbers[end - 1]))
-
     def on_click(self, event: events.Click) -> None:
+        """A click on a cell puts the cursor there."""
         self._lay_out()
         label, map_width, _ = self._geometry
-        row = self.top + event.y - HEADER_LINES
-        if not 0 <= event.y - HEADER_LINES < self.rows_shown or row >= len(self.data.rows) or event.x < label:
+        where = event.get_content_offset(self)
+        if where is None:
             return
-        offset = (event.x - label) % (map_width + _GAP)
+        line = where.y - HEADER_LINES
+        row = self.top + line
+        if not 0 <= line < self.rows_shown or row >= len(self.data.rows) or where.x < label:
+            return
+        offset = (where.x - label) % (map_width + _GAP)
         if offset >= map_width:
             return
         x = 0
         for j, (_, _, cells) in enumerate(self._bins):
             if x <= offset < x + cells:
                 self.cursor_row, self.cursor_column = row, j
-                self._announce()
                 return
             x += cells
 

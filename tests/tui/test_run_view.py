@@ -119,6 +119,11 @@ async def test_enter_on_an_event_puts_the_heat_maps_cursor_on_its_iteration(reco
         assert "|Δ|/|p|" in heat.cursor_text() and "above band" in heat.cursor_text()
         detail = str(app.screen.query_one("#run-event-detail").render())
         assert detail.startswith("iteration 5 · nonfinite: a gradient is NaN/Inf")
+        # a click on a cell: layer "0" (the first row under the maps' titles), iteration 2
+        label = heat._geometry[0]
+        second_column = 1 + label + heat._bins[0][2]  # the border, the labels, column 1
+        await pilot.click(LayerHeatMap, offset=(second_column, 2))
+        assert heat.cursor_text().startswith("0 · iteration 2 ·")
         await pilot.press("q")
     assert app.return_code == 0
 
