@@ -229,7 +229,7 @@ class HeatLayer:
     """
 
     name: str  # short, for the cursor's line: "|grad|"
-    title: str  # over the map: "gradient norm per layer"
+    title: str  # over the map: "|grad| per layer"
     values: Sequence[Sequence[float]]
     scale: LogScale | BandScale
     nonfinite: Sequence[Sequence[bool]] | None = None
@@ -247,8 +247,9 @@ class _Data:
 class LayerHeatMap(Widget, can_focus=True):
     """Layers (rows) x iterations (columns) for one or more maps side by side.
 
-    ``show(rows, iterations, maps, marks)`` with plain lists; arrows move a cursor
-    whose cell is read out under the maps, for every map, in numbers.
+    ``show(rows, iterations, maps, marks)`` with plain lists; the arrows (or a click)
+    move a cursor whose cell is read out in numbers, for every map, in the border's
+    subtitle.
     """
 
     BINDINGS = [
@@ -316,7 +317,7 @@ class LayerHeatMap(Widget, can_focus=True):
         return cached
 
     def cursor_text(self) -> str:
-        """The cursor's cell in words, as the line under the maps says it."""
+        """The cursor's cell in words, as the border's subtitle says it."""
         return self._cursor_line().plain
 
     # ---------------------------------------------------------------- geometry
