@@ -32,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("scenario", metavar="NAME", help="a built-in demo (gradviz list)")
     demo.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
 
-    open_ = commands.add_parser("open", parents=[common], help="open the app on a scenario file")
-    open_.add_argument("scenario", metavar="FILE", help="a .py file that defines build()")
+    open_ = commands.add_parser("open", parents=[common],
+                                help="open the app on a scenario file, or on a training record")
+    open_.add_argument("scenario", metavar="FILE",
+                       help="a .py file that defines build(), or a RUN.db of gradviz.watch")
     open_.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
 
     export = commands.add_parser(
@@ -156,6 +158,17 @@ def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "demo" and scenario not in BUILTIN_NAMES:
         parser.error(f"no demo named {scenario!r}: choose one of {', '.join(BUILTIN_NAMES)}")
     # Arguments fail here, in one line, before the app takes the screen.
+    from gradviz.core.run_record import looks_like_record
+
+    if args.command == "open" and looks_like_record(scenario):  # gradviz.watch's record
+        from gradviz.tui.run_view import make_record_app  # no torch: a record is plain data
+
+        record_app = make_record_app(scenario)  # reads it; RecordError on a bad file
+        if not has_terminal():
+            raise GradvizError("the app needs a terminal (stdin and stdout are not one): "
+                               f"gradviz report {scenario} prints the run instead")
+        record_app.run()
+        return record_app.return_code or 0
     if args.command == "open":
         check_file(scenario, "scenario file")
     if getattr(args, "weights", None):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gradviz.core.graph import ACCUMULATE_GRAD, _saved_attrs, walk_graph
+from gradviz.core.graph import ACCUMULATE_GRAD, walk_graph
 from gradviz.core.stepper import BackwardStepper, StepEvent
 
 
@@ -154,6 +154,18 @@ def _made_nonfinite(event: StepEvent) -> bool:
 def _origin(phase, node, op, module, model, detail) -> Origin:
     file, line = forward_location(model, module)
     return Origin(phase, node, op, module, file, line, detail)
+
+
+_SAVED_ATTRS: dict[type, tuple[str, ...]] = {}
+
+
+def _saved_attrs(node_type: type) -> tuple[str, ...]:
+    """A C++ node type's ``_saved_*`` attributes, found once per type."""
+    attrs = _SAVED_ATTRS.get(node_type)
+    if attrs is None:
+        attrs = _SAVED_ATTRS[node_type] = tuple(a for a in dir(node_type)
+                                                if a.startswith("_saved_"))
+    return attrs
 
 
 def _saved_tensors(fn) -> list[torch.Tensor]:

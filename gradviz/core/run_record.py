@@ -24,7 +24,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gradviz.core.errors import GradvizError
@@ -203,6 +203,8 @@ class RunHistory:
     ``layer_grad_norms[j][i]`` and ``layer_update_ratios[j][i]`` are layer
     ``layers[j]`` at ``iterations[i]`` (NaN where it had no gradient or no step);
     a layer's norms combine its own parameters' (``sqrt(sum of squares)``).
+    ``layer_nonfinite[j][i]`` tells the two NaNs of a gradient norm apart: True
+    where a parameter of the layer had a NaN/Inf gradient, False where it had none.
     """
 
     info: RunInfo
@@ -213,6 +215,7 @@ class RunHistory:
     layer_update_ratios: list[list[float]]
     events: list[EventRecord]
     total_iterations: int = 0  # in the record, before ``last`` / ``points`` thinned them
+    layer_nonfinite: list[list[bool]] = field(default_factory=list)
 
     @property
     def iteration_numbers(self) -> list[int]:
@@ -398,6 +401,27 @@ def _real(value: float | None) -> float | None:
 
 
 # ------------------------------------------------------------------ reading
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Names that mean a record even when the file is missing, empty or not SQLite.
+RECORD_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def looks_like_record(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is meant as a record (for ``gradviz open``, which also opens
+    scenario files): a name ending in :data:`RECORD_SUFFIXES`, or any SQLite file.
+    Whether it is a readable gradviz record is for :class:`RunRecord` to say, in one
+    line: another program's database or a corrupt one should hear that, not be
+    imported as Python."""
+    path = Path(path)
+    if path.suffix.lower() in RECORD_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    except OSError:
+        return False
+
+
 class RunRecord:
     """A record file opened read-only; ``runs`` and ``history(run)`` as plain data."""
 
@@ -516,6 +540,7 @@ def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
     update_sq = [[0.0] * len(iterations) for _ in layers]
     param_sq = [[0.0] * len(iterations) for _ in layers]
     has_grad = [[False] * len(iterations) for _ in layers]
+    nonfinite = [[False] * len(iterations) for _ in layers]
     stepped = [[False] * len(iterations) for _ in layers]
     for it, param, grad, pnorm, update, flags in db.execute(
             "SELECT iteration, param, grad_norm, param_norm, update_norm, flags "
@@ -527,7 +552,7 @@ def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
             continue
         if flags & NONFINITE_GRAD:
             grad_sq[j][i] = math.nan
-            has_grad[j][i] = True
+            has_grad[j][i] = nonfinite[j][i] = True
         elif grad is not None:
             grad_sq[j][i] += grad * grad
             has_grad[j][i] = True
@@ -542,7 +567,8 @@ def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
     events = [EventRecord(*row) for row in db.execute(
         "SELECT iteration, kind, subject, detail, node, op, module, file, line FROM events "
         "WHERE run = ? ORDER BY iteration, rowid", (run,))]
-    return RunHistory(info, params, iterations, layers, grad_norms, ratios, events, total)
+    return RunHistory(info, params, iterations, layers, grad_norms, ratios, events, total,
+                      nonfinite)
 
 
 def _nan(value: float | None) -> float:
