@@ -182,8 +182,11 @@ def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def has_terminal() -> bool:
-    """The app draws on stdout and reads keys from stdin: both must be a terminal."""
-    return sys.stdin.isatty() and sys.stdout.isatty()
+    """The app draws on stdout and reads keys from stdin: both must be a terminal, or a
+    Textual driver must stand in for one (textual-serve's web driver, for gradviz serve)."""
+    import os
+
+    return bool(os.environ.get("TEXTUAL_DRIVER")) or (sys.stdin.isatty() and sys.stdout.isatty())
 
 
 def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -23,6 +23,7 @@ import math
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -389,11 +390,28 @@ def _connect_for_writing(path: Path | None) -> sqlite3.Connection:
     try:
         connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
                                      timeout=30.0)
-        connection.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(connection)
         connection.execute("PRAGMA synchronous = NORMAL")
     except sqlite3.Error as error:
         raise RecordError(f"cannot write the record {path}: {error}") from None
     return connection
+
+
+def _switch_to_wal(connection: sqlite3.Connection, patience: float = 30.0) -> None:
+    """``PRAGMA journal_mode = WAL``, waiting for the other ranks of a job that open the
+    same file at the same moment: SQLite answers this pragma "database is locked" at
+    once instead of calling its busy handler."""
+    deadline = time.monotonic() + patience
+    delay = 0.01
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
 
 def _real(value: float | None) -> float | None:

@@ -411,6 +411,10 @@ class SessionState:
                 listener(after)
 
     def _set(self, **changes) -> None:
+        """Apply ``changes``; a transition that changes nothing is no change (no new
+        version, no listener called)."""
+        if all(getattr(self._view, name) == value for name, value in changes.items()):
+            return
         self._view = replace(self._view, **changes, version=self._view.version + 1)
         if "stopping" in changes:
             if changes["stopping"]:

@@ -96,4 +96,4 @@ def open_app(pause: TrainingPause) -> None:
     """Open the app on a break's session; returns when it is closed."""
     from gradviz.tui.app import run_app
 
-    run_app(session=pause.session)
+    run_app(pause=pause)

@@ -31,10 +31,13 @@ from gradviz.core.session_state import Action, Activity, Phase, SessionState, St
 from gradviz.tui.graph_view import GraphState, GraphView
 from gradviz.tui.panels import ChecksPanel, ForwardLog, Inspector, ParamsTable, forward_step_lines
 from gradviz.tui.plots import GradFlow, LossPlot
+from gradviz.tui.run_so_far import RunSoFar
+from gradviz.tui.run_view import RunScreen
 from gradviz.tui.screens import HelpScreen, PickerScreen
 
 if TYPE_CHECKING:
     from gradviz.core.progress import Progress
+    from gradviz.core.watch_break import TrainingPause
     from gradviz.core.session import Session
 
 #: Graphs over this many nodes start with their modules folded into one row each.
@@ -53,7 +56,8 @@ _KEY_ACTIONS = {"step": Action.STEP, "continue": Action.CONTINUE, "optimizer": A
 class GradvizApp(App[int]):
     """The app; give it a scenario name or path, a ready Session, or neither (a picker)."""
 
-    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: subclasses live elsewhere
+    CSS_PATH = [Path(__file__).with_name("app.tcss"),  # absolute: subclasses live elsewhere
+                Path(__file__).with_name("run_view.tcss")]
     TITLE = "gradviz"
     AUTO_FOCUS = "#graph"
     BINDINGS = [
@@ -69,6 +73,8 @@ class GradvizApp(App[int]):
         Binding("p", "picker", "open", id="picker"),
         Binding("escape", "stop", "stop", show=False, id="stop"),
         Binding("question_mark", "help", "help", id="help"),
+        Binding("x", "stop_training", "stop training", id="stop-training"),
+        Binding("r", "run_so_far", "run", id="run-so-far", show=False),
         Binding("q", "quit", "quit", id="quit"),
     ]
 
@@ -131,8 +137,12 @@ class GradvizApp(App[int]):
             self.key = key
 
     def __init__(self, scenario: str | None = None, *, weights: str | None = None,
-                 session: Session | None = None, export_dir: str | Path = ".") -> None:
+                 session: Session | None = None, export_dir: str | Path = ".",
+                 pause: TrainingPause | None = None) -> None:
         super().__init__()
+        self.pause = pause  # a gradviz.watch break opened the app: its run, a way to stop it
+        if pause is not None:
+            session = pause.session
         self.scenario_ref = scenario
         self.weights = weights
         self.session: Session | None = session
@@ -164,6 +174,7 @@ class GradvizApp(App[int]):
         with Horizontal(id="main"):
             yield GraphView(id="graph")
             with Vertical(id="side"):
+                yield RunSoFar(id="run-so-far")
                 yield Inspector(id="inspector")
                 with TabbedContent(id="tabs"):
                     with TabPane("parameters", id="params-tab"):
@@ -185,6 +196,9 @@ class GradvizApp(App[int]):
         self.query_one("#tabs").border_title = "parameters and optimizer"
         self.query_one("#find").display = False
         self._narrow(self.size.width, self.size.height)
+        if self.pause is not None:
+            self.add_class("-paused")
+            self.query_one(RunSoFar).show(self.pause.history, self.pause.brk)
         if self.session is not None:  # a graph from gradviz.show()
             self.session.on_new_graph = self._lay_out_on_engine
             self._adopt(self.session)
@@ -361,7 +375,9 @@ class GradvizApp(App[int]):
             params.show_grad(name, summary)
         if progress.flow:
             self.flow.update(progress.flow)
-            if self._flow_timer is None:  # a plot per gradient would cost a frame each
+            if progress.finished:  # the last gradients: draw them now, not in a quarter second
+                self._draw_flow()
+            elif self._flow_timer is None:  # a plot per gradient would cost a frame each
                 self._flow_timer = self.set_timer(FLOW_EVERY, self._draw_flow)
         view = self.query_one(GraphView)
         view.show_state(state, changed)
@@ -372,6 +388,8 @@ class GradvizApp(App[int]):
             self._inspect(progress.pending or last)
 
     def _draw_flow(self) -> None:
+        if self._flow_timer is not None:
+            self._flow_timer.stop()
         self._flow_timer = None
         if self.session is not None:
             order = list(self.session.leaves)
@@ -510,7 +528,6 @@ class GradvizApp(App[int]):
             return
         self._rendered_version = view.version
         if not view.busy and self._flow_timer is not None:  # the work is over: draw it now
-            self._flow_timer.stop()
             self._draw_flow()
         self._render_status(view)
         self._render_welcome(view)
@@ -566,6 +583,8 @@ class GradvizApp(App[int]):
             return True if self.state.view().available(wanted) else None
         if action in ("modules", "find"):
             return True if self._shown_graph is not None else None
+        if action in ("stop_training", "run_so_far"):
+            return self.pause is not None  # False hides them: no training loop behind the app
         return True
 
     def _request(self, action: Action) -> None:
@@ -641,6 +660,17 @@ class GradvizApp(App[int]):
         find = self.query_one("#find", Input)
         find.display = True
         find.focus()
+
+    def action_stop_training(self) -> None:
+        """Close the app and stop the watched loop: it raises TrainingStopped there."""
+        if self.pause is not None:
+            self.pause.request_stop()
+            self.action_quit()
+
+    def action_run_so_far(self) -> None:
+        if self.pause is not None:
+            self.push_screen(RunScreen(self.pause.history,
+                                       source=f"break at iteration {self.pause.brk.iteration}"))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -724,16 +754,16 @@ def status_line(view: StateView, graph, width: int = 1000) -> str:
             return f"error: {view.failure.message}"
         return "no scenario: p to choose one"
     way_on = "f new forward" if view.can_forward else ""
+    iteration = [(5, f"iteration {view.iteration}")] if view.has_optimizer else []
     if view.phase is Phase.FORWARD:
-        parts = [(4, view.scenario), (5, f"iteration {view.iteration}"),
+        parts = [(4, view.scenario), *iteration,
                  (3, f"forward: {_count(view.ops, 'operation')}, {_count(view.nodes, 'node')}"),
                  (2, "s next operation, c the rest, esc abandons")]
     elif view.phase is Phase.NONE:
-        parts = [(4, view.scenario), (5, f"iteration {view.iteration}"),
+        parts = [(4, view.scenario), *iteration,
                  (2, "no graph: f a forward pass, s one operation at a time")]
     else:
-        parts = [(4, view.scenario), (5, f"iteration {view.iteration}"),
-                 (3, f"step {view.done}/{view.nodes}")]
+        parts = [(4, view.scenario), *iteration, (3, f"step {view.done}/{view.nodes}")]
     if view.phase is Phase.PAUSED and view.failure is None:
         pending = view.pending
         roots = graph.graph.get("roots") if graph is not None else None

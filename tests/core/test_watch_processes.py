@@ -143,6 +143,10 @@ with gradviz.watch(model, optimizer, record=sys.argv[3], at=3, break_on=("nonfin
         optimizer.step()
 print(rank, len(taken), w.iteration, flush=True)
 dist.destroy_process_group()
+# gloo's teardown at interpreter exit now and then aborts ("terminate called without an
+# active exception": 1 run in 8 under the test runner, none in 40 plain runs, with or
+# without gradviz.watch): the record and the output are complete by now, so skip it.
+os._exit(0)
 """
 
 

@@ -2,11 +2,14 @@
 
 import asyncio
 
+import pytest
 import torch
 from torch import nn
 
 import gradviz
 from gradviz.tui.app import make_app
+from gradviz.tui.run_so_far import RunSoFar
+from gradviz.tui.run_view import RunScreen
 
 from .conftest import press, settle
 
@@ -28,8 +31,9 @@ def test_a_nonfinite_break_opens_the_app_on_that_graph_and_closing_it_resumes(mo
 
     seen = []
 
-    async def drive(session):
-        app = make_app(session=session)
+    async def drive(pause):
+        session = pause.session
+        app = make_app(pause=pause)
         async with app.run_test(size=(120, 40)) as pilot:
             await settle(app, pilot)
             status = str(app.query_one("#status").render())
@@ -40,7 +44,7 @@ def test_a_nonfinite_break_opens_the_app_on_that_graph_and_closing_it_resumes(mo
             seen.append(session.stepper.first_nonfinite.node)
             await pilot.press("q")
 
-    monkeypatch.setattr(app_module, "run_app", lambda session: asyncio.run(drive(session)))
+    monkeypatch.setattr(app_module, "run_app", lambda pause: asyncio.run(drive(pause)))
     torch.manual_seed(0)
     model = DeadUnitNet()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -57,3 +61,43 @@ def test_a_nonfinite_break_opens_the_app_on_that_graph_and_closing_it_resumes(mo
             optimizer.step()
     assert "step 1/" in seen[0] and seen[1] == "SqrtBackward0#0"
     assert w.iteration == 5 and [b.iteration for b in w.breaks] == [3]
+
+
+def test_the_break_shows_the_run_so_far_and_x_stops_training(monkeypatch):
+    import gradviz.tui.app as app_module
+
+    seen = {}
+
+    async def drive(pause):
+        app = make_app(pause=pause)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            panel = app.query_one(RunSoFar)
+            seen["title"] = str(panel.border_title)
+            seen["reason"] = str(app.query_one("#run-so-far-reason").render())
+            seen["losses"] = app.query_one("#run-so-far-loss").iterations
+            await pilot.press("r")
+            seen["screen"] = type(app.screen)
+            await pilot.press("escape")
+            await pilot.press("x")
+
+    monkeypatch.setattr(app_module, "run_app", lambda pause: asyncio.run(drive(pause)))
+    torch.manual_seed(0)
+    model = DeadUnitNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    with pytest.raises(gradviz.TrainingStopped, match="iteration 3"):
+        with gradviz.watch(model, optimizer, break_on=("nonfinite",), on_break="app"):
+            for i in range(1, 6):
+                if i == 3:
+                    with torch.no_grad():
+                        model.hidden.weight[0].zero_()
+                        model.hidden.bias[0].zero_()
+                loss = nn.functional.mse_loss(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    assert seen["title"] == "break at iteration 3 · the run so far"
+    assert seen["reason"].startswith("nonfinite: a gradient is NaN/Inf")
+    assert "started at SqrtBackward0#0" in seen["reason"]
+    assert seen["losses"] == [1, 2] and seen["screen"] is RunScreen
