@@ -17,7 +17,7 @@ import sys
 import torch
 
 #: The row modules, in the order the table shows them.
-MODULES = ["walker_rows", "stepper_rows", "app_rows"]
+MODULES = ["walker_rows", "stepper_rows", "zoo_rows", "app_rows"]
 
 
 def main(argv: list[str]) -> None:
