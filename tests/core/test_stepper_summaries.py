@@ -1,0 +1,71 @@
+"""summarize(): the statistics a person reads, exact to display precision for every layout."""
+
+import math
+
+import pytest
+import torch
+
+from gradviz import summarize
+
+
+def reference(tensor):
+    values = tensor.detach().abs() if tensor.is_complex() else tensor.detach()
+    values = values.double().reshape(-1)
+    return {
+        "norm": float(values.norm()),
+        "mean": float(values.mean()),
+        "std": float(values.std(correction=0)),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "sample": tuple(values[:6].tolist()),
+    }
+
+
+def _layouts():
+    torch.manual_seed(0)
+    yield "contiguous", torch.randn(2, 3, 5, 7)
+    yield "transposed", torch.randn(40, 30).t()
+    yield "permuted", torch.randn(2, 9, 9, 16).permute(0, 3, 1, 2)
+    yield "channels-last", torch.randn(2, 3, 8, 8).to(memory_format=torch.channels_last)
+    yield "expanded", torch.randn(3, 1).expand(3, 50)
+    yield "sliced", torch.randn(20, 20)[:, 3:9]
+    yield "size-one dims", torch.randn(6, 1, 1, 2).permute(2, 1, 3, 0)
+    yield "mean far above the spread", torch.randn(1000) * 1e-3 + 100.0
+    yield "a constant", torch.full((500,), 0.25)
+    yield "half", torch.randn(16, 16).half()
+    yield "integers", torch.arange(-5, 12)
+    yield "complex", torch.randn(20, dtype=torch.complex64)
+    yield "a scalar", torch.tensor(-2.5)
+
+
+@pytest.mark.parametrize(("name", "tensor"), list(_layouts()), ids=[n for n, _ in _layouts()])
+def test_statistics_match_float64_for_every_layout(name, tensor):
+    summary, expected = summarize(tensor), reference(tensor)
+    assert summary.shape == tuple(tensor.shape) and summary.numel == tensor.numel()
+    assert summary.norm == pytest.approx(expected["norm"], rel=2e-6)
+    assert summary.mean == pytest.approx(expected["mean"], rel=2e-6, abs=1e-9)
+    assert summary.std == pytest.approx(expected["std"], rel=1e-5, abs=1e-7 * abs(expected["mean"]))
+    assert (summary.min, summary.max) == (expected["min"], expected["max"])
+    assert summary.sample == pytest.approx(expected["sample"], rel=1e-6)  # the tensor's order
+    assert summary.finite and (summary.nan, summary.inf) == (0, 0)
+
+
+def test_a_constant_has_no_spread():
+    assert summarize(torch.ones(10_000)).std == 0.0
+
+
+def test_nan_and_inf_are_counted():
+    summary = summarize(torch.tensor([1.0, math.nan, math.inf, -math.inf, 2.0]))
+    assert (summary.nan, summary.inf) == (1, 2) and not summary.finite
+    assert math.isnan(summary.std)
+
+
+def test_finite_values_whose_squares_overflow_float32():
+    summary = summarize(torch.tensor([3e38, -3e38, 3e38]))
+    assert summary.finite and summary.norm == pytest.approx(3e38 * math.sqrt(3))
+    assert summary.mean == pytest.approx(1e38)
+
+
+def test_an_empty_tensor():
+    summary = summarize(torch.ones(0, 3))
+    assert summary.numel == 0 and summary.sample == () and math.isnan(summary.mean)
