@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator
 
 import torch
-
 from common import Row
 
 PAIRS = 7  # plain / stepped pairs per model

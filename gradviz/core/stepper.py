@@ -12,8 +12,7 @@ the gradients are the engine's: nothing is replayed or recomputed here.
 What the hooks do is kept to a few attribute writes: no summaries, no copies
 (one for a leaf's accumulated ``.grad``), no waking the caller unless it waits
 for that very node. Summaries are computed when first read, or when an event's
-tensors leave the bounded history; then the caller's thread does it while it
-waits in :meth:`~BackwardStepper.run`, ahead of the engine where it can.
+tensors leave the bounded history (then in the post-hook: the engine waits).
 
 A node that starts while another is running is not held: that happens inside a
 reentrant backward (``checkpoint(use_reentrant=True)`` runs one inside its node),
@@ -73,7 +72,11 @@ class Pause(enum.Enum):
 
 @dataclass(slots=True)
 class KeptTensors:
-    """The tensors behind an event's summaries, while they fit the history budget."""
+    """The tensors behind an event's summaries, while they fit the history budget.
+
+    ``nbytes`` counts all of them; the budget counts a tensor once however many events
+    hold it (what a node sends is, as a rule, what its child receives).
+    """
 
     grad_outputs: tuple[torch.Tensor | None, ...]
     grad_inputs: tuple[torch.Tensor | None, ...]
@@ -261,12 +264,8 @@ class _Backward:
         self.events: list[StepEvent] = []  # in the order the engine started them
         self.last_finished: StepEvent | None = None
         self.kept: collections.deque[StepEvent] = collections.deque()
-        self.kept_bytes = 0
-        # Summarizing ahead of eviction, on the caller's thread while it waits in run():
-        self.to_summarize: collections.deque[StepEvent] = collections.deque()  # kept, in order
-        self.claimed: StepEvent | None = None  # being summarized by the caller now
-        self.claimed_evicted = False  # ... and evicted meanwhile: the caller releases it
-        self.caller_idle = False  # the caller waits in run(), ready to summarize
+        self.kept_bytes = 0  # of the distinct tensors kept events hold
+        self.kept_refs: dict[int, int] = {}  # id(tensor) -> kept events holding it
         self.handles: list[Any] = []
         self.worker: threading.Thread | None = None
 
@@ -339,7 +338,7 @@ class _Backward:
         runs = self.runs
         names = self.thread_names
         kept = self.kept
-        to_summarize = self.to_summarize
+        kept_refs = self.kept_refs
         breakpoints = self.breakpoints
         perf_counter = time.perf_counter
         get_ident = threading.get_ident
@@ -403,12 +402,16 @@ class _Backward:
                 event.duration = ended - event._started
                 self.last_finished = event
                 kept.append(event)
-                to_summarize.append(event)
-                self.kept_bytes += nbytes
+                for tensor in (*incoming, *grad_inputs, param_grad):
+                    if tensor is not None:
+                        key = id(tensor)
+                        count = kept_refs.get(key)
+                        if count is None:
+                            kept_refs[key] = 1
+                            self.kept_bytes += tensor.nbytes
+                        else:
+                            kept_refs[key] = count + 1
                 evicted = self.evict() if self.kept_bytes > self.history_bytes else ()
-                if self.caller_idle and self.kept_bytes > self.history_bytes >> 1:
-                    self.caller_idle = False
-                    self.cond.notify_all()  # the caller may summarize ahead of eviction
                 if stop or node[0] == self.target:
                     self.hold_next_node(Pause.TARGET)
                 awaited = self.awaited
@@ -459,13 +462,20 @@ class _Backward:
         """The oldest events whose tensors no longer fit the budget, taken out of the
         history (holding the lock); they are summarized and released outside it."""
         evicted = []
+        kept_refs = self.kept_refs
         while self.kept_bytes > self.history_bytes and self.kept:
             oldest = self.kept.popleft()
-            self.kept_bytes -= oldest.tensors.nbytes
-            if oldest is self.claimed:
-                self.claimed_evicted = True  # the caller releases it once summarized
-            else:
-                evicted.append(oldest)
+            held = oldest.tensors
+            for tensor in (*held.grad_outputs, *held.grad_inputs, held.param_grad):
+                if tensor is not None:
+                    key = id(tensor)
+                    count = kept_refs[key] - 1
+                    if count:
+                        kept_refs[key] = count
+                    else:
+                        del kept_refs[key]
+                        self.kept_bytes -= tensor.nbytes
+            evicted.append(oldest)
         return evicted
 
     # -------------------------------------------------------- caller's side
@@ -481,38 +491,6 @@ class _Backward:
 
     def paused(self) -> bool:
         return bool(self.held) or self.state != _RUNNING
-
-    def wait_summarizing(self) -> None:
-        """Wait (holding the lock) until the engine pauses or ends; meanwhile summarize
-        the oldest kept events once the history is half full, so that evicting them
-        later, inside the engine's post-hook, only drops references."""
-        while not self.paused():
-            event = self.next_to_summarize()
-            if event is None:
-                self.caller_idle = True
-                self.wait(lambda: self.paused() or not self.caller_idle)
-                self.caller_idle = False
-                continue
-            self.claimed = event
-            self.lock.release()
-            try:
-                event.summarize()
-            finally:
-                self.lock.acquire()
-                self.claimed = None
-                if self.claimed_evicted:
-                    self.claimed_evicted = False
-                    event.tensors = None
-
-    def next_to_summarize(self) -> StepEvent | None:
-        """The oldest kept event still without summaries, if the history is half full."""
-        if self.kept_bytes <= self.history_bytes >> 1:
-            return None
-        while self.to_summarize:
-            event = self.to_summarize.popleft()
-            if event.tensors is not None and event._summaries is None:
-                return event
-        return None
 
     def update_ready(self) -> None:
         """Count the events finished since last time into `ready` (holding the lock)."""
@@ -817,7 +795,7 @@ class BackwardStepper:
             backward.cond.notify_all()
             try:
                 with frozen_heap():
-                    backward.wait_summarizing()
+                    backward.wait(backward.paused)
             finally:
                 backward.target = backward.stop_when = backward.deadline = None
                 backward.hold_next_node(Pause.STEPPING)
