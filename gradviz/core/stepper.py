@@ -1,9 +1,10 @@
 """BackwardStepper: PyTorch's own backward engine, paused between autograd nodes.
 
-``torch.autograd.backward`` runs on a worker thread. Every node of the graph gets
+``torch.autograd.backward`` runs on a backward thread (see
+:mod:`gradviz.core.backward_threads`). Every node of the graph gets
 a pre-hook and a post-hook (``Node.register_prehook`` / ``Node.register_hook``).
 The pre-hook, on whichever thread the engine runs that node (CPU nodes: the
-worker; CUDA nodes: the engine's device threads), records that the node started
+backward thread; CUDA nodes: the engine's device threads), records that the node started
 and, when the caller steps one node at a time (or a breakpoint, a target or a
 time limit says so), waits until :meth:`BackwardStepper.step` lets it go; the
 post-hook records what the node sent along each edge. The order is the engine's,
@@ -43,7 +44,7 @@ from typing import Any
 import networkx as nx
 import torch
 
-from gradviz.core.deep_graphs import WORKER_STACK_BYTES
+from gradviz.core import backward_threads
 from gradviz.core.errors import GradvizError, GraphError
 from gradviz.core.graph import Roots, discover, root_nodes, walk_graph
 from gradviz.core.quiet_gc import frozen_heap, paused_gc
@@ -221,13 +222,13 @@ class _Hold:
 
 
 _NEW, _RUNNING, _FINISHED, _FAILED, _ABORTED = "new", "running", "finished", "failed", "aborted"
-_POLL = 0.1  # seconds between checks that the worker is alive, while waiting on it
+_POLL = 0.1  # seconds between checks that backward is alive, while waiting on it
 
 
 class _Backward:
-    """One ``torch.autograd.backward`` on a worker thread, and what its hooks share.
+    """One ``torch.autograd.backward`` on a backward thread, and what its hooks share.
 
-    Separate from :class:`BackwardStepper` so that neither the worker nor the hooks
+    Separate from :class:`BackwardStepper` so that neither that thread nor the hooks
     keep the stepper alive: dropping the last reference to a stepper ends its
     backward (a ``weakref.finalize`` calls :meth:`request_abort`).
     """
@@ -267,7 +268,7 @@ class _Backward:
         self.kept_bytes = 0  # of the distinct tensors kept events hold
         self.kept_refs: dict[int, int] = {}  # id(tensor) -> kept events holding it
         self.handles: list[Any] = []
-        self.worker: threading.Thread | None = None
+        self.job: backward_threads.Job | None = None
 
         self.children = {key: list(graph.successors(key)) for key in keys}
         self.waiting_parents = {key: graph.in_degree(key) for key in keys}
@@ -290,16 +291,11 @@ class _Backward:
                     self.handles.append(fn.register_prehook(partial(pre_hook, node)))
                     self.handles.append(fn.register_hook(partial(post_hook, node)))
             self.state = _RUNNING
-        previous = threading.stack_size()
-        threading.stack_size(WORKER_STACK_BYTES)  # the worker may free a deep graph
-        try:
-            self.worker = threading.Thread(target=self.backward, name="gradviz-backward",
-                                           daemon=True)
-            self.worker.start()
-        finally:
-            threading.stack_size(previous)
+        self.job = backward_threads.submit(self.backward)
 
-    def backward(self) -> None:
+    def backward(self) -> bool:
+        """Run backward to its end (on a backward thread); whether that thread may wait
+        for another pass: not after an abort (the app quitting, a new forward pass)."""
         outcome, error = _FINISHED, None
         try:
             torch.autograd.backward(self.roots, grad_tensors=self.gradient,
@@ -323,6 +319,7 @@ class _Backward:
                 self.stacks.clear()
                 self.held.clear()
                 self.cond.notify_all()
+        return outcome != _ABORTED
 
     # ---------------------------------------------------------------- hooks
     def make_hooks(self):
@@ -480,13 +477,13 @@ class _Backward:
 
     # -------------------------------------------------------- caller's side
     def wait(self, condition: Callable[[], Any]) -> None:
-        """Wait (holding the lock) until ``condition()``, never past the worker's end."""
+        """Wait (holding the lock) until ``condition()``, never past backward's end."""
         while not condition():
             self.cond.wait(_POLL)
-            worker = self.worker
-            if worker is not None and not worker.is_alive() and not condition():
-                if self.state == _RUNNING:  # cannot happen: the worker always sets its end
-                    raise StepperError("the backward worker ended without a word")
+            job = self.job
+            if job is not None and job.done.is_set() and not condition():
+                if self.state == _RUNNING:  # cannot happen: backward always sets its end
+                    raise StepperError("the backward thread ended without a word")
                 return
 
     def paused(self) -> bool:
@@ -552,9 +549,9 @@ class _Backward:
             return True
 
     def join(self) -> None:
-        worker = self.worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join()
+        job = self.job
+        if job is not None and job.thread is not threading.current_thread():
+            job.join()
 
 
 class BackwardStepper:

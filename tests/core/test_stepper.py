@@ -10,8 +10,15 @@ from torch.utils.checkpoint import checkpoint
 
 import gradviz
 from gradviz import BackwardStepper, GraphError, Pause, StepperError
+from gradviz.core import backward_threads
 from gradviz.core.catalog import BUILTIN_NAMES
 from gradviz.core.graph import walk_graph
+
+
+@pytest.fixture(autouse=True)
+def short_linger(monkeypatch):
+    """A thread whose backward finished waits for the next pass; here only briefly."""
+    monkeypatch.setattr(backward_threads, "LINGER", 0.05)
 
 
 def same(a, b):
@@ -47,7 +54,17 @@ def kept_bytes(events):
 
 
 def no_gradviz_threads():
-    return not [t for t in threading.enumerate() if t.name.startswith("gradviz")]
+    """No gradviz thread left, once a finished backward's thread has stopped lingering."""
+    deadline = time.monotonic() + backward_threads.LINGER + 2.0
+    while [t for t in threading.enumerate() if t.name.startswith("gradviz")]:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def gradviz_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("gradviz")]
 
 
 @pytest.mark.parametrize("name", BUILTIN_NAMES)
@@ -276,14 +293,14 @@ def test_abort_mid_backward_leaves_nothing_running(resnet18_trace):
         stepper.step()
     stepper.abort()
     assert stepper.aborted and stepper.done and len(stepper.executed) == 10
-    assert no_gradviz_threads()
+    assert not gradviz_threads()  # an aborted backward's thread ends with it
     with pytest.raises(StepperError, match="aborted"):
         stepper.step()
     stepper.abort()  # idempotent
     # Leaving the context mid-backward ends it too.
     with BackwardStepper(gradviz.load_scenario("resnet18").run_forward()[0]) as second:
         second.step()
-    assert second.aborted and no_gradviz_threads()
+    assert second.aborted and not gradviz_threads()
 
 
 def test_hooks_are_removed_after_backward():
@@ -338,13 +355,6 @@ def test_cuda_nodes_run_on_device_threads_and_still_step():
     assert no_gradviz_threads()
 
 
-def wait_for_no_gradviz_threads(seconds=5.0):
-    deadline = time.monotonic() + seconds
-    while not no_gradviz_threads() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return no_gradviz_threads()
-
-
 def hooked_chain():
     """x -> mul -> exp -> sum, with a tensor hook on the mul's output that raises."""
     x = torch.ones(3, requires_grad=True)
@@ -370,7 +380,7 @@ def test_an_exception_between_nodes_is_raised_by_the_next_step_and_placed_truly(
     with pytest.raises(StepperError, match=r"backward failed after node ExpBackward0#0 ran, "
                        r"before MulBackward0#0 started \(ZeroDivisionError\): start a new"):
         stepper.step()
-    assert wait_for_no_gradviz_threads()
+    assert no_gradviz_threads()
 
 
 def test_between_nodes_with_several_ready_nodes_no_node_is_named():
@@ -412,11 +422,11 @@ def test_a_dropped_stepper_ends_its_backward_and_its_thread():
     scenario = gradviz.load_scenario("lstm")
     stepper = BackwardStepper(scenario.run_forward()[0], model=scenario.model)
     stepper.step()
-    assert not no_gradviz_threads()
+    assert gradviz_threads()
     backward = weakref.ref(stepper._backward)
     del stepper
     gc.collect()
-    assert wait_for_no_gradviz_threads()
+    assert no_gradviz_threads()
     gc.collect()
     assert backward() is None  # nothing of it is left: hooks, events, history
 
@@ -519,7 +529,25 @@ def test_abort_from_another_thread_ends_a_run_promptly():
         runner.join(5)
         assert not runner.is_alive() and time.perf_counter() - start < 2.0
     assert stepper.aborted and 0 < len(ran) < 30_001
-    assert wait_for_no_gradviz_threads()
+    assert not gradviz_threads()
+
+
+def test_a_finished_backward_thread_runs_the_next_pass_then_ends(monkeypatch):
+    monkeypatch.setattr(backward_threads, "LINGER", 0.5)
+    threads = []
+    for _ in range(3):
+        with BackwardStepper(deep_chain(10)) as stepper:
+            stepper.run()
+            threads.append(stepper._backward.job.thread)
+    assert threads[0] is threads[1] is threads[2] and threads[0].is_alive()
+    paused = BackwardStepper(deep_chain(10))
+    paused.step()  # a pass paused while another starts: each gets a thread
+    with BackwardStepper(deep_chain(10)) as second:
+        second.step()
+        assert second._backward.job.thread is not paused._backward.job.thread
+    paused.abort()
+    threads[0].join(5)
+    assert not threads[0].is_alive() and no_gradviz_threads()
 
 
 def test_summaries_are_never_lost_and_the_history_stays_within_its_budget():
