@@ -34,6 +34,7 @@ from __future__ import annotations
 import collections
 import enum
 import functools
+import math
 import threading
 import time
 import weakref
@@ -48,7 +49,7 @@ from gradviz.core import backward_threads
 from gradviz.core.errors import GradvizError, GraphError
 from gradviz.core.graph import Roots, discover, root_nodes, walk_graph
 from gradviz.core.quiet_gc import frozen_heap, paused_gc
-from gradviz.core.summary import TensorSummary, summarize
+from gradviz.core.summary import PendingSummary, TensorSummary, summarize, summarize_later
 
 #: Full gradient tensors kept for browsing back, newest first, within this many bytes.
 DEFAULT_HISTORY_BYTES = 128 << 20
@@ -101,10 +102,10 @@ class StepEvent:
     """
 
     __slots__ = ("index", "node", "op", "module", "duration", "thread", "repeat", "inside",
-                 "tensors", "_summaries", "_finite", "_incoming", "_grad_was_empty",
-                 "_started")
+                 "tensors", "_summaries", "_queued", "_finite", "_incoming", "_at_once",
+                 "_grad_was_empty", "_started")
 
-    def __init__(self, index, node, op, module, thread, repeat, inside, incoming,
+    def __init__(self, index, node, op, module, thread, repeat, inside, incoming, at_once,
                  grad_was_empty):
         self.index = index
         self.node = node
@@ -116,8 +117,10 @@ class StepEvent:
         self.duration: float | None = None  # set when the node has finished
         self.tensors: KeptTensors | None = None
         self._summaries: tuple | None = None
+        self._queued = False  # _summaries holds summaries still queued on a device
         self._finite: tuple[bool, bool] | None = None  # (what came in, what went out)
         self._incoming = incoming  # the gradients flowing in, until the node finishes
+        self._at_once = at_once  # summarized in the hooks: the history could not keep it
         self._grad_was_empty = grad_was_empty  # a leaf whose .grad was None before it ran
         self._started = 0.0
 
@@ -147,8 +150,18 @@ class StepEvent:
         self._summarized()
 
     def release(self) -> None:
-        """Drop the full tensors, keeping their summaries."""
-        self._summarized()
+        """Drop the full tensors, keeping their summaries. Called in the engine's
+        post-hook when the history is full: a CUDA tensor's summary is queued on its
+        device there, not waited for (it is read when first asked for)."""
+        kept = self.tensors
+        if self._summaries is None and kept is not None:
+            queued = (
+                tuple(_summary_later(t) for t in kept.grad_outputs),
+                tuple(_summary_later(t) for t in kept.grad_inputs),
+                _summary_later(kept.param_grad),
+            )
+            self._queued = True  # first: a reader on another thread then reads them all
+            self._summaries = queued
         self.tensors = None
 
     def _summarized(self) -> tuple:
@@ -156,13 +169,21 @@ class StepEvent:
         if summaries is None:
             kept = self.tensors
             if kept is None:  # released by another thread, which summarized it first
-                return self._summaries
-            summaries = (
-                tuple(_summary(t) for t in kept.grad_outputs),
-                tuple(_summary(t) for t in kept.grad_inputs),
-                _summary(kept.param_grad),
-            )
+                summaries = self._summaries
+            else:
+                summaries = (
+                    tuple(_summary(t) for t in kept.grad_outputs),
+                    tuple(_summary(t) for t in kept.grad_inputs),
+                    _summary(kept.param_grad),
+                )
+                self._summaries = summaries
+                return summaries
+        if self._queued:
+            incoming, sent, grad = summaries
+            summaries = (tuple(_read(s) for s in incoming), tuple(_read(s) for s in sent),
+                         _read(grad))
             self._summaries = summaries
+            self._queued = False
         return summaries
 
     def _finiteness(self) -> tuple[bool, bool]:
@@ -188,14 +209,37 @@ _CACHED = "_gradviz_summary"
 
 def _summary(tensor: torch.Tensor | None) -> TensorSummary | None:
     """Summarize once per tensor: what a node sends is, as a rule, the very tensor its
-    child receives, so the summary rides on the tensor object (halves the work)."""
+    child receives, so the summary rides on the tensor object (halves the work), with
+    the tensor's version: the engine may add into a gradient buffer nobody else holds."""
     if tensor is None:
         return None
-    summary = getattr(tensor, _CACHED, None)
-    if summary is None:
+    version = tensor._version
+    cached = getattr(tensor, _CACHED, None)
+    if cached is None or cached[0] != version:
         summary = summarize(tensor)
-        setattr(tensor, _CACHED, summary)
+    elif type(cached[1]) is PendingSummary:
+        summary = cached[1].result()
+    else:
+        return cached[1]
+    setattr(tensor, _CACHED, (version, summary))
     return summary
+
+
+def _summary_later(tensor: torch.Tensor | None) -> TensorSummary | PendingSummary | None:
+    """:func:`_summary`, queued on the tensor's device rather than waited for."""
+    if tensor is None:
+        return None
+    version = tensor._version
+    cached = getattr(tensor, _CACHED, None)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    summary = summarize_later(tensor)
+    setattr(tensor, _CACHED, (version, summary))
+    return summary
+
+
+def _read(summary: TensorSummary | PendingSummary | None) -> TensorSummary | None:
+    return summary.result() if type(summary) is PendingSummary else summary
 
 
 def _all_finite(tensors) -> bool:
@@ -267,6 +311,13 @@ class _Backward:
         self.kept: collections.deque[StepEvent] = collections.deque()
         self.kept_bytes = 0  # of the distinct tensors kept events hold
         self.kept_refs: dict[int, int] = {}  # id(tensor) -> kept events holding it
+        # Gradients still to come, told from the graph's shapes: while more than the
+        # history holds are to come, the node now running will be evicted for sure, so
+        # its hooks summarize it at once (while its tensors are in cache) and keep none
+        # (the engine may then reuse those buffers and let .grad take the last one).
+        self.expected_bytes = sum(4 * math.prod(graph.nodes[key]["shape"] or ())
+                                  for key in keys)
+        self.produced_bytes = 0  # gradients that have flowed into nodes so far
         self.handles: list[Any] = []
         self.job: backward_threads.Job | None = None
 
@@ -344,6 +395,10 @@ class _Backward:
             key, op, module, leaf = node
             grad_was_empty = leaf is not None and leaf.grad is None
             ident = get_ident()
+            incoming_bytes = 0
+            for tensor in grad_outputs:
+                if tensor is not None:
+                    incoming_bytes += tensor.nbytes
             lock.acquire()  # not `with`: 0.25 us less per use, twice per node
             try:
                 deadline = self.deadline
@@ -358,8 +413,10 @@ class _Backward:
                     names[ident] = threading.current_thread().name
                 repeat = runs.get(key, 0)
                 runs[key] = repeat + 1
+                self.produced_bytes += incoming_bytes
+                at_once = self.expected_bytes - self.produced_bytes > self.history_bytes
                 event = StepEvent(len(events), key, op, module, names[ident], repeat,
-                                  stack[-1].node if stack else None, grad_outputs,
+                                  stack[-1].node if stack else None, grad_outputs, at_once,
                                   grad_was_empty)
                 events.append(event)
                 stack.append(event)
@@ -367,6 +424,8 @@ class _Backward:
                     hold.event = event
             finally:
                 lock.release()
+            if at_once:
+                event._incoming = tuple(_summary_later(t) for t in grad_outputs)
             event._started = perf_counter()
 
         def post_hook(node, grad_inputs, grad_outputs):
@@ -375,21 +434,30 @@ class _Backward:
             stack = stacks[get_ident()]
             event = stack[-1]
             incoming = event._incoming
-            nbytes = 0
-            for tensor in incoming:
-                if tensor is not None:
-                    nbytes += tensor.nbytes
-            for tensor in grad_inputs:
-                if tensor is not None:
-                    nbytes += tensor.nbytes
-            param_grad = None
-            if leaf is not None and leaf.grad is not None:
-                if event._grad_was_empty and len(incoming) == 1:
-                    param_grad = incoming[0]  # .grad = the gradient that came in
-                else:  # accumulated: .grad changes in place later, so copy it
-                    param_grad = leaf.grad.detach().clone()
-                    nbytes += param_grad.nbytes
-            event.tensors = KeptTensors(incoming, grad_inputs, param_grad, nbytes)
+            if event._at_once:
+                param = None
+                if leaf is not None and leaf.grad is not None:
+                    param = _summary_later(leaf.grad)  # version-checked: .grad changes later
+                event._queued = True
+                event._summaries = (incoming, tuple(_summary_later(t) for t in grad_inputs),
+                                    param)
+                incoming = grad_inputs = ()
+            else:
+                param_grad = None
+                nbytes = 0
+                for tensor in incoming:
+                    if tensor is not None:
+                        nbytes += tensor.nbytes
+                for tensor in grad_inputs:
+                    if tensor is not None:
+                        nbytes += tensor.nbytes
+                if leaf is not None and leaf.grad is not None:
+                    if event._grad_was_empty and len(incoming) == 1:
+                        param_grad = incoming[0]  # .grad = the gradient that came in
+                    else:  # accumulated: .grad changes in place later, so copy it
+                        param_grad = leaf.grad.detach().clone()
+                        nbytes += param_grad.nbytes
+                event.tensors = KeptTensors(incoming, grad_inputs, param_grad, nbytes)
             event._incoming = ()
             stop_when = self.stop_when
             stop = stop_when is not None and stop_when(event)
@@ -398,17 +466,20 @@ class _Backward:
                 stack.pop()
                 event.duration = ended - event._started
                 self.last_finished = event
-                kept.append(event)
-                for tensor in (*incoming, *grad_inputs, param_grad):
-                    if tensor is not None:
-                        key = id(tensor)
-                        count = kept_refs.get(key)
-                        if count is None:
-                            kept_refs[key] = 1
-                            self.kept_bytes += tensor.nbytes
-                        else:
-                            kept_refs[key] = count + 1
-                evicted = self.evict() if self.kept_bytes > self.history_bytes else ()
+                if event.tensors is not None:
+                    kept.append(event)
+                    for tensor in (*incoming, *grad_inputs, event.tensors.param_grad):
+                        if tensor is not None:
+                            key = id(tensor)
+                            count = kept_refs.get(key)
+                            if count is None:
+                                kept_refs[key] = 1
+                                self.kept_bytes += tensor.nbytes
+                            else:
+                                kept_refs[key] = count + 1
+                    evicted = self.evict() if self.kept_bytes > self.history_bytes else ()
+                else:
+                    evicted = ()
                 if stop or node[0] == self.target:
                     self.hold_next_node(Pause.TARGET)
                 awaited = self.awaited

@@ -46,18 +46,10 @@ class TensorSummary:
 
 def summarize(tensor: torch.Tensor) -> TensorSummary:
     """Shape, dtype, device, norm, mean, std, min, max, NaN and Inf counts, a few values."""
-    values = tensor.detach()
-    if values.is_complex():
-        values = values.abs()
-    if values.layout != torch.strided:
-        values = values.to_dense()
-    if not values.is_floating_point() or values.dtype in (torch.float16, torch.bfloat16):
-        values = values.float()
+    values = _values(tensor)
     numel = values.numel()
     if numel == 0:
-        nothing = math.nan
-        return TensorSummary(_shape(tensor), _dtype(tensor), str(tensor.device), 0,
-                             0.0, nothing, nothing, nothing, nothing, 0, 0, ())
+        return _empty(tensor)
     # The variance follows from the norm and the mean (n var = |x|^2 - n mean^2), which
     # loses precision only when the mean dwarfs the spread: then it is measured again
     # around the mean. min, max, sum and norm are NaN or Inf whenever an element is, so
@@ -67,12 +59,7 @@ def summarize(tensor: torch.Tensor) -> TensorSummary:
     total = flat.sum()
     low, high = torch.aminmax(flat)
     norm = torch.dot(flat, flat).sqrt()
-    if values.is_contiguous():
-        head = flat[:SAMPLE_SIZE]
-    else:  # the first elements in the tensor's own order, not in memory's
-        first = torch.arange(min(SAMPLE_SIZE, numel), device=values.device)
-        head = values[torch.unravel_index(first, values.shape)]
-    numbers = torch.cat([torch.stack([total, norm, low, high]), head]).tolist()
+    numbers = torch.cat([torch.stack([total, norm, low, high]), _head(values, flat)]).tolist()
     total_v, norm_v, low_v, high_v = numbers[:4]
     mean_v = total_v / numel
     nan = inf = 0
@@ -105,6 +92,75 @@ def summarize(tensor: torch.Tensor) -> TensorSummary:
         inf=inf,
         sample=tuple(numbers[4:]),
     )
+
+
+class PendingSummary:
+    """A summary whose reductions are queued on the tensor's device and not read yet:
+    :meth:`result` waits for the device, once."""
+
+    __slots__ = ("_about", "_numbers", "_summary")
+
+    def __init__(self, tensor: torch.Tensor, values: torch.Tensor):
+        self._about = (_shape(tensor), _dtype(tensor), str(tensor.device), values.numel())
+        flat = _flat_view(values)
+        # On a GPU, unlike on CPU, Welford's std_mean is as fast as a sum, and counting
+        # NaN/Inf costs little: everything is queued, nothing is read back here.
+        std, mean = torch.std_mean(flat, correction=0)
+        low, high = torch.aminmax(flat)
+        norm = torch.linalg.vector_norm(flat, dtype=torch.float64)
+        nan, inf = torch.isnan(flat).sum(), torch.isinf(flat).sum()
+        numbers = torch.stack([mean.double(), std.double(), low.double(), high.double(), norm,
+                               nan.double(), inf.double()])
+        self._numbers = torch.cat([numbers, _head(values, flat).double()])
+        self._summary: TensorSummary | None = None
+
+    def result(self) -> TensorSummary:
+        if self._summary is None:
+            numbers = self._numbers.tolist()
+            mean, std, low, high, norm, nan, inf = numbers[:7]
+            shape, dtype, device, numel = self._about
+            self._summary = TensorSummary(shape, dtype, device, numel, norm, mean, std, low,
+                                          high, int(nan), int(inf), tuple(numbers[7:]))
+            self._numbers = None
+        return self._summary
+
+
+def summarize_later(tensor: torch.Tensor) -> TensorSummary | PendingSummary:
+    """:func:`summarize` without waiting for a device: for a CUDA tensor the reductions
+    are queued behind the work that made it (no sync: a backward node's post-hook may
+    call this) and read when first needed; for a CPU tensor, the summary itself."""
+    values = _values(tensor)
+    if values.numel() == 0:
+        return _empty(tensor)
+    if values.device.type == "cpu":
+        return summarize(tensor)
+    return PendingSummary(tensor, values)
+
+
+def _values(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor's values as a real, dense, floating-point tensor (no copy if it is one)."""
+    values = tensor.detach()
+    if values.is_complex():
+        values = values.abs()
+    if values.layout != torch.strided:
+        values = values.to_dense()
+    if not values.is_floating_point() or values.dtype in (torch.float16, torch.bfloat16):
+        values = values.float()
+    return values
+
+
+def _empty(tensor: torch.Tensor) -> TensorSummary:
+    nothing = math.nan
+    return TensorSummary(_shape(tensor), _dtype(tensor), str(tensor.device), 0,
+                         0.0, nothing, nothing, nothing, nothing, 0, 0, ())
+
+
+def _head(values: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """The first few elements in the tensor's own order (not in memory's)."""
+    if values.is_contiguous():
+        return flat[:SAMPLE_SIZE]
+    first = torch.arange(min(SAMPLE_SIZE, values.numel()), device=values.device)
+    return values[torch.unravel_index(first, values.shape)]
 
 
 def _flat_view(values: torch.Tensor) -> torch.Tensor:

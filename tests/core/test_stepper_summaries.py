@@ -69,3 +69,39 @@ def test_finite_values_whose_squares_overflow_float32():
 def test_an_empty_tensor():
     summary = summarize(torch.ones(0, 3))
     assert summary.numel == 0 and summary.sample == () and math.isnan(summary.mean)
+
+
+@pytest.mark.parametrize(("name", "tensor"), list(_layouts()), ids=[n for n, _ in _layouts()])
+def test_the_queued_summary_of_cuda_tensors_gives_the_same_numbers(name, tensor):
+    """What the stepper uses for a CUDA gradient leaving its history inside the engine's
+    post-hook (queued on the device, read later), checked here on CPU."""
+    from gradviz.core.summary import PendingSummary, _values
+
+    queued, summary = PendingSummary(tensor, _values(tensor)).result(), summarize(tensor)
+    assert (queued.shape, queued.dtype, queued.device, queued.numel) == (
+        summary.shape, summary.dtype, summary.device, summary.numel)
+    for field in ("norm", "mean", "std", "min", "max"):
+        assert getattr(queued, field) == pytest.approx(getattr(summary, field), rel=1e-5,
+                                                       abs=1e-6), field
+    assert queued.sample == summary.sample and (queued.nan, queued.inf) == (0, 0)
+
+
+def test_the_queued_summary_counts_nan_and_inf():
+    from gradviz.core.summary import PendingSummary, _values
+
+    tensor = torch.tensor([1.0, math.nan, math.inf, -math.inf, 2.0])
+    queued = PendingSummary(tensor, _values(tensor)).result()
+    assert (queued.nan, queued.inf) == (1, 2) and not queued.finite
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_summarize_later_on_cuda_does_not_wait_and_matches():
+    from gradviz.core.summary import PendingSummary, summarize_later
+
+    tensor = torch.randn(256, 1024, device="cuda").t()
+    pending = summarize_later(tensor)
+    assert isinstance(pending, PendingSummary)
+    cpu = summarize(tensor.cpu())
+    result = pending.result()
+    assert result.device.startswith("cuda")
+    assert result.norm == pytest.approx(cpu.norm, rel=1e-5) and result.sample == cpu.sample
