@@ -15,6 +15,10 @@ from dataclasses import dataclass
 import torch
 
 SAMPLE_SIZE = 6
+#: CPU tensors up to this many elements are summarized in plain Python: a torch op
+#: costs a few microseconds however small its tensor, and deep chains of small ops
+#: (200,000 nodes) would spend most of their time there.
+SMALL = 64
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ def summarize(tensor: torch.Tensor) -> TensorSummary:
     numel = values.numel()
     if numel == 0:
         return _empty(tensor)
+    if numel <= SMALL and values.device.type == "cpu":
+        return _small(tensor, (values if values.dim() == 1 else values.reshape(-1)).tolist())
     # The variance follows from the norm and the mean (n var = |x|^2 - n mean^2), which
     # loses precision only when the mean dwarfs the spread: then it is measured again
     # around the mean. min, max, sum and norm are NaN or Inf whenever an element is, so
@@ -92,6 +98,26 @@ def summarize(tensor: torch.Tensor) -> TensorSummary:
         inf=inf,
         sample=tuple(numbers[4:]),
     )
+
+
+def _small(tensor: torch.Tensor, items: list[float]) -> TensorSummary:
+    """summarize() for a few elements, read out as Python floats (double precision)."""
+    numel = len(items)
+    nan = sum(1 for v in items if v != v)
+    inf = sum(1 for v in items if v in (math.inf, -math.inf))
+    total = sum(items)
+    mean = total / numel
+    norm = math.sqrt(sum(v * v for v in items))
+    if nan or inf:
+        std = math.nan
+        low = high = math.nan if nan else None
+    else:
+        std = math.sqrt(sum((v - mean) ** 2 for v in items) / numel)
+        low = high = None
+    if low is None:
+        low, high = min(items), max(items)
+    return TensorSummary(_shape(tensor), _dtype(tensor), str(tensor.device), numel, norm,
+                         mean, std, low, high, nan, inf, tuple(items[:SAMPLE_SIZE]))
 
 
 class PendingSummary:
@@ -139,7 +165,7 @@ def summarize_later(tensor: torch.Tensor) -> TensorSummary | PendingSummary:
 
 def _values(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor's values as a real, dense, floating-point tensor (no copy if it is one)."""
-    values = tensor.detach()
+    values = tensor.detach() if tensor.requires_grad else tensor  # (create_graph=True)
     if values.is_complex():
         values = values.abs()
     if values.layout != torch.strided:

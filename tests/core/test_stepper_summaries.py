@@ -54,15 +54,27 @@ def test_a_constant_has_no_spread():
     assert summarize(torch.ones(10_000)).std == 0.0
 
 
-def test_nan_and_inf_are_counted():
-    summary = summarize(torch.tensor([1.0, math.nan, math.inf, -math.inf, 2.0]))
-    assert (summary.nan, summary.inf) == (1, 2) and not summary.finite
-    assert math.isnan(summary.std)
+# Up to SMALL elements a CPU tensor is summarized in Python, beyond it with torch ops.
+SIZES = pytest.mark.parametrize("repeat", [1, 100], ids=["small", "large"])
 
 
-def test_finite_values_whose_squares_overflow_float32():
-    summary = summarize(torch.tensor([3e38, -3e38, 3e38]))
-    assert summary.finite and summary.norm == pytest.approx(3e38 * math.sqrt(3))
+@SIZES
+def test_nan_and_inf_are_counted(repeat):
+    summary = summarize(torch.tensor([1.0, math.nan, math.inf, -math.inf, 2.0] * repeat))
+    assert (summary.nan, summary.inf) == (repeat, 2 * repeat) and not summary.finite
+    assert math.isnan(summary.std) and math.isnan(summary.min) and math.isnan(summary.max)
+
+
+@SIZES
+def test_only_inf_keeps_the_extremes(repeat):
+    summary = summarize(torch.tensor([1.0, math.inf, -2.0] * repeat))
+    assert (summary.min, summary.max, summary.nan, summary.inf) == (-2.0, math.inf, 0, repeat)
+
+
+@SIZES
+def test_finite_values_whose_squares_overflow_float32(repeat):
+    summary = summarize(torch.tensor([3e38, -3e38, 3e38] * repeat))
+    assert summary.finite and summary.norm == pytest.approx(3e38 * math.sqrt(3 * repeat))
     assert summary.mean == pytest.approx(1e38)
 
 
