@@ -285,7 +285,7 @@ class _Backward:
         self.create_graph = create_graph
         self.graph = graph
         self.keys = keys
-        self.fns = fns  # held while stepping: the hooks live on these
+        self.fns = fns  # the hooks live on these; held as long as the stepper
         self.breakpoints = breakpoints
         self.history_bytes = history_bytes
 
@@ -357,10 +357,11 @@ class _Backward:
         except BaseException as raised:  # handed to the caller of step()/run()
             outcome, error = _FAILED, raised
         finally:
+            # The graph itself (roots, fns) is kept until the stepper goes: freeing it
+            # here would make run() pay for what a plain backward leaves to `del loss`.
             for handle in self.handles:
                 handle.remove()
             self.handles.clear()
-            self.roots = self.gradient = self.fns = None  # the graph is the user's again
             with self.lock:
                 if error is not None:
                     self.error = error
