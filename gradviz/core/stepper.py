@@ -776,7 +776,8 @@ class BackwardStepper:
         backward = self._backward
         if backward.state == _ABORTED:
             raise StepperError("this stepper was aborted: start a new forward pass to step again")
-        backward.start()
+        with frozen_heap():  # a collection set off by the hooks made must not scan the heap
+            backward.start()
         with backward.lock:
             backward.wait(backward.paused)
 
