@@ -9,6 +9,7 @@ taken of every gradient backward makes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -122,12 +123,20 @@ def _small(tensor: torch.Tensor, items: list[float]) -> TensorSummary:
 
 class PendingSummary:
     """A summary whose reductions are queued on the tensor's device and not read yet:
-    :meth:`result` waits for the device, once."""
+    :meth:`result` waits for the device, once. ``known``: statistics already known
+    (those of a tensor with the same elements), then only the first elements are queued.
+    """
 
-    __slots__ = ("_about", "_numbers", "_summary")
+    __slots__ = ("_about", "_known", "_numbers", "_summary")
 
-    def __init__(self, tensor: torch.Tensor, values: torch.Tensor):
-        self._about = (_shape(tensor), _dtype(tensor), str(tensor.device), values.numel())
+    def __init__(self, about: tuple, numbers: torch.Tensor, known: tuple | None = None):
+        self._about = about  # shape, dtype, device, numel
+        self._known = known  # mean, std, min, max, norm, nan, inf
+        self._numbers = numbers  # the statistics unless known, then the first elements
+        self._summary: TensorSummary | None = None
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor, values: torch.Tensor) -> PendingSummary:
         flat = _flat_view(values)
         # On a GPU, unlike on CPU, Welford's std_mean is as fast as a sum, and counting
         # NaN/Inf costs little: everything is queued, nothing is read back here.
@@ -137,18 +146,64 @@ class PendingSummary:
         nan, inf = torch.isnan(flat).sum(), torch.isinf(flat).sum()
         numbers = torch.stack([mean.double(), std.double(), low.double(), high.double(), norm,
                                nan.double(), inf.double()])
-        self._numbers = torch.cat([numbers, _head(values, flat).double()])
-        self._summary: TensorSummary | None = None
+        return cls(_about(tensor, values), torch.cat([numbers, _head(values, flat).double()]))
+
+    def statistics(self) -> tuple | torch.Tensor:
+        """The statistics as floats if known, else as the queued tensor (no wait)."""
+        if self._summary is not None:
+            return _statistics(self._summary)
+        return self._known if self._known is not None else self._numbers[:7]
 
     def result(self) -> TensorSummary:
         if self._summary is None:
             numbers = self._numbers.tolist()
-            mean, std, low, high, norm, nan, inf = numbers[:7]
+            if self._known is None:
+                known, head = numbers[:7], numbers[7:]
+            else:
+                known, head = self._known, numbers
+            mean, std, low, high, norm, nan, inf = known
             shape, dtype, device, numel = self._about
             self._summary = TensorSummary(shape, dtype, device, numel, norm, mean, std, low,
-                                          high, int(nan), int(inf), tuple(numbers[7:]))
+                                          high, int(nan), int(inf), tuple(head))
             self._numbers = None
         return self._summary
+
+
+def same_elements(tensor: torch.Tensor, other: torch.Tensor) -> bool:
+    """Whether two tensors hold exactly the same elements in the same memory: one is a
+    view, a permute, a transpose or a reshape of the other (backward passes gradients
+    on that way through every view op), so they share all statistics but the shape
+    and the first elements. Both must be alive while this is asked."""
+    return (tensor.numel() > 0 and tensor.layout == torch.strided == other.layout
+            and tensor.data_ptr() == other.data_ptr() and tensor.numel() == other.numel()
+            and tensor.dtype == other.dtype and tensor.device == other.device
+            and _is_dense(tensor) and _is_dense(other))
+
+
+def summarize_as(summary: TensorSummary | PendingSummary,
+                 tensor: torch.Tensor) -> TensorSummary | PendingSummary:
+    """The summary of ``tensor`` from ``summary``, that of a tensor with the same
+    elements (see :func:`same_elements`): only the shape and first elements are read,
+    and on a device only queued, like :func:`summarize_later`."""
+    values = _values(tensor)
+    head = _head(values, _flat_view(values))
+    if values.device.type == "cpu":
+        base = summary.result() if isinstance(summary, PendingSummary) else summary
+        return dataclasses.replace(base, shape=_shape(tensor),
+                                   sample=tuple(head.reshape(-1).tolist()))
+    known = summary.statistics() if isinstance(summary, PendingSummary) else _statistics(summary)
+    if isinstance(known, torch.Tensor):
+        return PendingSummary(_about(tensor, values), torch.cat([known, head.double()]))
+    return PendingSummary(_about(tensor, values), head.double(), known)
+
+
+def _statistics(summary: TensorSummary) -> tuple:
+    return (summary.mean, summary.std, summary.min, summary.max, summary.norm, summary.nan,
+            summary.inf)
+
+
+def _about(tensor: torch.Tensor, values: torch.Tensor) -> tuple:
+    return _shape(tensor), _dtype(tensor), str(tensor.device), values.numel()
 
 
 def summarize_later(tensor: torch.Tensor) -> TensorSummary | PendingSummary:
@@ -160,7 +215,7 @@ def summarize_later(tensor: torch.Tensor) -> TensorSummary | PendingSummary:
         return _empty(tensor)
     if values.device.type == "cpu":
         return summarize(tensor)
-    return PendingSummary(tensor, values)
+    return PendingSummary.of(tensor, values)
 
 
 def _values(tensor: torch.Tensor) -> torch.Tensor:
@@ -195,9 +250,18 @@ def _flat_view(values: torch.Tensor) -> torch.Tensor:
     tensors are copied. Order does not matter to sums and extremes."""
     if values.is_contiguous():
         return values.view(-1)
-    strides = values.stride()
-    in_memory = values.permute(sorted(range(values.dim()), key=lambda d: -strides[d]))
+    in_memory = _in_memory_order(values)
     return in_memory.view(-1) if in_memory.is_contiguous() else values.reshape(-1)
+
+
+def _is_dense(tensor: torch.Tensor) -> bool:
+    """Its elements fill one block of memory, each once (in some order of dimensions)."""
+    return tensor.is_contiguous() or _in_memory_order(tensor).is_contiguous()
+
+
+def _in_memory_order(tensor: torch.Tensor) -> torch.Tensor:
+    strides = tensor.stride()
+    return tensor.permute(sorted(range(tensor.dim()), key=lambda d: -strides[d]))
 
 
 def _shape(tensor: torch.Tensor) -> tuple[int, ...]:

@@ -89,7 +89,7 @@ def test_the_queued_summary_of_cuda_tensors_gives_the_same_numbers(name, tensor)
     post-hook (queued on the device, read later), checked here on CPU."""
     from gradviz.core.summary import PendingSummary, _values
 
-    queued, summary = PendingSummary(tensor, _values(tensor)).result(), summarize(tensor)
+    queued, summary = PendingSummary.of(tensor, _values(tensor)).result(), summarize(tensor)
     assert (queued.shape, queued.dtype, queued.device, queued.numel) == (
         summary.shape, summary.dtype, summary.device, summary.numel)
     for field in ("norm", "mean", "std", "min", "max"):
@@ -102,18 +102,47 @@ def test_the_queued_summary_counts_nan_and_inf():
     from gradviz.core.summary import PendingSummary, _values
 
     tensor = torch.tensor([1.0, math.nan, math.inf, -math.inf, 2.0])
-    queued = PendingSummary(tensor, _values(tensor)).result()
+    queued = PendingSummary.of(tensor, _values(tensor)).result()
     assert (queued.nan, queued.inf) == (1, 2) and not queued.finite
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
-def test_summarize_later_on_cuda_does_not_wait_and_matches():
-    from gradviz.core.summary import PendingSummary, summarize_later
+def test_summaries_queued_on_cuda_match_those_read_on_cpu():
+    from gradviz.core.summary import PendingSummary, summarize_as, summarize_later
 
     tensor = torch.randn(256, 1024, device="cuda").t()
     pending = summarize_later(tensor)
     assert isinstance(pending, PendingSummary)
+    viewed = summarize_as(pending, tensor.reshape(-1, 8))
+    assert isinstance(viewed, PendingSummary)
     cpu = summarize(tensor.cpu())
     result = pending.result()
     assert result.device.startswith("cuda")
     assert result.norm == pytest.approx(cpu.norm, rel=1e-5) and result.sample == cpu.sample
+    assert viewed.result().sample == summarize(tensor.cpu().reshape(-1, 8)).sample
+    assert viewed.result().norm == result.norm
+    again = summarize_as(result, tensor.reshape(-1, 4))  # from a summary already read
+    assert again.result().sample == summarize(tensor.cpu().reshape(-1, 4)).sample
+
+
+def test_same_elements_is_told_for_views_and_only_for_them():
+    from gradviz.core.summary import same_elements
+
+    base = torch.randn(4, 6, 5)
+    for view in (base.view(24, 5), base.permute(2, 0, 1), base.transpose(0, 1), base):
+        assert same_elements(view, base)
+    for other in (base[1:], base[:, :, :3], base.clone(), base.double(),
+                  torch.randn(5, 1).expand(5, 24), torch.empty(0)):
+        assert not same_elements(other, base)
+
+
+@pytest.mark.parametrize("view", [lambda t: t.view(6, 20), lambda t: t.permute(2, 1, 0),
+                                  lambda t: t.transpose(0, 2).unsqueeze(1)])
+def test_a_view_takes_the_statistics_and_reads_its_own_first_elements(view):
+    from gradviz.core.summary import PendingSummary, _values, summarize_as
+
+    base = torch.randn(4, 6, 5)
+    viewed = view(base)
+    assert summarize_as(summarize(base), viewed) == summarize(viewed)
+    queued = PendingSummary.of(base, _values(base))
+    assert summarize_as(queued, viewed).sample == summarize(viewed).sample

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradviz import BackwardStepper, Pause
+from gradviz import BackwardStepper, Pause, summarize
 from gradviz.core.graph import walk_graph
 
 
@@ -116,3 +116,19 @@ def test_on_cuda_same_order_and_grads(name):
     assert any(event.thread != "gradviz-backward" for event in stepper.events)  # device threads
     for param_name, param in plain.items():
         assert torch.equal(param.grad, stepped[param_name].grad), param_name
+
+
+@pytest.mark.parametrize("name", ["vit", "transformer-encoder"])
+def test_every_summary_is_that_of_its_own_tensor(name):
+    """Summaries are shared between tensors (a view op sends the elements it received):
+    each must still equal summarize() of the tensor itself, numbers and first elements."""
+    torch.manual_seed(0)
+    model, forward = ARCHITECTURES[name]("cpu")
+    with BackwardStepper(forward(), model=model, history_bytes=1 << 40) as stepper:
+        stepper.run()
+    for event in stepper.events:
+        kept = event.tensors
+        expected = [summarize(t) if t is not None else None for t in kept.grad_inputs]
+        assert list(event.grad_inputs) == expected, event.node
+        expected = [summarize(t) if t is not None else None for t in kept.grad_outputs]
+        assert list(event.grad_outputs) == expected, event.node
