@@ -10,10 +10,14 @@ time limit says so), waits until :meth:`BackwardStepper.step` lets it go; the
 post-hook records what the node sent along each edge. The order is the engine's,
 the gradients are the engine's: nothing is replayed or recomputed here.
 
-What the hooks do is kept to a few attribute writes: no summaries, no copies
-(one for a leaf's accumulated ``.grad``), no waking the caller unless it waits
-for that very node. Summaries are computed when first read, or when an event's
-tensors leave the bounded history (then in the post-hook: the engine waits).
+What the hooks do is kept to a few attribute writes: no copies (one for a leaf's
+accumulated ``.grad``), no waking the caller unless it waits for that very node.
+Events keep their tensors in a bounded history (``history_bytes``, the newest
+first) and are summarized when first read or when they leave it. When backward will
+make more gradients than the history holds (the graph's shapes tell), the nodes that
+cannot stay are summarized in their hooks as they run, while their tensors are in
+cache, and hold nothing. A CUDA tensor's summary is only queued there (no sync). A
+view op's gradient takes the statistics of the one it received.
 
 A node that starts while another is running is not held: that happens inside a
 reentrant backward (``checkpoint(use_reentrant=True)`` runs one inside its node),
