@@ -342,10 +342,10 @@ class _Backward:
         self.kept: collections.deque[StepEvent] = collections.deque()
         self.kept_bytes = 0  # of the distinct tensors kept events hold
         self.kept_refs: dict[int, int] = {}  # id(tensor) -> kept events holding it
-        # Gradients still to come, told from the graph's shapes: while more than the
-        # history holds are to come, the node now running will be evicted for sure, so
-        # its hooks summarize it at once (while its tensors are in cache) and keep none
-        # (the engine may then reuse those buffers and let .grad take the last one).
+        # Gradients still to come, told from the graph's shapes (as float32): while more
+        # than the history holds are to come, the node now running will be evicted for
+        # sure, so its hooks summarize it at once (while its tensors are in cache) and
+        # keep none (the engine may then reuse those buffers, and .grad take the last).
         self.expected_bytes = sum(4 * math.prod(graph.nodes[key]["shape"] or ())
                                   for key in keys)
         self.produced_bytes = 0  # gradients that have flowed into nodes so far
