@@ -17,7 +17,8 @@ import sys
 import torch
 
 #: The row modules, in the order the table shows them.
-MODULES = ["walker_rows", "stepper_rows", "forward_rows", "watch_rows", "app_rows"]
+MODULES = ["walker_rows", "stepper_rows", "zoo_rows", "forward_rows", "watch_rows",
+           "app_rows"]
 
 
 def main(argv: list[str]) -> None:

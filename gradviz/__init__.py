@@ -29,6 +29,7 @@ _EXPORTS = {
     "StepEvent": "gradviz.core.stepper",
     "StepperError": "gradviz.core.stepper",
     "BackwardAborted": "gradviz.core.stepper",
+    "Pause": "gradviz.core.stepper",
     "TensorSummary": "gradviz.core.summary",
     "OptimizerWatch": "gradviz.core.optimizer_watch",
     "UpdateReport": "gradviz.core.optimizer_watch",
@@ -90,7 +91,13 @@ if TYPE_CHECKING:
     from gradviz.core.forward_stepper import ForwardStepper
     from gradviz.core.graph import build_graph
     from gradviz.core.why_no_grad import NoGradExplanation, NoGradReason, why_no_grad
-    from gradviz.core.stepper import BackwardAborted, BackwardStepper, StepEvent, StepperError
+    from gradviz.core.stepper import (
+        BackwardAborted,
+        BackwardStepper,
+        Pause,
+        StepEvent,
+        StepperError,
+    )
     from gradviz.core.summary import TensorSummary, summarize
     from gradviz.core.optimizer_watch import OptimizerWatch, ParamUpdate, UpdateReport
     from gradviz.core.record import Recording, record

@@ -1,6 +1,7 @@
 """BackwardStepper: PyTorch's own engine, one node at a time, giving exactly its gradients."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -8,9 +9,16 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 import gradviz
-from gradviz import BackwardStepper, GraphError, StepperError
+from gradviz import BackwardStepper, GraphError, Pause, StepperError
+from gradviz.core import backward_threads
 from gradviz.core.catalog import BUILTIN_NAMES
 from gradviz.core.graph import walk_graph
+
+
+@pytest.fixture(autouse=True)
+def short_linger(monkeypatch):
+    """A thread whose backward finished waits for the next pass; here only briefly."""
+    monkeypatch.setattr(backward_threads, "LINGER", 0.05)
 
 
 def same(a, b):
@@ -33,8 +41,30 @@ def plain_order(roots, gradient=None, *, model=None, params=None):
     return order
 
 
+def kept_bytes(events):
+    """Bytes of the distinct tensors the history holds (a tensor shared by events once)."""
+    tensors = {}
+    for event in events:
+        if event.tensors is not None:
+            kept = event.tensors
+            for tensor in (*kept.grad_outputs, *kept.grad_inputs, kept.param_grad):
+                if tensor is not None:
+                    tensors[id(tensor)] = tensor.nbytes
+    return sum(tensors.values())
+
+
 def no_gradviz_threads():
-    return not [t for t in threading.enumerate() if t.name.startswith("gradviz")]
+    """No gradviz thread left, once a finished backward's thread has stopped lingering."""
+    deadline = time.monotonic() + backward_threads.LINGER + 2.0
+    while [t for t in threading.enumerate() if t.name.startswith("gradviz")]:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def gradviz_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("gradviz")]
 
 
 @pytest.mark.parametrize("name", BUILTIN_NAMES)
@@ -213,13 +243,13 @@ def test_history_budget_keeps_summaries_drops_old_tensors():
         with BackwardStepper(y.sum(), history_bytes=budget) as stepper:
             return stepper.run()
 
-    events = run(30_000)  # each event holds two 4 kB gradients: the newest three or so fit
+    events = run(30_000)  # two 4 kB gradients per event, one shared with its parent
     kept = [e for e in events if e.tensors is not None]
     assert 0 < len(kept) < len(events) and kept == events[-len(kept):]
     sin_events = [e for e in events if e.op == "SinBackward0"]
     assert len(sin_events) == 20
     assert all(e.grad_inputs[0].shape == (1000,) for e in sin_events)  # summaries stay
-    assert sum(e.tensors.nbytes for e in kept) <= 30_000
+    assert kept_bytes(events) <= 30_000 and len(kept) == 7  # 7 distinct of 4 kB
     assert all(e.tensors is None for e in run(0))
 
 
@@ -263,14 +293,14 @@ def test_abort_mid_backward_leaves_nothing_running(resnet18_trace):
         stepper.step()
     stepper.abort()
     assert stepper.aborted and stepper.done and len(stepper.executed) == 10
-    assert no_gradviz_threads()
+    assert not gradviz_threads()  # an aborted backward's thread ends with it
     with pytest.raises(StepperError, match="aborted"):
         stepper.step()
     stepper.abort()  # idempotent
     # Leaving the context mid-backward ends it too.
     with BackwardStepper(gradviz.load_scenario("resnet18").run_forward()[0]) as second:
         second.step()
-    assert second.aborted and no_gradviz_threads()
+    assert second.aborted and not gradviz_threads()
 
 
 def test_hooks_are_removed_after_backward():
@@ -323,3 +353,224 @@ def test_cuda_nodes_run_on_device_threads_and_still_step():
         assert same(p1.grad, p2.grad)
     assert any(e.thread != "gradviz-backward" for e in stepper.events)
     assert no_gradviz_threads()
+
+
+def hooked_chain():
+    """x -> mul -> exp -> sum, with a tensor hook on the mul's output that raises."""
+    x = torch.ones(3, requires_grad=True)
+    h = x * 2
+    h.register_hook(lambda grad: 1 / 0)
+    return h.exp().sum()
+
+
+def test_an_exception_between_nodes_is_raised_by_the_next_step_and_placed_truly():
+    stepper = BackwardStepper(hooked_chain())
+    assert stepper.step().node == "SumBackward0#0"
+    # ExpBackward0 runs; then the engine calls the tensor hook before MulBackward0 starts.
+    assert stepper.step().node == "ExpBackward0#0"
+    assert stepper.done and not stepper.finished
+    assert isinstance(stepper.error, ZeroDivisionError)
+    assert stepper.error_node == "MulBackward0#0"  # the only node that could start next
+    with pytest.raises(ZeroDivisionError) as caught:
+        stepper.step()  # never a silent None
+    assert caught.value is stepper.error and caught.value.gradviz_node == "MulBackward0#0"
+    (note,) = caught.value.__notes__
+    assert "after node ExpBackward0#0 (ExpBackward0) ran, before node MulBackward0#0" in note
+    assert "before any node ran" not in note
+    with pytest.raises(StepperError, match=r"backward failed after node ExpBackward0#0 ran, "
+                       r"before MulBackward0#0 started \(ZeroDivisionError\): start a new"):
+        stepper.step()
+    assert no_gradviz_threads()
+
+
+def test_between_nodes_with_several_ready_nodes_no_node_is_named():
+    x = torch.ones(3, requires_grad=True)
+    other = x * 3
+    hooked = x * 2  # made later, so the engine reaches it first: `other` is ready then too
+    hooked.register_hook(lambda grad: 1 / 0)
+    stepper = BackwardStepper(hooked.sum() + other.sum())
+    with stepper, pytest.raises(ZeroDivisionError) as caught:
+        while stepper.step() is not None:
+            pass
+    assert stepper.error_node is None and caught.value.gradviz_node is None
+    assert "between nodes, after node" in caught.value.__notes__[-1]
+    assert len(stepper.executed) >= 2
+
+
+def test_a_hook_on_the_root_raises_before_any_node_ran():
+    loss = (torch.ones(3, requires_grad=True) * 2).sum()
+    loss.register_hook(lambda grad: 1 / 0)
+    stepper = BackwardStepper(loss)
+    with stepper, pytest.raises(ZeroDivisionError) as caught:
+        stepper.run()
+    assert stepper.executed == [] and stepper.error_node is None
+    assert caught.value.__notes__[-1] == "gradviz: raised in backward before any node ran"
+
+
+def test_run_raises_an_exception_between_nodes_with_its_place():
+    stepper = BackwardStepper(hooked_chain())
+    with stepper, pytest.raises(ZeroDivisionError, match="division by zero") as caught:
+        stepper.run()
+    assert stepper.executed == ["SumBackward0#0", "ExpBackward0#0"]
+    assert "before node MulBackward0#0 (MulBackward0) started" in caught.value.__notes__[-1]
+
+
+def test_a_dropped_stepper_ends_its_backward_and_its_thread():
+    import gc
+    import weakref
+
+    scenario = gradviz.load_scenario("lstm")
+    stepper = BackwardStepper(scenario.run_forward()[0], model=scenario.model)
+    stepper.step()
+    assert gradviz_threads()
+    backward = weakref.ref(stepper._backward)
+    del stepper
+    gc.collect()
+    assert no_gradviz_threads()
+    gc.collect()
+    assert backward() is None  # nothing of it is left: hooks, events, history
+
+
+def test_reentrant_checkpoint_runs_a_parameter_twice_in_start_order():
+    def make():
+        torch.manual_seed(0)
+        layer = nn.Linear(4, 4)
+        x = torch.randn(3, 4, requires_grad=True)
+        inside = checkpoint(lambda t: torch.tanh(layer(t)), x, use_reentrant=True)
+        return layer, (inside + layer(x)).sum()  # the layer also runs outside it
+
+    plain_layer, plain_loss = make()
+    reference = plain_order(plain_loss, model=plain_layer)
+    layer, loss = make()
+    with BackwardStepper(loss, model=layer) as stepper:
+        while stepper.step() is not None:
+            pass
+    assert stepper.executed == reference  # the engine's start (pre-hook) order
+    runs = [e for e in stepper.events if e.node == "param:weight"]
+    assert [e.repeat for e in runs] == [0, 1]
+    assert runs[0].inside is None and runs[1].inside == "CheckpointFunctionBackward#0"
+    inner = stepper.events[runs[1].index - 2]
+    assert inner.node == "CheckpointFunctionBackward#0" and inner.index < runs[1].index
+    assert torch.equal(runs[1].tensors.param_grad, layer.weight.grad)  # accumulated twice
+    assert torch.equal(layer.weight.grad, plain_layer.weight.grad)
+
+
+def test_run_for_seconds_hands_back_control_until_the_end():
+    scenario = gradviz.load_scenario("lstm")
+    roots, _ = scenario.run_forward()
+    reference = plain_order(gradviz.load_scenario("lstm").run_forward()[0])
+    with BackwardStepper(roots) as stepper:
+        batches = []
+        while not stepper.done:
+            batches.append(stepper.run(seconds=0.0))
+            assert stepper.done or stepper.paused_by is Pause.TIME
+        assert all(len(batch) == 1 for batch in batches)  # the deadline passed at once
+        assert [e.node for batch in batches for e in batch] == reference
+        assert stepper.finished
+        with pytest.raises(StepperError, match="finished"):
+            stepper.run(seconds=0.05)
+
+
+def test_why_the_engine_pauses(resnet18_trace):
+    scenario = gradviz.load_scenario("resnet18")
+    with BackwardStepper(scenario.run_forward()[0], model=scenario.model) as stepper:
+        stepper.start()
+        assert stepper.paused_by is Pause.STEPPING
+        stepper.breakpoints.add("ConvolutionBackward0#0")
+        stepper.run(seconds=60)
+        assert (stepper.pending, stepper.paused_by) == ("ConvolutionBackward0#0", Pause.BREAKPOINT)
+        ran = stepper.run_until("param:layer4.0.conv1.weight", seconds=60)
+        assert ran[-1].node == "param:layer4.0.conv1.weight"
+        assert stepper.paused_by is Pause.TARGET
+        stepper.step()
+        assert stepper.paused_by is Pause.STEPPING
+        stepper.breakpoints = set()
+        while not stepper.done:
+            stepper.run_until("param:conv1.weight", seconds=0.001)
+        assert stepper.finished and stepper.paused_by is None
+
+
+def deep_chain(depth):
+    y = torch.ones(4, requires_grad=True)
+    for _ in range(depth):
+        y = y.sin()
+    return y.sum()
+
+
+def test_short_runs_cost_no_more_on_a_big_graph():
+    """run(seconds=...) is how the app continues while drawing: a call must not cost
+    anything that grows with the graph (it would make `c` quadratic). The fastest of
+    many calls is compared, which a busy machine disturbs least."""
+    def per_call(depth):
+        with BackwardStepper(deep_chain(depth)) as stepper:
+            stepper.run(seconds=0.0)
+            times = []
+            for _ in range(300):
+                start = time.perf_counter()
+                stepper.run(seconds=0.0)
+                times.append(time.perf_counter() - start)
+            return min(times)
+
+    small, big = per_call(400), per_call(40_000)
+    assert big < 3 * small + 2e-4, (small, big)
+
+
+def test_abort_from_another_thread_ends_a_run_promptly():
+    with BackwardStepper(deep_chain(30_000)) as stepper:
+        stepper.step()
+        ran = []
+        runner = threading.Thread(target=lambda: ran.extend(stepper.run()))
+        runner.start()
+        while len(stepper._backward.events) < 100:
+            time.sleep(0.001)
+        start = time.perf_counter()
+        stepper.abort()
+        runner.join(5)
+        assert not runner.is_alive() and time.perf_counter() - start < 2.0
+    assert stepper.aborted and 0 < len(ran) < 30_001
+    assert not gradviz_threads()
+
+
+def test_a_finished_backward_thread_runs_the_next_pass_then_ends(monkeypatch):
+    monkeypatch.setattr(backward_threads, "LINGER", 0.5)
+    threads = []
+    for _ in range(3):
+        with BackwardStepper(deep_chain(10)) as stepper:
+            stepper.run()
+            threads.append(stepper._backward.job.thread)
+    assert threads[0] is threads[1] is threads[2] and threads[0].is_alive()
+    paused = BackwardStepper(deep_chain(10))
+    paused.step()  # a pass paused while another starts: each gets a thread
+    with BackwardStepper(deep_chain(10)) as second:
+        second.step()
+        assert second._backward.job.thread is not paused._backward.job.thread
+    paused.abort()
+    threads[0].join(5)
+    assert not threads[0].is_alive() and no_gradviz_threads()
+
+
+def test_summaries_are_never_lost_and_the_history_stays_within_its_budget():
+    """A residual chain: every add's gradient reaches two nodes, and the engine adds the
+    two gradients flowing into each block, in place into a buffer nobody else holds
+    (when the stepper holds none: events summarized at once, see _Backward)."""
+    def run(budget, seconds):
+        torch.manual_seed(0)
+        x = torch.randn(2000, requires_grad=True)
+        weight = torch.randn(2000, requires_grad=True)
+        y = x
+        for _ in range(30):
+            y = y + torch.tanh(y * weight)
+        with BackwardStepper(y.sum(), history_bytes=budget) as stepper:
+            while not stepper.done:
+                stepper.run(seconds=seconds)
+                assert kept_bytes(stepper.events) <= budget
+        return stepper.events, weight.grad
+
+    bounded, bounded_grad = run(100_000, 0.002)  # room for a few dozen events of 153
+    unbounded, grad = run(1 << 40, None)
+    assert sum(e.tensors is None for e in bounded) > 80
+    assert torch.equal(bounded_grad, grad)
+    for small, full in zip(bounded, unbounded, strict=True):
+        assert small.node == full.node
+        assert small.grad_outputs == full.grad_outputs and small.grad_inputs == full.grad_inputs
+        assert small.param_grad == full.param_grad
