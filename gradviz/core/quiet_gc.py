@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 from collections.abc import Iterator
 
 
@@ -53,15 +54,28 @@ def built_to_last() -> Iterator[None]:
             gc.enable()
 
 
+_frozen_lock = threading.Lock()
+_frozen_depth = 0
+
+
 @contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
     """Objects alive now are skipped by collections inside the block (``gc.freeze``).
 
     Unlike ``paused_gc``, garbage made inside the block is still collected, so
-    it suits a longer stretch such as a whole backward pass.
+    it suits a longer stretch such as a whole backward pass. Blocks nest, across
+    threads too (a forward and a backward stepper may both be inside one): the
+    heap is frozen by the first to enter and unfrozen by the last to leave.
     """
-    gc.freeze()
+    global _frozen_depth
+    with _frozen_lock:
+        _frozen_depth += 1
+        if _frozen_depth == 1:
+            gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        with _frozen_lock:
+            _frozen_depth -= 1
+            if _frozen_depth == 0:
+                gc.unfreeze()

@@ -301,7 +301,10 @@ class Session:
         while not stepper.done and not self.state.stop_requested:
             started = time.perf_counter()
             try:
-                events = stepper.run_until(_chunk(started + chunk_seconds, per_chunk))
+                if per_chunk is None:  # the engine at full speed, handing back every chunk
+                    events = stepper.run(seconds=chunk_seconds)
+                else:
+                    events = stepper.run_until(_counted(per_chunk))
             except _NOT_BACKWARD_ERRORS:
                 raise
             except BaseException as error:
@@ -514,10 +517,8 @@ class Session:
         return closure
 
 
-def _chunk(deadline: float, count: int | None) -> Callable[[StepEvent], bool]:
-    """Stop after ``count`` nodes, or (without a count) once ``deadline`` has passed."""
-    if count is None:
-        return lambda event: time.perf_counter() >= deadline
+def _counted(count: int) -> Callable[[StepEvent], bool]:
+    """Stop after ``count`` nodes (an animation's even chunks)."""
     ran = [0]
 
     def enough(event: StepEvent) -> bool:
