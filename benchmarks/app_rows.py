@@ -82,9 +82,12 @@ async def _until(condition, timeout: float = 900.0) -> None:
 
 
 def _idle(app) -> bool:
+    """Loaded, nothing running, and the screen shows the session's graph (during a stepped
+    forward the session has no graph yet: the screen shows the one being built)."""
     view = app.state.view()
-    return (app.session is not None and not view.busy and app.session.graph is not None
-            and app.shown_graph is app.session.graph)
+    session = app.session
+    return (session is not None and not view.busy
+            and (session.graph is None or app.shown_graph is session.graph))
 
 
 async def _step_latencies(ref: str, steps: int, key: str = "n") -> list[float]:

@@ -16,6 +16,8 @@ import sys
 
 import torch
 
+from common import Row
+
 #: The row modules, in the order the table shows them.
 MODULES = ["walker_rows", "stepper_rows", "zoo_rows", "forward_rows", "watch_rows",
            "app_rows"]
@@ -26,18 +28,28 @@ def main(argv: list[str]) -> None:
     rows = []
     for module_name in MODULES:
         for bench in importlib.import_module(module_name).ROWS:
-            if pattern in bench.__name__:
+            if pattern not in bench.__name__:
+                continue
+            try:
                 for row in bench():
                     rows.append(row)
-                    print(f"  done: {row.name}", file=sys.stderr, flush=True)
+                    print(f"  {_line(row)}", file=sys.stderr, flush=True)  # as it comes
+            except Exception as error:  # one broken row must not lose the others
+                row = Row(bench.__name__, "FAILED", type(error).__name__, None, str(error)[:60])
+                rows.append(row)
+                print(f"  {_line(row)}", file=sys.stderr, flush=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
     header = f"{'benchmark':<52} {'gradviz':>12} {'baseline':>22} {'ratio':>7}  target"
     print(header)
     print("-" * len(header))
     for row in rows:
-        ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
-        print(f"{row.name:<52} {row.ours:>12} {row.baseline:>22} {ratio:>7}  {row.target} "
-              f"{row.verdict}")
+        print(_line(row))
+
+
+def _line(row: Row) -> str:
+    ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
+    return (f"{row.name:<52} {row.ours:>12} {row.baseline:>22} {ratio:>7}  {row.target} "
+            f"{row.verdict}")
 
 
 if __name__ == "__main__":

@@ -332,7 +332,8 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         from textual_serve.server import Server
     except ImportError as error:
-        raise GradvizError("gradviz serve needs textual-serve: pip install textual-serve") from error
+        raise GradvizError("gradviz serve needs textual-serve: pip install textual-serve"
+                           ) from error
     title = f"gradviz {args.scenario}" if args.scenario else "gradviz"
     server = Server(shlex.join(command), host=args.host, port=args.port, title=title,
                     public_url=args.public_url)
@@ -370,7 +371,8 @@ def _update_table(update):
                       ratio, ", ".join(p.state))
     skipped = [p for p in update.params if not p.updated]
     if skipped:
-        table.caption = f"{len(skipped)} skipped ({', '.join(sorted({p.skipped for p in skipped}))})"
+        kinds = ", ".join(sorted({p.skipped for p in skipped}))
+        table.caption = f"{len(skipped)} skipped ({kinds})"
     return table
 
 

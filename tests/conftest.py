@@ -17,3 +17,29 @@ def resnet18_trace():
 
     scenario = gradviz.load_scenario("resnet18")
     return scenario, scenario.trace()
+
+
+SCENARIO = """
+import torch, gradviz
+w = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+calls = []
+def forward():
+    calls.append(1)
+{body}
+def build():
+    return gradviz.Scenario(name="s", params={{"w": w}}, forward=forward, {extra}
+                            optimizer=torch.optim.SGD([w], lr=0.1))
+"""
+
+
+@pytest.fixture
+def scenario_file(tmp_path):
+    """``write(body)``: a scenario file whose forward is ``body`` (over a leaf ``w`` of three
+    elements; ``calls`` counts the forwards), its path as a string."""
+
+    def write(body: str, *, name: str = "s.py", extra: str = "") -> str:
+        path = tmp_path / name
+        path.write_text(SCENARIO.format(body=body, extra=extra))
+        return str(path)
+
+    return write

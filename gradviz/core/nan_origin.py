@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from gradviz.core.graph import ACCUMULATE_GRAD, walk_graph
+from gradviz.core.run_record import origin_text
 from gradviz.core.stepper import BackwardStepper, StepEvent
 
 
@@ -44,14 +45,7 @@ class Origin:
 
     @property
     def where(self) -> str:
-        if self.node is None:
-            return self.detail
-        text = f"{self.node} ({self.op})"
-        if self.module is not None:
-            text += f" in module {self.module!r}"
-        if self.file:
-            text += f", forward at {self.file}:{self.line}"
-        return text
+        return self.detail if self.node is None else origin_text(self)
 
 
 def backward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.Module | None,

@@ -122,6 +122,17 @@ AUDIT_KINDS = {
 BREAK_KINDS = ("at", "nonfinite", "spike", "signal")
 
 
+def origin_text(origin) -> str:
+    """Where a NaN/Inf started, in words: anything with ``node``, ``op``, ``module``,
+    ``file`` and ``line`` (an :class:`EventRecord`, a ``nan_origin.Origin``)."""
+    text = f"{origin.node} ({origin.op})"
+    if origin.module is not None:
+        text += f" in module {origin.module!r}"
+    if origin.file:
+        text += f", forward at {origin.file}:{origin.line}"
+    return text
+
+
 class RecordError(GradvizError):
     """A record could not be created, written or read."""
 
@@ -187,14 +198,7 @@ class EventRecord:
     @property
     def where(self) -> str:
         """``node (op) in module 'm', forward at file:line``, or '' without an origin."""
-        if self.node is None:
-            return ""
-        text = f"{self.node} ({self.op})"
-        if self.module is not None:
-            text += f" in module {self.module!r}"
-        if self.file:
-            text += f", forward at {self.file}:{self.line}"
-        return text
+        return "" if self.node is None else origin_text(self)
 
 
 @dataclass(frozen=True)

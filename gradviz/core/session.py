@@ -191,14 +191,7 @@ class Session:
                                                   params=dict(scenario.params))
             self.state.forward_started()
         stepper = self.forward_stepper
-        try:
-            event = stepper.step()
-        except _NOT_BACKWARD_ERRORS:
-            raise
-        except BaseException as error:
-            self._abandon_forward()
-            raise ScenarioError(f"scenario {self.scenario.name!r}: forward() raised "
-                                f"{one_line(error)}") from error
+        event = self._advance_forward(stepper.step)
         if event is None:
             self._finish_forward()
             return None
@@ -210,15 +203,7 @@ class Session:
     def finish_forward(self, report: Report | None = None) -> None:
         """Run the rest of the stepped forward and make its graph; ``report`` gets each
         operation it ran (the last ``FORWARD_LOG_LIMIT``), not summarized."""
-        stepper = self.forward_stepper
-        try:
-            events = stepper.run()
-        except _NOT_BACKWARD_ERRORS:
-            raise
-        except BaseException as error:
-            self._abandon_forward()
-            raise ScenarioError(f"scenario {self.scenario.name!r}: forward() raised "
-                                f"{one_line(error)}") from error
+        events = self._advance_forward(self.forward_stepper.run)
         if report is not None and events:  # one report for the lot: a screen adds them at once
             report([describe_forward_event(event, None, summarize=False)
                     for event in events[-FORWARD_LOG_LIMIT:]])
@@ -254,6 +239,18 @@ class Session:
             message = (f"{name}: not in this graph; step a forward with s to see which "
                        "operation left it out (never used, no_grad, a detach, ...)")
         return NoGradExplanation(name, reason, message, None)
+
+    def _advance_forward(self, advance: Callable[[], object]) -> object:
+        """``advance()`` the stepped forward; an exception from the user's forward abandons
+        it and comes out as one line that names the scenario."""
+        try:
+            return advance()
+        except _NOT_BACKWARD_ERRORS:
+            raise
+        except BaseException as error:
+            self._abandon_forward()
+            raise ScenarioError(f"scenario {self.scenario.name!r}: forward() raised "
+                                f"{one_line(error)}") from error
 
     def _finish_forward(self) -> None:
         stepper = self.forward_stepper
@@ -545,5 +542,6 @@ def _note(action: Action, result: object) -> str:
     if action is Action.EXPORT:
         return f"exported the graph to {result}"
     if action is Action.OPTIMIZER and isinstance(result, UpdateReport):
-        return f"{result.optimizer}: {len(result.updated)} of {len(result.params)} parameters updated"
+        return (f"{result.optimizer}: {len(result.updated)} of {len(result.params)} "
+                "parameters updated")
     return ""

@@ -90,7 +90,8 @@ class Failure:
 
 @dataclass(frozen=True)
 class Decision:
-    """The answer to a key: ``start`` it now, it was ``queued`` or will ``pause``, or ``refused``."""
+    """The answer to a key: ``start`` it now, it was ``queued``, it will ``pause``, or it is
+    ``refused`` (with the reason)."""
 
     verdict: str
     reason: str = ""

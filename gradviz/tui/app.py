@@ -148,7 +148,8 @@ class GradvizApp(App[int]):
         self.session: Session | None = session
         self.state = session.state if session is not None else SessionState()
         self.state.subscribe(lambda view: self.post_message(self.StateChanged()))
-        self.engine = SerialWorker(on_error=lambda error: self.post_message(self.EngineFailed(error)))
+        self.engine = SerialWorker(
+            on_error=lambda error: self.post_message(self.EngineFailed(error)))
         self.export_dir = Path(export_dir)
         self.graph_state = GraphState()
         self.events: dict[str, Any] = {}
@@ -586,6 +587,19 @@ class GradvizApp(App[int]):
         if action in ("stop_training", "run_so_far"):
             return self.pause is not None  # False hides them: no training loop behind the app
         return True
+
+    def on_key(self, event: Any) -> None:
+        """A greyed key (check_action said no) never reaches its action; say why it did
+        nothing rather than staying silent."""
+        if self.screen is not self.screen_stack[0] or isinstance(self.focused, Input):
+            return
+        for binding in self.BINDINGS:
+            wanted = _KEY_ACTIONS.get(binding.action)
+            if wanted is not None and event.key in binding.key.split(","):
+                view = self.state.view()
+                if not view.available(wanted):
+                    self.notify(view.why_not(wanted), timeout=3)
+                return
 
     def _request(self, action: Action) -> None:
         decision = self.state.request(action)

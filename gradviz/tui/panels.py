@@ -105,8 +105,9 @@ class Inspector(ScrollView, can_focus=True):
             return self._strips[index].crop(0, self.size.width)
         return Strip.blank(self.size.width, self.rich_style)
 
-    def show_node(self, key: str, attrs: dict[str, Any], event: Any, children: list[tuple[int, str]],
-                  derivative: str | None, incoming: tuple | None = None) -> None:
+    def show_node(self, key: str, attrs: dict[str, Any], event: Any,
+                  children: list[tuple[int, str]], derivative: str | None,
+                  incoming: tuple | None = None) -> None:
         """``event``: the node's StepEvent once it ran; ``incoming``: the waiting gradients
         when the engine is paused at this node; ``children``: (slot, child key)."""
         # Imported here: these modules import torch, which the app's first frame must not

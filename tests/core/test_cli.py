@@ -103,23 +103,8 @@ def test_train_needs_a_positive_step_count():
 
 # ---------------------------------------------------------------- bad input: one line, exit 1
 
-FAILING = """
-import torch, gradviz
-w = torch.ones(3, requires_grad=True)
-calls = []
-def forward():
-    calls.append(1)
-{body}
-def build():
-    return gradviz.Scenario(name="f", params={{"w": w}}, forward=forward, {extra}
-                            optimizer=torch.optim.SGD([w], lr=0.1))
-"""
 
 
-def failing(tmp_path, body, extra=""):
-    path = tmp_path / "failing.py"
-    path.write_text(FAILING.format(body=body, extra=extra))
-    return str(path)
 
 
 def one_line_error(result, *fragments):
@@ -130,20 +115,20 @@ def one_line_error(result, *fragments):
 
 
 @pytest.mark.parametrize("command", ["train", "export"])
-def test_a_forward_that_raises_is_one_line_for_train_and_export(tmp_path, command):
-    path = failing(tmp_path, "    raise ValueError('no data')")
+def test_a_forward_that_raises_is_one_line_for_train_and_export(scenario_file, tmp_path, command):
+    path = scenario_file("    raise ValueError('no data')")
     one_line_error(gradviz(command, path, cwd=tmp_path),
-                   "scenario 'f': forward() raised ValueError: no data")
+                   "scenario 's': forward() raised ValueError: no data")
 
 
-def test_a_forward_that_raises_on_a_later_iteration_is_one_line(tmp_path):
-    path = failing(tmp_path, "    if len(calls) == 3:\n        raise ValueError('batch 3')\n"
+def test_a_forward_that_raises_on_a_later_iteration_is_one_line(scenario_file):
+    path = scenario_file("    if len(calls) == 3:\n        raise ValueError('batch 3')\n"
                              "    return (w * w).sum()")
     one_line_error(gradviz("train", path, "--steps", "5"), "forward() raised ValueError: batch 3")
 
 
-def test_a_gradient_of_the_wrong_shape_is_one_line(tmp_path):
-    path = failing(tmp_path, "    return w * 2", extra="gradient=torch.ones(2),")
+def test_a_gradient_of_the_wrong_shape_is_one_line(scenario_file, tmp_path):
+    path = scenario_file("    return w * 2", extra="gradient=torch.ones(2),")
     for command in ("train", "export"):
         result = gradviz(command, path, cwd=tmp_path)
         if command == "export":  # export walks the graph; backward is what needs the gradient
@@ -152,8 +137,8 @@ def test_a_gradient_of_the_wrong_shape_is_one_line(tmp_path):
             one_line_error(result, "the gradient for the root has shape (2,), the root (3,)")
 
 
-def test_an_error_inside_backward_is_one_line_naming_the_node(tmp_path):
-    path = failing(tmp_path, "    y = w.sigmoid()\n    loss = (y * 2).sum()\n"
+def test_an_error_inside_backward_is_one_line_naming_the_node(scenario_file):
+    path = scenario_file("    y = w.sigmoid()\n    loss = (y * 2).sum()\n"
                              "    y.add_(1)\n    return loss")
     one_line_error(gradviz("train", path), "backward failed at SigmoidBackward0#0",
                    "RuntimeError: one of the variables needed")
@@ -197,12 +182,12 @@ def test_the_app_without_a_terminal_refuses_at_once():
     one_line_error(result, "the app needs a terminal")
 
 
-def test_ctrl_c_during_train_prints_the_iterations_that_finished(tmp_path):
+def test_ctrl_c_during_train_prints_the_iterations_that_finished(scenario_file, tmp_path):
     import signal
     import time
 
     started = tmp_path / "started"
-    path = failing(tmp_path, f"    open({str(started)!r}, 'w').close()\n    return (w * w).sum()")
+    path = scenario_file(f"    open({str(started)!r}, 'w').close()\n    return (w * w).sum()")
     process = subprocess.Popen(
         [sys.executable, "-m", "gradviz.cli", "train", path, "--steps", "1000000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -78,23 +78,8 @@ from gradviz.core.interrupt import Interrupted  # noqa: E402
 from gradviz.core.session import BackwardError  # noqa: E402
 from gradviz.core.session_state import Action, Activity, Phase, SessionState  # noqa: E402
 
-SCENARIO = """
-import torch, gradviz
-w = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
-calls = []
-def forward():
-    calls.append(1)
-{body}
-def build():
-    return gradviz.Scenario(name="s", params={{"w": w}}, forward=forward,
-                            optimizer=torch.optim.SGD([w], lr=0.1))
-"""
 
 
-def scenario_file(tmp_path, body):
-    path = tmp_path / "s.py"
-    path.write_text(SCENARIO.format(body=body))
-    return str(path)
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -103,11 +88,11 @@ def scenario_file(tmp_path, body):
     ("    return w * 2", "the root is not a scalar (shape (3,)): pass gradient="),
     ("    return w", "the root has no autograd graph: it is a leaf tensor"),
 ])
-def test_a_load_that_fails_says_why_in_one_line_and_leaves_nothing_running(tmp_path, body,
+def test_a_load_that_fails_says_why_in_one_line_and_leaves_nothing_running(scenario_file, body,
                                                                             message):
     state = SessionState()
     with pytest.raises(gradviz.GradvizError) as raised:
-        Session.load(scenario_file(tmp_path, body), state=state)
+        Session.load(scenario_file(body), state=state)
     assert message in str(raised.value) and "\n" not in str(raised.value)
     view = state.view()
     assert view.activity is Activity.IDLE and view.failure.message == str(raised.value)
@@ -125,11 +110,11 @@ def test_a_syntax_error_and_a_missing_weights_file_fail_the_load(tmp_path):
     assert "missing.pt does not exist" in state.view().failure.message
 
 
-def test_an_error_between_nodes_while_stepping_is_reported_at_once(tmp_path):
+def test_an_error_between_nodes_while_stepping_is_reported_at_once(scenario_file):
     body = ("    y = w * 2\n"
             "    y.register_hook(lambda grad: 1 / 0)\n"
             "    return (y * y).sum()")
-    session = Session.load(scenario_file(tmp_path, body))
+    session = Session.load(scenario_file(body))
     session.step()  # SumBackward0 ran; the hook on y fails before the next node
     with pytest.raises(BackwardError, match="ZeroDivisionError: division by zero") as raised:
         while True:
@@ -140,11 +125,11 @@ def test_an_error_between_nodes_while_stepping_is_reported_at_once(tmp_path):
     assert not view.allowed(Action.STEP) and view.allowed(Action.FORWARD)
 
 
-def test_a_forward_that_fails_leaves_the_old_backward_paused_where_it_was(tmp_path):
+def test_a_forward_that_fails_leaves_the_old_backward_paused_where_it_was(scenario_file):
     body = ("    if len(calls) > 1:\n"
             "        raise RuntimeError('the second batch is bad')\n"
             "    return (w * w).sum()")
-    session = Session.load(scenario_file(tmp_path, body))
+    session = Session.load(scenario_file(body))
     old = session.stepper
     session.step()
     with pytest.raises(ScenarioError, match="second batch is bad"):
@@ -155,8 +140,8 @@ def test_a_forward_that_fails_leaves_the_old_backward_paused_where_it_was(tmp_pa
     assert torch.equal(session.scenario.params["w"].grad, 2 * torch.tensor([1.0, 2.0, 3.0]))
 
 
-def test_stopping_a_slow_forward_keeps_the_graph_shown(tmp_path):
-    session = Session.load(scenario_file(tmp_path, "    return (w * w).sum()"))
+def test_stopping_a_slow_forward_keeps_the_graph_shown(scenario_file):
+    session = Session.load(scenario_file("    return (w * w).sum()"))
     first = session.stepper
     session.scenario.forward = lambda: _slow(session.scenario.params["w"])
     session.state.request(Action.FORWARD)

@@ -14,23 +14,8 @@ from .conftest import press, settle
 
 SIZE = (120, 40)
 
-SCENARIO = """
-import torch, gradviz
-w = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
-calls = []
-def forward():
-    calls.append(1)
-{body}
-def build():
-    return gradviz.Scenario(name="s", params={{"w": w}}, forward=forward,
-                            optimizer=torch.optim.SGD([w], lr=0.1))
-"""
 
 
-def scenario_file(tmp_path, body, name="s.py"):
-    path = tmp_path / name
-    path.write_text(SCENARIO.format(body=body))
-    return str(path)
 
 
 def status(app):
@@ -54,8 +39,8 @@ async def failed(app, pilot, timeout=60.0):
 
 
 # Item 1: a scenario that fails to load: the error stays, nothing spins, keys work, exit 1.
-async def test_a_scenario_that_fails_to_load_stays_on_screen_and_quits_with_1(tmp_path):
-    app = make_app(scenario_file(tmp_path, "    raise ValueError('no data')"))
+async def test_a_scenario_that_fails_to_load_stays_on_screen_and_quits_with_1(scenario_file):
+    app = make_app(scenario_file("    raise ValueError('no data')"))
     async with app.run_test(size=SIZE) as pilot:
         await failed(app, pilot)
         welcome = text(app.query_one("#welcome"))
@@ -73,8 +58,8 @@ async def test_a_scenario_that_fails_to_load_stays_on_screen_and_quits_with_1(tm
     assert app.return_code == 1
 
 
-async def test_a_failed_cli_scenario_then_a_good_one_quits_with_0(tmp_path):
-    app = make_app(scenario_file(tmp_path, "    return w"))  # a leaf as root
+async def test_a_failed_cli_scenario_then_a_good_one_quits_with_0(scenario_file):
+    app = make_app(scenario_file("    return w"))  # a leaf as root
     async with app.run_test(size=SIZE) as pilot:
         await failed(app, pilot)
         assert "it is a leaf tensor" in status(app)
@@ -96,8 +81,8 @@ async def test_the_loading_screen_says_what_is_loading(tmp_path):
 
 
 # Item 2: the picker's path input is reachable with tab and a typed path opens that file.
-async def test_tab_reaches_the_pickers_path_and_it_opens_that_file(tmp_path):
-    path = scenario_file(tmp_path, "    return (w * w).sum()", name="mine.py")
+async def test_tab_reaches_the_pickers_path_and_it_opens_that_file(scenario_file):
+    path = scenario_file("    return (w * w).sum()", name="mine.py")
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.3)
@@ -134,11 +119,11 @@ async def test_the_inspector_scrolls_to_what_a_big_node_sent_on():
 
 
 # Item 4: an exception raised between nodes while stepping shows, with a way on.
-async def test_an_error_between_nodes_while_stepping_is_on_screen(tmp_path):
+async def test_an_error_between_nodes_while_stepping_is_on_screen(scenario_file):
     body = ("    y = w * 2\n"
             "    y.register_hook(lambda grad: 1 / 0)\n"
             "    return (y * y).sum()")
-    app = make_app(scenario_file(tmp_path, body))
+    app = make_app(scenario_file(body))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         for _ in range(4):
@@ -151,12 +136,12 @@ async def test_an_error_between_nodes_while_stepping_is_on_screen(tmp_path):
         assert "error: backward failed" in app.query_one(Inspector).plain_text()
 
 
-async def test_an_error_inside_a_node_marks_it(tmp_path):
+async def test_an_error_inside_a_node_marks_it(scenario_file):
     body = ("    y = w.sigmoid()\n"
             "    loss = (y * 2).sum()\n"
             "    y.add_(1)  # breaks what SigmoidBackward0 saved\n"
             "    return loss")
-    app = make_app(scenario_file(tmp_path, body))
+    app = make_app(scenario_file(body))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await press(app, pilot, "c")
@@ -169,11 +154,11 @@ async def test_an_error_inside_a_node_marks_it(tmp_path):
 
 
 # Item 6: f whose forward fails keeps the old backward, paused where it was.
-async def test_a_failing_forward_keeps_the_old_backward(tmp_path):
+async def test_a_failing_forward_keeps_the_old_backward(scenario_file):
     body = ("    if len(calls) > 1:\n"
             "        raise RuntimeError('the second batch is bad')\n"
             "    return (w * w).sum()")
-    app = make_app(scenario_file(tmp_path, body))
+    app = make_app(scenario_file(body))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await press(app, pilot, "n", "f")
@@ -204,8 +189,8 @@ async def test_two_hundred_steps_in_a_burst_are_two_hundred_steps():
 
 
 # Item 8: opening another demo during continue.
-async def test_opening_a_demo_during_continue_switches_cleanly(tmp_path):
-    chain = scenario_file(tmp_path, "    y = w\n    for _ in range(40_000):\n"
+async def test_opening_a_demo_during_continue_switches_cleanly(scenario_file):
+    chain = scenario_file("    y = w\n    for _ in range(40_000):\n"
                                     "        y = y.sin()\n    return y.sum()")
     app = make_app(chain)
     async with app.run_test(size=SIZE) as pilot:
@@ -223,14 +208,14 @@ async def test_opening_a_demo_during_continue_switches_cleanly(tmp_path):
 
 
 # Item 9: esc during a slow forward stops it; the graph shown stays.
-async def test_escape_stops_a_slow_forward(tmp_path):
+async def test_escape_stops_a_slow_forward(scenario_file):
     body = ("    if len(calls) > 1:\n"
             "        y = w\n"
             "        for _ in range(3_000_000):\n"
             "            y = y * 1.0\n"
             "        return y.sum()\n"
             "    return (w * w).sum()")
-    app = make_app(scenario_file(tmp_path, body))
+    app = make_app(scenario_file(body))
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         graph = app.shown_graph
@@ -278,3 +263,17 @@ async def test_a_row_cut_at_the_edge_ends_in_an_ellipsis():
         view = app.query_one(GraphView)
         lines = ["".join(s.text for s in view.render_line(y)) for y in range(view.size.height)]
         assert any(line.rstrip().endswith("…") for line in lines)
+
+
+# Item 14: a greyed key says why it did nothing, in a toast at the top, not over the
+# status line.
+async def test_toasts_do_not_cover_the_status_line():
+    app = make_app("autograd-basics")
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(app, pilot)
+        await press(app, pilot, "o")  # greyed before backward: a toast says why
+        await pilot.pause(0.3)
+        toasts = list(app.screen.query("Toast"))
+        assert toasts and "finish backward first" in str(toasts[0].render())
+        status_row = app.query_one("#status").region.y
+        assert all(toast.region.bottom <= status_row - 5 for toast in toasts)
