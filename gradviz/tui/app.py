@@ -47,6 +47,11 @@ ANIMATE_UP_TO = 2000
 ANIMATE_SECONDS = 1.0
 FRAME_SECONDS = 1 / 30  # the screen takes progress this often while backward runs
 FLOW_EVERY = 0.25  # seconds between redraws of the gradient-flow plot while gradients land
+# A step's "stepping" is shown only if it is still running this long after the key: most
+# steps take milliseconds, and drawing the busy line for them would flicker and hold the
+# frame with the step's result back by one refresh period (Textual draws at most 60/s).
+QUICK_WORK_SECONDS = 0.1
+_QUICK = (Activity.STEPPING, Activity.FORWARD_STEPPING)
 
 _KEY_ACTIONS = {"step": Action.STEP, "continue": Action.CONTINUE, "optimizer": Action.OPTIMIZER,
                 "train": Action.TRAIN, "forward": Action.FORWARD, "export": Action.EXPORT,
@@ -161,6 +166,7 @@ class GradvizApp(App[int]):
         self.failed_from_cli = False  # the scenario named on the command line did not load
         self._shown_graph: Any = None
         self._flow_timer: Any = None
+        self._busy_timer: Any = None
         self._inspected: str | None = None
         self._rendered_version = -1
         self._enabled: tuple[bool, ...] = ()
@@ -527,6 +533,10 @@ class GradvizApp(App[int]):
         view = self.state.view()
         if view.version == self._rendered_version and not force:
             return
+        if view.activity in _QUICK and not force:
+            if self._busy_timer is None:
+                self._busy_timer = self.set_timer(QUICK_WORK_SECONDS, self._show_busy)
+            return
         self._rendered_version = view.version
         if not view.busy and self._flow_timer is not None:  # the work is over: draw it now
             self._draw_flow()
@@ -549,6 +559,11 @@ class GradvizApp(App[int]):
         if enabled != self._enabled:
             self._enabled = enabled
             self.refresh_bindings()
+
+    def _show_busy(self) -> None:
+        self._busy_timer = None
+        if self.state.view().activity in _QUICK:
+            self._render_state(force=True)
 
     def _render_status(self, view: StateView) -> None:
         status = self.query_one("#status", Static)
