@@ -29,7 +29,7 @@ from gradviz.core.optimizer_watch import OptimizerWatch, UpdateReport
 from gradviz.core.progress import ForwardStep, Progress, at_start, describe, describe_forward_event
 from gradviz.core.scenario import CheckResult, Scenario, load_scenario
 from gradviz.core.session_state import Action, Activity, Failure, SessionState
-from gradviz.core.stepper import DEFAULT_HISTORY_BYTES, BackwardStepper, StepEvent, StepperError
+from gradviz.core.stepper import BackwardStepper, StepEvent, StepperError
 
 Report = Callable[[Progress], None]
 
@@ -65,7 +65,7 @@ class Session:
     """One training iteration at a time; ``losses[i]`` is the loss of forward pass i."""
 
     def __init__(self, scenario: Scenario, *, state: SessionState | None = None,
-                 history_bytes: int = DEFAULT_HISTORY_BYTES):
+                 history_bytes: int | None = None):
         self.scenario = scenario
         self.state = state if state is not None else SessionState()
         self.history_bytes = history_bytes

@@ -337,6 +337,15 @@ def test_a_graph_from_other_roots_is_refused():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_the_history_on_a_gpu_takes_at_most_an_eighth_of_its_free_memory():
+    x = torch.ones(4, device="cuda", requires_grad=True)
+    free = torch.cuda.mem_get_info()[0]
+    with BackwardStepper((x * 2).sum()) as stepper:
+        assert stepper.history_bytes <= free // 8 + (1 << 20)
+        assert stepper.history_bytes <= gradviz.core.stepper.DEFAULT_HISTORY_BYTES
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cuda_nodes_run_on_device_threads_and_still_step():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1)).cuda()
