@@ -131,7 +131,8 @@ async def _continue_and_open(ref: str) -> tuple[float, float, float]:
     try:
         app = _timed_app_class()(ref)
         async with app.run_test(size=(120, 40)) as pilot:
-            await _until(lambda: _idle(app))
+            # the graph's frame is marked after the refresh that draws it: wait for both
+            await _until(lambda: _idle(app) and any(what == "shown" for what, _ in app.marks))
             shown = next(t for what, t in app.marks if what == "shown")
             opened = shown - forward_ends[0]
             nodes = app.state.view().nodes

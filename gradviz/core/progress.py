@@ -9,6 +9,8 @@ parameters' and the last node's, the rest on request), each parameter's new
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -43,14 +45,22 @@ class Progress:
 
 
 def describe(stepper: BackwardStepper, events: Sequence[StepEvent],
-             leaves: Mapping[str, torch.Tensor]) -> Progress:
-    """A :class:`Progress` for ``events`` (just run by ``stepper``); ``leaves`` by name."""
+             leaves: Mapping[str, torch.Tensor], *, seconds: float | None = None) -> Progress:
+    """A :class:`Progress` for ``events`` (just run by ``stepper``); ``leaves`` by name.
+
+    Parameters' gradients and the last node are always summarized. Other nodes (their
+    |g| on screen) are while there are few, and for at most ``seconds``: the engine
+    waits meanwhile, and on maxvit_t reading every gradient doubled a continue. The
+    rest are summarized when inspected."""
     progress = Progress(events=list(events))
     graph = stepper.graph
     summarize_all = len(events) <= SUMMARIZE_ALL_UP_TO
+    deadline = math.inf if seconds is None else time.perf_counter() + seconds
     last = events[-1] if events else None
     for event in events:
         names = graph.nodes[event.node].get("names") or ()
+        if summarize_all and time.perf_counter() > deadline:
+            summarize_all = False
         if summarize_all or names or event is last:
             event.summarize()
             sent = [s.norm for s in (*event.grad_inputs, event.param_grad) if s is not None]
@@ -65,7 +75,7 @@ def describe(stepper: BackwardStepper, events: Sequence[StepEvent],
 
 
 def _where(stepper: BackwardStepper, progress: Progress) -> Progress:
-    progress.done = len(stepper.executed)
+    progress.done = stepper.ended
     progress.pending = stepper.pending
     progress.incoming = stepper.pending_grad_outputs
     progress.ready = frozenset(stepper.ready)

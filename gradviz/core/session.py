@@ -306,7 +306,8 @@ class Session:
                 raise
             except BaseException as error:
                 raise self._backward_failed(error) from error
-            progress = self._report(events)
+            # reading gradients for the screen takes at most a third of the engine's time
+            progress = self._report(events, summary_seconds=chunk_seconds / 3)
             if report is not None:
                 report(progress)
             if per_chunk is not None and not stepper.done:
@@ -468,9 +469,10 @@ class Session:
         self.state.loaded(self.scenario.name, nodes=len(self.stepper) if self.stepper else 0,
                           can_forward=self.can_forward, has_optimizer=self.watch is not None)
 
-    def _report(self, events: list[StepEvent]) -> Progress:
+    def _report(self, events: list[StepEvent], summary_seconds: float | None = None
+                ) -> Progress:
         stepper = self.stepper
-        progress = describe(stepper, events, self.leaves)
+        progress = describe(stepper, events, self.leaves, seconds=summary_seconds)
         if stepper.error is not None:  # raised between nodes, after the last event returned
             raise self._backward_failed(stepper.error) from stepper.error
         if stepper.finished and not self.checks:

@@ -46,6 +46,9 @@ FOLD_OVER = 2000
 ANIMATE_UP_TO = 2000
 ANIMATE_SECONDS = 1.0
 FRAME_SECONDS = 1 / 30  # the screen takes progress this often while backward runs
+# ... and on a graph too big to animate: each slice pauses the engine and draws a frame
+# while holding the GIL; at 1/30 s a 200,000-node continue took 1.7x run(), at 1/10 s 1.4x.
+BIG_FRAME_SECONDS = 1 / 10
 FLOW_EVERY = 0.25  # seconds between redraws of the gradient-flow plot while gradients land
 # A step's "stepping" is shown only if it is still running this long after the key: most
 # steps take milliseconds, and drawing the busy line for them would flicker and hold the
@@ -161,6 +164,9 @@ class GradvizApp(App[int]):
         self.summarized: set[str] = set()
         self.incoming: tuple = ()
         self.flow: dict[str, float] = {}
+        self._flow_dirty = False
+        self._grads_to_show: dict[str, Any] = {}  # drawn by _draw_panels
+        self._follow: str | None = None  # the node to inspect when the panels are drawn
         self.fold_depth: int | None = None
         self.opened: set[str] = set()
         self.failed_from_cli = False  # the scenario named on the command line did not load
@@ -322,6 +328,9 @@ class GradvizApp(App[int]):
         self.summarized = set()
         self.incoming = ()
         self.flow = {}
+        self._flow_dirty = False
+        self._grads_to_show = {}
+        self._follow = None
 
     # ------------------------------------------------------------------ engine jobs
     def _perform(self, action: Action, **options) -> None:
@@ -377,31 +386,46 @@ class GradvizApp(App[int]):
         if progress.nonfinite:
             state.broken = progress.nonfinite
         self.incoming = progress.incoming
-        params = self.query_one(ParamsTable)
-        for name, summary in progress.grads.items():
-            params.show_grad(name, summary)
+        self._grads_to_show.update(progress.grads)
         if progress.flow:
             self.flow.update(progress.flow)
-            if progress.finished:  # the last gradients: draw them now, not in a quarter second
-                self._draw_flow()
-            elif self._flow_timer is None:  # a plot per gradient would cost a frame each
-                self._flow_timer = self.set_timer(FLOW_EVERY, self._draw_flow)
+            self._flow_dirty = True
         view = self.query_one(GraphView)
         view.show_state(state, changed)
-        if progress.finished:
-            self._show_checks()
         if view.follow:
             last = progress.events[-1].node if progress.events else None
-            self._inspect(progress.pending or last)
+            self._follow = progress.pending or last
+        # A step draws the panels at once. While backward runs on, they are drawn four
+        # times a second: the inspector's new height lays out the whole screen, and the
+        # table and the plot cost a frame each; per slice, they slowed the engine (the GIL).
+        running = self.state.view().activity in (Activity.CONTINUING, Activity.TRAINING)
+        if progress.finished or not running:
+            self._draw_panels()
+        elif self._flow_timer is None:
+            self._flow_timer = self.set_timer(FLOW_EVERY, self._draw_panels)
+        if progress.finished:
+            self._show_checks()
 
-    def _draw_flow(self) -> None:
+    def _draw_panels(self) -> None:
+        """The parameters table, the gradient-flow plot and the followed node."""
         if self._flow_timer is not None:
             self._flow_timer.stop()
         self._flow_timer = None
-        if self.session is not None:
+        if self.session is None:
+            return
+        if self._grads_to_show:
+            params = self.query_one(ParamsTable)
+            for name, summary in self._grads_to_show.items():
+                params.show_grad(name, summary)
+            self._grads_to_show = {}
+        if self._flow_dirty:
+            self._flow_dirty = False
             order = list(self.session.leaves)
             for plot in self.query(GradFlow):  # none once the app is closing
                 plot.show_flow([(name, self.flow[name]) for name in order if name in self.flow])
+        if self._follow is not None:
+            key, self._follow = self._follow, None
+            self._inspect(key)
 
     def on_data_table_row_selected(self, event) -> None:
         """Enter on a parameter: the inspector says what it is and, without a .grad, why."""
@@ -539,7 +563,7 @@ class GradvizApp(App[int]):
             return
         self._rendered_version = view.version
         if not view.busy and self._flow_timer is not None:  # the work is over: draw it now
-            self._draw_flow()
+            self._draw_panels()
         self._render_status(view)
         self._render_welcome(view)
         failure = view.failure
@@ -625,6 +649,8 @@ class GradvizApp(App[int]):
             if action is Action.CONTINUE and self.session is not None and self.session.stepper:
                 if len(self.session.stepper) <= ANIMATE_UP_TO:
                     options["animate_seconds"] = ANIMATE_SECONDS
+                else:
+                    options["chunk_seconds"] = BIG_FRAME_SECONDS
             self.engine.submit(functools.partial(self._perform, action, **options))
         elif decision.verdict == "refused":
             self.notify(decision.reason, timeout=3)

@@ -107,9 +107,15 @@ class GraphView(ScrollView, can_focus=True):
             self._strips.clear()
             self.refresh()
         else:  # only the rows that changed are drawn again: a full redraw costs a frame
-            for row in {self.row_of.get(key, -1) for key in changed} - {-1}:
-                self._strips.pop(row, None)
-                self.refresh_line(row)
+            top = self.scroll_offset.y
+            bottom = top + (self.scrollable_content_region.height or 1)
+            row_of, strips = self.row_of, self._strips
+            for key in changed:
+                row = row_of.get(key)
+                if row is not None:
+                    strips.pop(row, None)
+                    if top <= row < bottom:  # rows out of sight are drawn when scrolled to
+                        self.refresh_line(row)
         if self.follow and state.pending in self.row_of:
             self._move_to(self.row_of[state.pending], announce=False)
 

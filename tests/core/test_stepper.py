@@ -210,6 +210,25 @@ def test_nan_grad_first_nonfinite_is_sqrt_in_abs():
     assert later and not any(e.nonfinite for e in later)  # they only pass it on
 
 
+@pytest.mark.parametrize("breaks_at", [None, 0, 37, 199])
+def test_first_nonfinite_after_a_whole_run_is_the_node_that_made_it(breaks_at):
+    # After run(), the events are checked many at once: the answer must be the one
+    # that checking each event alone gives. Huge finite values (whose sums overflow
+    # float32) come first and must not read as non-finite.
+    x = torch.ones(4, requires_grad=True)
+    y = x * 1.0
+    for index in range(200):
+        y = (y * 0.0).sqrt() if index == breaks_at else y * 1.0  # sqrt(0) sends Inf back
+    with BackwardStepper(y.sum() * 3e38) as stepper:  # every gradient is 3e38
+        stepper.run()
+        origin = stepper.first_nonfinite
+        expected = next((event for event in stepper.events if event.nonfinite), None)
+    if breaks_at is None:
+        assert origin is None and expected is None
+    else:
+        assert origin is expected and origin.op == "SqrtBackward0"
+
+
 def test_breakpoints_and_run_until(resnet18_trace):
     scenario = gradviz.load_scenario("resnet18")
     roots, modules = scenario.run_forward()

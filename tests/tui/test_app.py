@@ -231,27 +231,35 @@ async def test_a_session_from_show_cannot_make_a_new_forward():
         assert torch.equal(w.grad, 2 * w.detach())
 
 
-CHAIN = """
-import torch, gradviz
+SLOW_CHAIN = """
+import time, torch, gradviz
 x = torch.ones(8, requires_grad=True)
+class Slow(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y):
+        return y.clone()
+    @staticmethod
+    def backward(ctx, grad):
+        time.sleep(0.001)  # a backward of {depth} ms: long enough to stop partway
+        return grad
 def forward():
     y = x
     for _ in range({depth}):
-        y = y.sin()
+        y = Slow.apply(y)
     return y.sum()
 def build():
     return gradviz.Scenario(name="chain", params={{"x": x}}, forward=forward)
 """
 
 
-def chain_scenario(tmp_path, depth):
+def slow_chain_scenario(tmp_path, depth):
     path = tmp_path / "chain.py"
-    path.write_text(CHAIN.format(depth=depth))
+    path.write_text(SLOW_CHAIN.format(depth=depth))
     return str(path)
 
 
 async def test_escape_stops_continue_partway_and_stepping_goes_on(tmp_path):
-    app = make_app(chain_scenario(tmp_path, 60_000))  # continue runs long enough to stop
+    app = make_app(slow_chain_scenario(tmp_path, 3000))  # above ANIMATE_UP_TO: full speed
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         total = app.state.view().nodes
