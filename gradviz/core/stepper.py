@@ -402,8 +402,12 @@ class _Backward:
         self.handles: list[Any] = []
         self.job: backward_threads.Job | None = None
 
-        self.children = {key: list(graph.successors(key)) for key in keys}
-        self.waiting_parents = {key: graph.in_degree(key) for key in keys}
+        # networkx's own adjacency dicts, as its algorithms read them: a view per node
+        # (successors, in_degree) cost 0.75 s on a 200,000-node chain
+        succ, pred = graph._succ, graph._pred
+        with paused_gc():
+            self.children = {key: list(succ[key]) for key in keys}
+            self.waiting_parents = {key: len(pred[key]) for key in keys}
         self.ready = {key for key in keys if self.waiting_parents[key] == 0}
         self.readied = 0  # events[:readied] are counted in `ready`
 
