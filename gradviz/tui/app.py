@@ -425,7 +425,8 @@ class GradvizApp(App[int]):
                 plot.show_flow([(name, self.flow[name]) for name in order if name in self.flow])
         if self._follow is not None:
             key, self._follow = self._follow, None
-            self._inspect(key)
+            if self.query_one(GraphView).follow:  # not if the user has moved since
+                self._inspect(key)
 
     def on_data_table_row_selected(self, event) -> None:
         """Enter on a parameter: the inspector says what it is and, without a .grad, why."""
