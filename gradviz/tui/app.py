@@ -319,6 +319,7 @@ class GradvizApp(App[int]):
             self._show_checks()
             roots = laid_out.graph.graph.get("roots")
             if roots:
+                view.mark_node(roots[0])  # a new graph starts at its root, not where the old was
                 self._inspect(roots[0])
         self._render_state(force=True)
 
@@ -395,6 +396,8 @@ class GradvizApp(App[int]):
         if view.follow:
             last = progress.events[-1].node if progress.events else None
             self._follow = progress.pending or last
+            if progress.pending is None and last is not None:  # the end: show the last node
+                view.mark_node(last)
         # A step draws the panels at once. While backward runs on, they are drawn four
         # times a second: the inspector's new height lays out the whole screen, and the
         # table and the plot cost a frame each; per slice, they slowed the engine (the GIL).
@@ -579,11 +582,23 @@ class GradvizApp(App[int]):
         if view.phase is Phase.FAILED or view.phase is Phase.ABORTED:
             self.graph_state.pending = None
             self.query_one(GraphView).show_state(self.graph_state)
+        if view.phase is Phase.NONE and not view.busy and self._shown_graph is not None:
+            self._clear_graph()  # a stepped forward abandoned (esc): its partial graph goes
         # The footer rebuilds its keys on every refresh (about 10 ms): only when one changes.
         enabled = tuple(bool(self.check_action(b.action, ())) for b in self.BINDINGS)
         if enabled != self._enabled:
             self._enabled = enabled
             self.refresh_bindings()
+
+    def _clear_graph(self) -> None:
+        from rich.text import Text
+
+        self._shown_graph = None
+        self.graph_state = GraphState()
+        graph_view = self.query_one(GraphView)
+        graph_view.placeholder = "no graph: f a forward pass, s one operation at a time"
+        graph_view.show_layout(GraphLayout(graph_view.graph, [], {}, {}, 0))
+        self.query_one(Inspector).show_text(Text("no graph yet", "grey50"))
 
     def _show_busy(self) -> None:
         self._busy_timer = None

@@ -22,15 +22,16 @@ if TYPE_CHECKING:
     from gradviz.core.summary import TensorSummary
 
 
-def summary_text(summary: TensorSummary | None) -> Text:
-    """One gradient in a line or two: shape, norm, stats, NaN/Inf, a few values."""
+def summary_text(summary: TensorSummary | None, norm_label: str = "|g|") -> Text:
+    """One gradient in a line or two: shape, norm, stats, NaN/Inf, a few values
+    (``norm_label="|x|"`` for a forward's values)."""
     if summary is None:
         return Text("None (nothing flows)", "grey50")
     text = Text()
     text.append(f"{summary.shape} {summary.dtype}", "grey62")
     if summary.device != "cpu":
         text.append(f" {summary.device}", "grey62")
-    text.append(f"  |g|={summary.norm:.4g}", "bold")
+    text.append(f"  {norm_label}={summary.norm:.4g}", "bold")
     text.append("\n   ")
     text.append(f"  mean={summary.mean:.3g} std={summary.std:.3g} "
                 f"min={summary.min:.3g} max={summary.max:.3g}")
@@ -242,7 +243,7 @@ class ParamsTable(DataTable):
         norm = Text(f"{summary.norm:.4g}", "red" if not summary.finite else "")
         values = ""
         if summary.numel <= len(summary.sample):  # a handful of elements: show them
-            values = "[" + ", ".join(f"{v:g}" for v in summary.sample) + "]"
+            values = "[" + ", ".join(f"{v:.4g}" for v in summary.sample) + "]"
         self.update_cell(name, "|grad|", norm)
         self.update_cell(name, "grad", values)
         self.move_cursor(row=self.get_row_index(name))  # follow the gradient as it lands
@@ -255,15 +256,16 @@ class ParamsTable(DataTable):
                 self.update_cell(update.name, "|Δ|", Text(update.skipped, "grey50"))
                 continue
             self.update_cell(update.name, "|Δ|", f"{update.update.norm:.3g}")
-            ratio = (Text("|p| was 0", "grey50") if update.ratio is None
+            ratio = (Text("p was 0", "grey50") if update.ratio is None
                      else f"{update.ratio:.3g}")
             self.update_cell(update.name, "|Δ|/|p|", ratio)
             self.update_cell(update.name, "optimizer state", ", ".join(
                 f"{k}={_state_text(v)}" for k, v in update.state.items()))
 
     def clear_grads(self) -> None:
+        """A new forward: the gradients, and the last step's updates, are of the past."""
         for name in list(self.rows):
-            for column in ("|grad|", "grad"):
+            for column in ("|grad|", "grad", "|Δ|", "|Δ|/|p|"):
                 self.update_cell(name, column, "")
 
 
@@ -297,7 +299,8 @@ class ForwardLog(DataTable):
     """The operations of a forward stepped op by op: what each recorded in the graph, or
     why nothing (greyed, with the reason: the tutorial's exclusion from the DAG)."""
 
-    COLUMNS = {"#": 5, "op": 14, "module": 20, "recorded": 60, "output": 18}
+    # "recorded" before "module": in a side panel the reason must be what shows
+    COLUMNS = {"#": 4, "op": 12, "recorded": 48, "module": 20, "output": 18}
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
@@ -314,9 +317,9 @@ class ForwardLog(DataTable):
         for step in steps:
             grey = "grey50" if step.node_type is None else ""
             recorded = (Text(step.node_type, "green") if step.node_type
-                        else Text(f"nothing: {step.reason}", "grey50"))
-            rows.append((Text(str(step.index + 1), grey), Text(step.op, grey),
-                         Text(step.module if step.module is not None else "-", grey), recorded,
+                        else Text(f"none: {step.reason}", "grey50"))
+            rows.append((Text(str(step.index + 1), grey), Text(step.op, grey), recorded,
+                         Text(step.module if step.module is not None else "-", grey),
                          Text(str(step.shape) if step.shape is not None else "", grey)))
         self.add_rows(rows)
         self.move_cursor(row=self.row_count - 1)
@@ -350,7 +353,7 @@ def forward_step_lines(step: Any) -> list[Any]:
                           "grey50"))
     elif step.output is not None:
         lines.append(Text("output values:", "bold"))
-        lines.append(summary_text(step.output))
+        lines.append(summary_text(step.output, norm_label="|x|"))
         if step.zeros is not None:
             lines.append(Text(f"    zeros: {step.zeros:.1%}", "grey70"))
     else:

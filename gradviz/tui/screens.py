@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
@@ -25,7 +25,8 @@ HELP_KEYS = [
     ("m", "fold / unfold modules"),
     ("p", "open another scenario (a demo or a file)"),
     ("↑ ↓ enter", "move through the graph, inspect a node, open a module"),
-    ("tab", "move between the graph, the node inspector (scrolls) and the parameters"),
+    ("tab", "move between the graph, the node inspector (scrolls) and the tabs: "
+            "parameters / forward ops (← → switch tabs)"),
     ("escape", "stop what is running (a forward too), close find, dismiss an error"),
     ("ctrl+p", "command palette"),
     ("?", "this help"),
@@ -41,6 +42,7 @@ LEGEND = [("▶", "bold reverse magenta", "the node the engine waits at"),
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "close")]
+    AUTO_FOCUS = "#help"  # it scrolls (↑ ↓ pgup pgdn): at 80x24 the legend is below the fold
 
     def compose(self) -> ComposeResult:
         keys = Table.grid(padding=(0, 2))
@@ -52,11 +54,11 @@ class HelpScreen(ModalScreen[None]):
         for glyph, style, what in LEGEND:
             legend.append(f"  {glyph} ", style)
             legend.append(f"{what}\n")
-        with Vertical(id="help"):
-            yield Static(Text("gradviz: PyTorch's backward, one node at a time", "bold"))
+        with VerticalScroll(id="help"):
+            yield Static(Text.assemble(("gradviz: PyTorch's backward, one node at a time", "bold"),
+                                       ("   escape closes, ↑ ↓ scroll", "grey50")))
             yield Static(keys)
             yield Static(legend)
-            yield Static(Text("escape closes", "grey50"))
 
 
 class PickerScreen(ModalScreen[str | None]):

@@ -87,6 +87,24 @@ async def test_optimizer_steps_once_per_backward_and_shows_nonzero_updates():
         await press(app, pilot, "o")
         assert "iteration 1" in status(app)
         assert (app.session.scenario.model.fc.weight.detach() == weight).all()
+        # A new forward: the last step's updates are not shown as if they were this one's.
+        await press(app, pilot, "f")
+        assert cell(app, "fc.weight", "|Δ|") == "" and cell(app, "fc.bias", "|Δ|/|p|") == ""
+
+
+async def test_the_graph_shows_the_last_node_after_continue_and_the_root_after_f():
+    app = make_app("resnet18")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        view = app.query_one(GraphView)
+        await press(app, pilot, "c")
+        last = app.session.stepper.executed[-1]
+        assert view.cursor == view.row_of[last] and view.cursor > 40  # below the first screen
+        top = view.scroll_offset.y
+        assert top <= view.cursor < top + view.scrollable_content_region.height
+        await press(app, pilot, "f")
+        root = app.session.graph.graph["roots"][0]
+        assert view.cursor == view.row_of[root] and view.scroll_offset.y == 0
 
 
 async def test_a_zero_parameter_has_no_update_ratio_not_inf():
@@ -94,7 +112,7 @@ async def test_a_zero_parameter_has_no_update_ratio_not_inf():
     async with app.run_test(size=SIZE) as pilot:
         await settle(app, pilot)
         await press(app, pilot, "c", "o")
-        assert cell(app, "bn1.bias", "|Δ|/|p|") == "|p| was 0"  # BatchNorm biases start at 0
+        assert cell(app, "bn1.bias", "|Δ|/|p|") == "p was 0"  # BatchNorm biases start at 0
         assert float(cell(app, "bn1.weight", "|Δ|/|p|")) > 0
 
 

@@ -265,8 +265,8 @@ async def test_a_row_cut_at_the_edge_ends_in_an_ellipsis():
         assert any(line.rstrip().endswith("…") for line in lines)
 
 
-# Item 14: a greyed key says why it did nothing, in a toast at the top, not over the
-# status line.
+# Item 14: a greyed key says why it did nothing, in a toast over neither the status
+# line nor the node inspector.
 async def test_toasts_do_not_cover_the_status_line():
     app = make_app("autograd-basics")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
@@ -276,4 +276,6 @@ async def test_toasts_do_not_cover_the_status_line():
         toasts = list(app.screen.query("Toast"))
         assert toasts and "finish backward first" in str(toasts[0].render())
         status_row = app.query_one("#status").region.y
-        assert all(toast.region.bottom <= status_row - 5 for toast in toasts)
+        inspector = app.query_one("#inspector").region
+        assert all(toast.region.bottom <= status_row for toast in toasts)
+        assert all(toast.region.y >= inspector.bottom for toast in toasts)

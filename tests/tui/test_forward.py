@@ -33,7 +33,7 @@ async def test_the_tutorials_forward_step_by_step_then_its_backward():
         assert "recorded PowBackward0" in inspector
         await press(app, pilot, "s", "s", "s")
         assert [row[1] for row in log_rows(app)] == ["pow", "mul", "pow", "sub"]
-        assert all(row[3] for row in log_rows(app))  # each recorded a node
+        assert all(not row[2].startswith("none") for row in log_rows(app))  # each recorded a node
         await press(app, pilot, "s")  # the forward has returned: its graph, backward waits
         assert app.state.view().phase is Phase.PAUSED
         assert "step 0/6" in status(app) and "next: SubBackward0" in status(app)
@@ -47,13 +47,13 @@ async def test_finetune_shows_the_frozen_backbone_left_out_of_the_dag():
         await settle(app, pilot)
         await press(app, pilot, "s")
         rows = log_rows(app)
-        assert rows[0][1] == "conv2d" and rows[0][2] == "conv1"
-        assert "nothing: no input requires grad (conv1.weight has requires_grad=False)" in rows[0][3]
+        assert rows[0][1] == "conv2d" and rows[0][3] == "conv1"
+        assert "none: no input requires grad (conv1.weight has requires_grad=False)" in rows[0][2]
         assert app.query_one(GraphView).rows == []  # nothing recorded yet
         await press(app, pilot, "c")  # the rest of the forward
         assert app.state.view().phase is Phase.PAUSED and "step 0/6" in status(app)
         rows = log_rows(app)
-        recorded = [row[1] for row in rows if not row[3].startswith("nothing")]
+        recorded = [row[1] for row in rows if not row[2].startswith("none")]
         assert recorded == ["linear", "sub", "sum"]  # only fc (and the loss) in the DAG
         assert len(rows) > 80
 
@@ -67,6 +67,8 @@ async def test_esc_abandons_a_stepped_forward_and_f_makes_a_graph_again():
         await settle(app, pilot)
         assert app.state.view().phase is Phase.NONE and "no graph" in status(app)
         assert app.check_action("step", ()) is None
+        assert app.query_one(GraphView).rows == []  # the partial graph went with it
+        assert "no graph" in app.query_one(GraphView).placeholder
         await press(app, pilot, "f")
         assert "step 0/6" in status(app)
 
