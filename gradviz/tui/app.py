@@ -33,7 +33,7 @@ from gradviz.tui.panels import ChecksPanel, ForwardLog, Inspector, ParamsTable, 
 from gradviz.tui.plots import GradFlow, LossPlot
 from gradviz.tui.run_so_far import RunSoFar
 from gradviz.tui.run_view import RunScreen
-from gradviz.tui.screens import HelpScreen, PickerScreen
+from gradviz.tui.screens import HELP_KEYS, HelpScreen, PickerScreen
 
 if TYPE_CHECKING:
     from gradviz.core.progress import Progress
@@ -56,6 +56,9 @@ FLOW_EVERY = 0.25  # seconds between redraws of the gradient-flow plot while gra
 QUICK_WORK_SECONDS = 0.1
 _QUICK = (Activity.STEPPING, Activity.FORWARD_STEPPING)
 
+_HELP_BY_KEY = {keys.split()[0]: what for keys, what in HELP_KEYS}  # for the palette
+_PALETTE_TITLES = {"forward_step": "Step the forward op by op", "picker": "Open a scenario",
+                   "modules": "Fold or unfold modules", "run_so_far": "The run so far"}
 _KEY_ACTIONS = {"step": Action.STEP, "continue": Action.CONTINUE, "optimizer": Action.OPTIMIZER,
                 "train": Action.TRAIN, "forward": Action.FORWARD, "export": Action.EXPORT,
                 "forward_step": Action.FORWARD_STEP}
@@ -636,6 +639,8 @@ class GradvizApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         wanted = _KEY_ACTIONS.get(action)
         if wanted is not None:
+            if self.session is None:
+                return False  # nothing loaded: hidden, so the footer has room for p, ? and q
             return True if self.state.view().available(wanted) else None
         if action in ("modules", "find"):
             return True if self._shown_graph is not None else None
@@ -803,7 +808,10 @@ class GradvizApp(App[int]):
             if binding.action in ("help", "quit", "stop"):
                 continue
             if self.check_action(binding.action, ()):
-                yield SystemCommand(binding.description.capitalize(), f"key {binding.key}",
+                key = binding.key.split(",")[0].replace("slash", "/")
+                what = _HELP_BY_KEY.get(key, binding.description)
+                title = _PALETTE_TITLES.get(binding.action, binding.description.capitalize())
+                yield SystemCommand(title, f"{key}: {what}",
                                     getattr(self, f"action_{binding.action}"))
         from gradviz.core.catalog import builtin_scenarios
 

@@ -254,6 +254,17 @@ async def test_the_footer_at_80x24_shows_help_and_quit():
             assert region.width > 0 and region.right <= 80, (key, region)
 
 
+async def test_with_nothing_loaded_the_footer_shows_only_open_help_and_quit_whole():
+    app = make_app(None)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(app, pilot, loaded=False)
+        await pilot.press("escape")  # the picker it opens with
+        await pilot.pause(0.2)
+        footer = {key.key_display or key.key: key for key in app.screen.query("FooterKey")}
+        assert {"p", "?", "q"} <= set(footer) and not {"n", "c", "o", "t"} & set(footer)
+        assert "quit" in str(footer["q"].render()) and footer["q"].region.right <= 80
+
+
 # Item 13: a row cut at the panel's edge ends in an ellipsis, not a misleading number.
 async def test_a_row_cut_at_the_edge_ends_in_an_ellipsis():
     app = make_app("resnet18")
