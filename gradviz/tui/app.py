@@ -140,12 +140,13 @@ class GradvizApp(App[int]):
             self.name = name
             self.lines = lines
 
-    class EventDescribed(Message):
-        """An old node's summaries were read on the engine's thread; inspect it again."""
+    class EventsDescribed(Message):
+        """Nodes that ran in a big slice had their summaries read on the engine's thread."""
 
-        def __init__(self, key: str) -> None:
+        def __init__(self, session: Any, norms: dict[str, float | None]) -> None:
             super().__init__()
-            self.key = key
+            self.session = session
+            self.norms = norms  # node -> the largest |grad| it sent (None: sent nothing)
 
     def __init__(self, scenario: str | None = None, *, weights: str | None = None,
                  session: Session | None = None, export_dir: str | Path = ".",
@@ -165,6 +166,7 @@ class GradvizApp(App[int]):
         self.graph_state = GraphState()
         self.events: dict[str, Any] = {}
         self.summarized: set[str] = set()
+        self._asked: set[str] = set()  # nodes whose summaries the engine was asked to read
         self.incoming: tuple = ()
         self.flow: dict[str, float] = {}
         self._flow_dirty = False
@@ -176,6 +178,7 @@ class GradvizApp(App[int]):
         self._shown_graph: Any = None
         self._flow_timer: Any = None
         self._busy_timer: Any = None
+        self._visible_timer: Any = None
         self._inspected: str | None = None
         self._rendered_version = -1
         self._enabled: tuple[bool, ...] = ()
@@ -330,6 +333,7 @@ class GradvizApp(App[int]):
         self.graph_state = GraphState(ready={k for k in graph if graph.in_degree(k) == 0})
         self.events = {}
         self.summarized = set()
+        self._asked = set()
         self.incoming = ()
         self.flow = {}
         self._flow_dirty = False
@@ -364,12 +368,36 @@ class GradvizApp(App[int]):
         else:
             self.post_message(self.ProgressMade(session, progress))
 
-    def _describe_event(self, session: Session, key: str) -> None:
-        """Engine thread: summaries for an event that ran in a big batch, then re-inspect."""
-        event = self.events.get(key)
-        if event is not None and session is self.session:
-            event.summarize()
-            self.post_message(self.EventDescribed(key))
+    def _describe_events(self, session: Session, keys: list[str]) -> None:
+        """Engine thread: summaries for nodes that ran in a big slice (in sight, or
+        inspected), which the screen then shows."""
+        if session is not self.session:
+            return
+        norms = {}
+        for key in keys:
+            event = self.events.get(key)
+            if event is not None:
+                event.summarize()
+                sent = [s.norm for s in (*event.grad_inputs, event.param_grad) if s is not None]
+                norms[key] = max(sent) if sent else None
+        self.post_message(self.EventsDescribed(session, norms))
+
+    def _describe_visible(self) -> None:
+        """The nodes in sight that ran without their |g| read: read them (not while the
+        engine is busy: then it comes when the work ends)."""
+        self._visible_timer = None
+        if self.session is None or self.state.view().busy:
+            return
+        missing = [key for key in self.query_one(GraphView).visible_keys()
+                   if key in self.events and key not in self.summarized
+                   and key not in self._asked]
+        if missing:
+            self._asked.update(missing)  # asked once
+            self.engine.submit(functools.partial(self._describe_events, self.session, missing))
+
+    def on_graph_view_scrolled(self, message: GraphView.Scrolled) -> None:
+        if self._visible_timer is None:
+            self._visible_timer = self.set_timer(0.15, self._describe_visible)
 
     # ------------------------------------------------------------------ UI thread
     def on_gradviz_app_progress_made(self, message: ProgressMade) -> None:
@@ -513,11 +541,17 @@ class GradvizApp(App[int]):
         self.query_one(Inspector).show_lines(forward_step_lines(step))
         self._render_state(force=True)
 
-    def on_gradviz_app_event_described(self, message: EventDescribed) -> None:
-        self.summarized.add(message.key)
+    def on_gradviz_app_events_described(self, message: EventsDescribed) -> None:
+        if message.session is not self.session:
+            return
+        self.summarized.update(message.norms)
+        self.graph_state.norms.update({k: v for k, v in message.norms.items() if v is not None})
         view = self.query_one(GraphView)
-        if view.row_key(view.cursor) == message.key or self._inspected == message.key:
-            self._inspect(message.key)
+        view.show_state(self.graph_state, set(message.norms))
+        for key in (view.row_key(view.cursor), self._inspected):
+            if key in message.norms:
+                self._inspect(key)
+                break
 
     def on_gradviz_app_update_made(self, message: UpdateMade) -> None:
         if message.session is self.session:
@@ -550,7 +584,7 @@ class GradvizApp(App[int]):
                           for child in graph.successors(key))
         event = self.events.get(key)
         if event is not None and key not in self.summarized:
-            self.engine.submit(functools.partial(self._describe_event, self.session, key))
+            self.engine.submit(functools.partial(self._describe_events, self.session, [key]))
             event = None  # shown as soon as its summaries are read
         incoming = self.incoming if key == self.graph_state.pending else None
         inspector.show_node(key, attrs, event, children,
@@ -571,6 +605,8 @@ class GradvizApp(App[int]):
         self._rendered_version = view.version
         if not view.busy and self._flow_timer is not None:  # the work is over: draw it now
             self._draw_panels()
+        if not view.busy and self._visible_timer is None and self.events:
+            self._visible_timer = self.set_timer(0.05, self._describe_visible)
         self._render_status(view)
         self._render_welcome(view)
         failure = view.failure

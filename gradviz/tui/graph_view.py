@@ -75,6 +75,19 @@ class GraphView(ScrollView, can_focus=True):
             super().__init__()
             self.module = module
 
+    class Scrolled(Message):
+        """Other rows came into sight."""
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if round(old_value) != round(new_value):
+            self.post_message(self.Scrolled())
+
+    def visible_keys(self) -> list[str]:
+        top = self.scroll_offset.y
+        bottom = min(top + (self.scrollable_content_region.height or 1), len(self.rows))
+        return [self.rows[index].node for index in range(top, bottom)]
+
     cursor = var(0)  # drawn row by row (see _move_to): no repaint of the whole view
     follow = var(True)  # keep the cursor on the node the engine waits at
 

@@ -92,6 +92,27 @@ async def test_optimizer_steps_once_per_backward_and_shows_nonzero_updates():
         assert cell(app, "fc.weight", "|Δ|") == "" and cell(app, "fc.bias", "|Δ|/|p|") == ""
 
 
+async def test_after_a_big_continue_every_node_in_sight_shows_its_gradient(tmp_path):
+    # Nodes run in big slices are not all summarized as they run (the engine would
+    # wait): those in sight are read once the work ends, and when scrolled to.
+    path = tmp_path / "chain.py"
+    path.write_text(CHAIN.format(depth=5000))
+    app = make_app(str(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        view = app.query_one(GraphView)
+        await press(app, pilot, "c")
+        await pilot.pause(0.5)
+        await settle(app, pilot)
+        assert all(key in app.graph_state.norms for key in view.visible_keys())
+        view.scroll_to(y=2000, animate=False)
+        await pilot.pause(0.5)
+        await settle(app, pilot)
+        shown = view.visible_keys()
+        assert view.row_of[shown[0]] == 2000
+        assert all(key in app.graph_state.norms for key in shown)
+
+
 async def test_the_graph_shows_the_last_node_after_continue_and_the_root_after_f():
     app = make_app("resnet18")
     async with app.run_test(size=SIZE) as pilot:
@@ -248,6 +269,18 @@ async def test_a_session_from_show_cannot_make_a_new_forward():
         await press(app, pilot, "c")
         assert torch.equal(w.grad, 2 * w.detach())
 
+
+CHAIN = """
+import torch, gradviz
+x = torch.ones(8, requires_grad=True)
+def forward():
+    y = x
+    for _ in range({depth}):
+        y = y.sin()
+    return y.sum()
+def build():
+    return gradviz.Scenario(name="chain", params={{"x": x}}, forward=forward)
+"""
 
 SLOW_CHAIN = """
 import time, torch, gradviz
