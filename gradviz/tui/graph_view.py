@@ -8,6 +8,7 @@ followed.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 
 import networkx as nx
@@ -185,8 +186,11 @@ class GraphView(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         index = scroll_y + y
-        if not self.rows and y == 0 and self.placeholder:
-            return Strip([Segment(self.placeholder[: self.size.width], Style(color="grey50"))])
+        if not self.rows and self.placeholder:
+            lines = textwrap.wrap(self.placeholder, max(self.size.width - 1, 10))
+            line = lines[y] if y < len(lines) else ""
+            return Strip([Segment(line.ljust(self.size.width),
+                                  self.rich_style + Style(color="grey50"))])
         if index >= len(self.rows):
             return Strip.blank(self.size.width, self.rich_style)
         cached = self._strips.get(index)
