@@ -48,6 +48,22 @@ def test_a_10k_residual_chain_is_fast_and_narrow():
     assert time.perf_counter() - start < 2.0
 
 
+def test_a_chain_with_side_branches_lays_out_like_any_graph():
+    # Chain links take a short way through the layout; with branches off the chain
+    # (a parameter every few links) the lines must still connect, and the links stay
+    # one lane wide.
+    graph = nx.DiGraph()
+    for i in range(300):
+        graph.add_edge(f"op{i}", f"op{i + 1}", slot=0)
+        if i % 7 == 0:
+            graph.add_edge(f"op{i}", f"param{i}", slot=1)
+    rows = check(graph, 2)
+    links = [row for row in rows if row.node.startswith("op") and len(row.cells) == 1]
+    assert len(links) > 200 and all(row.cells == (NODE,) for row in links)
+    assert [row.node for row in rows if row.node.startswith("op")] == [
+        f"op{i}" for i in range(301)]
+
+
 def test_cells_draw_as_box_characters():
     graph = nx.DiGraph([("r", "a"), ("r", "b"), ("a", "c"), ("b", "c")])
     rows = layout(graph)
