@@ -807,6 +807,8 @@ class GradvizApp(App[int]):
     def _narrow(self, width: int, height: int) -> None:
         """On the app, not a screen: the main screen follows even while a dialog is open."""
         self.set_class(width < 100 or height < 30, "-narrow")
+        for footer in self.query(Footer):  # under 90 columns "^p palette" squeezed "q quit" off
+            footer.show_command_palette = width >= 90
         if self.is_mounted:
             self._render_status(self.state.view())
 

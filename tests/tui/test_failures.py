@@ -248,10 +248,13 @@ async def test_the_footer_at_80x24_shows_help_and_quit():
     app = make_app("autograd-basics")
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(app, pilot)
-        shown = {key.key_display or key.key: key.region for key in app.screen.query("FooterKey")}
-        for key in ("?", "q"):
-            region = next(r for k, r in shown.items() if k == key)
+        shown = {key.key_display or key.key: key for key in app.screen.query("FooterKey")}
+        for key, what in (("?", "help"), ("q", "quit")):
+            region = shown[key].region
             assert region.width > 0 and region.right <= 80, (key, region)
+            assert what in str(shown[key].render())
+        keys = list(app.screen.query("FooterKey"))  # none drawn over another (the palette's)
+        assert not any(a.region.overlaps(b.region) for a in keys for b in keys if a is not b)
 
 
 async def test_with_nothing_loaded_the_footer_shows_only_open_help_and_quit_whole():
