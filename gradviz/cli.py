@@ -239,16 +239,19 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     session = Session(load_scenario(args.scenario, weights=args.weights))
     rows = _SampledRows()
     last = origin = None
+    origin_number = 0
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task(session.scenario.name, total=args.steps, loss="-")
-            for _ in range(args.steps):
+            # Rows are numbered by iteration run: the session's own count is of optimizer
+            # steps, which stays 0 in a scenario without an optimizer.
+            for number in range(1, args.steps + 1):
                 last = session.train_iteration()
-                rows.add(_iteration_row(last))
+                rows.add(_iteration_row(number, last))
                 if origin is None and last.first_nonfinite is not None:
-                    origin = last
+                    origin, origin_number = last, number
                 progress.update(task, advance=1, loss=f"{last.loss:.6g}")
     except KeyboardInterrupt:  # keep what finished: print it, then say where it stopped
         session.close()
@@ -263,7 +266,7 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if origin is not None:
         event = origin.first_nonfinite
         where = f" in module {event.module}" if event.module else ""
-        console.print(f"[red]first non-finite gradient[/]: iteration {origin.iteration}, "
+        console.print(f"[red]first non-finite gradient[/]: iteration {origin_number}, "
                       f"node {event.node} ({event.op}){where}", soft_wrap=True)
     failed = [c for c in last.checks if not c.passed]
     for check in last.checks:
@@ -300,13 +303,13 @@ class _SampledRows:
         return [*self._sampled, self._latest]
 
 
-def _iteration_row(report) -> tuple:
+def _iteration_row(number: int, report) -> tuple:
     """(iteration, loss, median |Δ|/|p|, largest |Δ|/|p|, its parameter) of one iteration."""
     ratios = [] if report.update is None else sorted(
         (p.ratio, p.name) for p in report.update.updated if p.ratio is not None)
     median = ratios[len(ratios) // 2][0] if ratios else None
     top, name = ratios[-1] if ratios else (None, "-")
-    return report.iteration, report.loss, median, top, name
+    return number, report.loss, median, top, name
 
 
 def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

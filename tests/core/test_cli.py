@@ -86,6 +86,16 @@ def test_debug_shows_the_traceback(tmp_path):
     assert "Traceback" in loud.stderr and "KeyError" in loud.stderr
 
 
+def test_train_without_an_optimizer_numbers_the_iterations_it_ran(tmp_path):
+    path = tmp_path / "no_optimizer.py"
+    path.write_text("import torch, gradviz\nx = torch.ones(3, requires_grad=True)\n"
+                    "def build():\n    return gradviz.Scenario(name='plain', params={'x': x},"
+                    " forward=lambda: (x * 2).sum())\n")
+    result = gradviz("train", str(path), "--steps", "2")
+    assert result.returncode == 0
+    assert "│         1 │" in result.stdout and "│         2 │" in result.stdout
+
+
 def test_train_prints_losses_updates_and_where_nan_started():
     result = gradviz("train", "nan-grad", "--steps", "2")
     assert result.returncode == 1  # its check fails
