@@ -49,7 +49,7 @@ FRAME_SECONDS = 1 / 30  # the screen takes progress this often while backward ru
 # ... and on a graph too big to animate: each slice pauses the engine and draws a frame
 # while holding the GIL; at 1/30 s a 200,000-node continue took 1.7x run(), at 1/10 s 1.4x.
 BIG_FRAME_SECONDS = 1 / 10
-FLOW_EVERY = 0.25  # seconds between redraws of the gradient-flow plot while gradients land
+PANELS_EVERY = 0.25  # seconds between redraws of the table, plot and inspector while backward runs
 # A step's "stepping" is shown only if it is still running this long after the key: most
 # steps take milliseconds, and drawing the busy line for them would flicker and hold the
 # frame with the step's result back by one refresh period (Textual draws at most 60/s).
@@ -176,7 +176,7 @@ class GradvizApp(App[int]):
         self.opened: set[str] = set()
         self.failed_from_cli = False  # the scenario named on the command line did not load
         self._shown_graph: Any = None
-        self._flow_timer: Any = None
+        self._panels_timer: Any = None
         self._busy_timer: Any = None
         self._visible_timer: Any = None
         self._inspected: str | None = None
@@ -435,16 +435,16 @@ class GradvizApp(App[int]):
         running = self.state.view().activity in (Activity.CONTINUING, Activity.TRAINING)
         if progress.finished or not running:
             self._draw_panels()
-        elif self._flow_timer is None:
-            self._flow_timer = self.set_timer(FLOW_EVERY, self._draw_panels)
+        elif self._panels_timer is None:
+            self._panels_timer = self.set_timer(PANELS_EVERY, self._draw_panels)
         if progress.finished:
             self._show_checks()
 
     def _draw_panels(self) -> None:
         """The parameters table, the gradient-flow plot and the followed node."""
-        if self._flow_timer is not None:
-            self._flow_timer.stop()
-        self._flow_timer = None
+        if self._panels_timer is not None:
+            self._panels_timer.stop()
+        self._panels_timer = None
         if self.session is None:
             return
         if self._grads_to_show:
@@ -603,7 +603,7 @@ class GradvizApp(App[int]):
                 self._busy_timer = self.set_timer(QUICK_WORK_SECONDS, self._show_busy)
             return
         self._rendered_version = view.version
-        if not view.busy and self._flow_timer is not None:  # the work is over: draw it now
+        if not view.busy and self._panels_timer is not None:  # the work is over: draw it now
             self._draw_panels()
         if not view.busy and self._visible_timer is None and self.events:
             self._visible_timer = self.set_timer(0.05, self._describe_visible)
