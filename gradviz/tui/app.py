@@ -386,8 +386,8 @@ class GradvizApp(App[int]):
         """The nodes in sight that ran without their |g| read: read them (not while the
         engine is busy: then it comes when the work ends)."""
         self._visible_timer = None
-        if self.session is None or self.state.view().busy:
-            return
+        if not self.is_running or self.session is None or self.state.view().busy:
+            return  # (not running: quitting, its screen may be gone before its timers)
         missing = [key for key in self.query_one(GraphView).visible_keys()
                    if key in self.events and key not in self.summarized
                    and key not in self._asked]
@@ -445,7 +445,7 @@ class GradvizApp(App[int]):
         if self._panels_timer is not None:
             self._panels_timer.stop()
         self._panels_timer = None
-        if self.session is None:
+        if not self.is_running or self.session is None:
             return
         if self._grads_to_show:
             params = self.query_one(ParamsTable)
@@ -641,7 +641,7 @@ class GradvizApp(App[int]):
 
     def _show_busy(self) -> None:
         self._busy_timer = None
-        if self.state.view().activity in _QUICK:
+        if self.is_running and self.state.view().activity in _QUICK:
             self._render_state(force=True)
 
     def _render_status(self, view: StateView) -> None:

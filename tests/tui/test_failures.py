@@ -293,3 +293,17 @@ async def test_toasts_do_not_cover_the_status_line():
         inspector = app.query_one("#inspector").region
         assert all(toast.region.bottom <= status_row for toast in toasts)
         assert all(toast.region.y >= inspector.bottom for toast in toasts)
+
+
+async def test_timers_that_fire_while_quitting_do_nothing():
+    # Quitting closes the screens before the app's own timers: a timer that then read
+    # the graph view raised NoMatches over the terminal (seen after `c` on a 200k chain).
+    app = make_app("autograd-basics")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await pilot.press("c")
+        await settle(app, pilot)
+        assert app.events  # what the timers would draw
+    app._describe_visible()
+    app._draw_panels()
+    app._show_busy()
