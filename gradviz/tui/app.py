@@ -305,9 +305,7 @@ class GradvizApp(App[int]):
         session, laid_out = message.session, message.laid_out
         if session is not self.session or laid_out.graph is not session.graph:
             return  # an old graph's layout arrived after a newer one
-        folded = any(isinstance(row.node, str) and row.node.startswith(GROUP)
-                     for row in laid_out.rows)
-        if folded and self.fold_depth is None:
+        if laid_out.folded and self.fold_depth is None:
             self.fold_depth = 1
         view = self.query_one(GraphView)
         new_graph = self._shown_graph is not laid_out.graph

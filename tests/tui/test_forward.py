@@ -49,7 +49,7 @@ async def test_finetune_shows_the_frozen_backbone_left_out_of_the_dag():
         rows = log_rows(app)
         assert rows[0][1] == "conv2d" and rows[0][3] == "conv1"
         assert "none: no input requires grad (conv1.weight has requires_grad=False)" in rows[0][2]
-        assert app.query_one(GraphView).rows == []  # nothing recorded yet
+        assert len(app.query_one(GraphView).rows) == 0  # nothing recorded yet
         await press(app, pilot, "c")  # the rest of the forward
         assert app.state.view().phase is Phase.PAUSED and "step 0/6" in status(app)
         rows = log_rows(app)
@@ -67,7 +67,7 @@ async def test_esc_abandons_a_stepped_forward_and_f_makes_a_graph_again():
         await settle(app, pilot)
         assert app.state.view().phase is Phase.NONE and "no graph" in status(app)
         assert app.check_action("step", ()) is None
-        assert app.query_one(GraphView).rows == []  # the partial graph went with it
+        assert len(app.query_one(GraphView).rows) == 0  # the partial graph went with it
         assert "no graph" in app.query_one(GraphView).placeholder
         await press(app, pilot, "f")
         assert "step 0/6" in status(app)
