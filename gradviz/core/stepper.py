@@ -396,19 +396,20 @@ class _Backward:
         # than the history holds are to come, the node now running will be evicted for
         # sure, so its hooks summarize it at once (while its tensors are in cache) and
         # keep none (the engine may then reuse those buffers, and .grad take the last).
-        self.expected_bytes = sum(4 * math.prod(graph.nodes[key]["shape"] or ())
-                                  for key in keys)
+        self.expected_bytes = sum(4 * math.prod(attrs["shape"] or ())
+                                  for attrs in graph._node.values())
         self.produced_bytes = 0  # gradients that have flowed into nodes so far
         self.handles: list[Any] = []
         self.job: backward_threads.Job | None = None
 
         # networkx's own adjacency dicts, as its algorithms read them: a view per node
-        # (successors, in_degree) cost 0.75 s on a 200,000-node chain
-        succ, pred = graph._succ, graph._pred
+        # (successors, in_degree) cost 0.75 s on a 200,000-node chain, a list of
+        # children per node 0.1 s
+        self.children = graph._succ  # node -> {child: edge attributes}
+        pred = graph._pred
         with paused_gc():
-            self.children = {key: list(succ[key]) for key in keys}
-            self.waiting_parents = {key: len(pred[key]) for key in keys}
-        self.ready = {key for key in keys if self.waiting_parents[key] == 0}
+            self.waiting_parents = dict(zip(pred, map(len, pred.values())))
+        self.ready = {key for key, count in self.waiting_parents.items() if count == 0}
         self.readied = 0  # events[:readied] are counted in `ready`
 
     # ------------------------------------------------------------- starting
