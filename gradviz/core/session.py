@@ -546,4 +546,6 @@ def _note(action: Action, result: object) -> str:
     if action is Action.OPTIMIZER and isinstance(result, UpdateReport):
         return (f"{result.optimizer}: {len(result.updated)} of {len(result.params)} "
                 "parameters updated")
+    if action is Action.TRAIN and isinstance(result, IterationReport) and result.update is None:
+        return "forward and backward ran; no optimizer step: the scenario has no optimizer"
     return ""

@@ -149,6 +149,21 @@ async def test_train_and_forward_make_new_graphs_and_losses():
         assert "step 0/" in status(app) and "4 forward passes" in app.query_one(LossPlot).border_title
 
 
+async def test_train_without_an_optimizer_says_the_step_was_skipped(tmp_path):
+    path = tmp_path / "no_optimizer.py"
+    path.write_text("import torch, gradviz\n"
+                    "w = torch.tensor([1.0, 2.0], requires_grad=True)\n"
+                    "def build():\n"
+                    "    return gradviz.Scenario(name='plain', params={'w': w},\n"
+                    "                            forward=lambda: (w * w).sum())\n")
+    app = make_app(str(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        await press(app, pilot, "t")
+        assert "no optimizer step: the scenario has no optimizer" in status(app)
+        assert len(app.session.losses) == 2 and app.session.backward_done
+
+
 async def test_export_writes_a_dot_file(tmp_path):
     app = make_app("autograd-basics", export_dir=tmp_path)
     async with app.run_test(size=SIZE) as pilot:
