@@ -58,3 +58,7 @@ class SerialWorker:
             except BaseException as error:  # a job's own errors are its business; never die
                 if self._on_error is not None:
                     self._on_error(error)
+            finally:
+                # What the job held (an old session's graph, say) is freed now, not
+                # when the next job comes: that may be at exit, inside torch.
+                job = None

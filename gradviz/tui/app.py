@@ -54,6 +54,8 @@ PANELS_EVERY = 0.25  # seconds between redraws of the table, plot and inspector 
 # steps take milliseconds, and drawing the busy line for them would flicker and hold the
 # frame with the step's result back by one refresh period (Textual draws at most 60/s).
 QUICK_WORK_SECONDS = 0.1
+# Quitting waits at most this long for the engine's thread to finish what it runs.
+ENGINE_EXIT_SECONDS = 3.0
 _QUICK = (Activity.STEPPING, Activity.FORWARD_STEPPING)
 
 _HELP_BY_KEY = {keys.split()[0]: what for keys, what in HELP_KEYS}  # for the palette
@@ -797,7 +799,11 @@ class GradvizApp(App[int]):
             self.state.request(Action.STOP)
         if self.session is not None:
             self.session.close()  # the engine stops at its next node; its thread ends
-        self.engine.shutdown(timeout=0)
+        # Let the engine finish what it runs (stopped at its next node or torch call,
+        # an old session's close): a daemon thread still inside torch when Python
+        # finalizes aborts the process ("terminate called without an active exception",
+        # exit 134), seen on quitting right after opening a second scenario.
+        self.engine.shutdown(timeout=ENGINE_EXIT_SECONDS)
 
     def on_resize(self, event) -> None:
         self._narrow(event.size.width, event.size.height)

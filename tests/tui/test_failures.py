@@ -307,3 +307,43 @@ async def test_timers_that_fire_while_quitting_do_nothing():
     app._describe_visible()
     app._draw_panels()
     app._show_busy()
+
+
+_SWITCH_THEN_EXIT = """
+import asyncio
+from gradviz.tui.app import make_app
+
+
+async def main():
+    app = make_app("resnet18")
+    async with app.run_test(size=(120, 40)) as pilot:
+        while app.session is None or app.state.view().busy:
+            await pilot.pause(0.05)
+        await pilot.press("c")
+        while not app.session.backward_done or app.state.view().busy:
+            await pilot.pause(0.05)
+        first = app.session
+        app.open_scenario("autograd-basics")
+        while app.session is first or app.state.view().busy:
+            await pilot.pause(0.05)
+
+asyncio.run(main())
+print("ended")
+"""
+
+
+def test_a_process_that_switched_scenarios_exits_cleanly(tmp_path):
+    # The old session was freed on the engine's daemon thread as Python finalized: a
+    # tensor's dealloc took the GIL back then, and the process aborted ("terminate
+    # called without an active exception", exit 134), every time, with gradviz.show()
+    # too. Now the engine frees a job's objects after running it, and quitting waits
+    # for the engine.
+    import subprocess
+    import sys
+
+    script = tmp_path / "switch.py"
+    script.write_text(_SWITCH_THEN_EXIT)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-500:]
+    assert "ended" in result.stdout and "terminate called" not in result.stderr
