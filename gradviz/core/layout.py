@@ -24,7 +24,7 @@ plain Python, so it runs off the UI thread for a graph of 200,000 nodes.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import networkx as nx
 
@@ -91,7 +91,7 @@ class GraphLayout:
     members: dict[Hashable, list[Hashable]]  # folded row's key -> the graph's nodes in it
     row_of: dict[Hashable, int]  # graph node -> row index
     width: int  # columns the widest row may need: lanes and a label
-    folded: bool = field(default=False)  # some rows stand for a module's nodes
+    folded: bool = False  # some rows stand for a module's nodes
 
 
 def lay_out(graph: nx.DiGraph, depth: int | None = None,
