@@ -27,7 +27,7 @@ SCENARIOS = Path(__file__).with_name("scenarios")
 
 
 def _timed_app_class():
-    from gradviz.core.session_state import Phase
+    from gradviz.model.state import Phase
     from gradviz.tui.app import GradvizApp
 
     class Timed(GradvizApp):
@@ -118,7 +118,7 @@ def bench_app_step_latency() -> Iterator[Row]:
 
 async def _continue_and_open(ref: str) -> tuple[float, float, float]:
     """(c from key to the end on screen, forward's end to the graph on screen, nodes)."""
-    from gradviz.core.scenario import Scenario
+    from gradviz.session.scenario import Scenario
 
     forward_ends = []
     original = Scenario.run_forward
@@ -149,7 +149,7 @@ async def _continue_and_open(ref: str) -> tuple[float, float, float]:
 def _engine_alone(ref: str) -> tuple[float, float]:
     """(BackwardStepper start() + run(), build_graph) on a fresh forward of ``ref``."""
     import gradviz
-    from gradviz.core.stepper import BackwardStepper
+    from gradviz.engine.backward import BackwardStepper
 
     scenario = gradviz.load_scenario(ref)
     roots, modules = scenario.run_forward()

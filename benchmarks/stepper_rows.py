@@ -129,8 +129,8 @@ def _continue_like_the_app(stepper) -> None:
     """What the app's `c` does on a graph too big to animate: run in slices of
     BIG_FRAME_SECONDS, describing each slice's events for the screen (the summaries
     within a third of the slice) before the next; the screen draws between slices."""
-    from gradviz.core.progress import describe
-    from gradviz.core.quiet_gc import paused_gc
+    from gradviz.session.progress import describe
+    from gradviz.runtime.quiet_gc import paused_gc
     from gradviz.tui.app import BIG_FRAME_SECONDS
 
     while not stepper.done:

@@ -112,7 +112,7 @@ def bench_watch_gpt2() -> Iterator[Row]:
 
 def bench_nan_origin_search() -> Iterator[Row]:
     """What a NaN costs once found: stepping the kept graph again to its first NaN node."""
-    from gradviz.core.nan_origin import backward_origin
+    from gradviz.training.nan_origin import backward_origin
 
     model, optimizer, make_loss = _resnet18(224)
     searches, plain = [], []
@@ -130,7 +130,7 @@ def bench_nan_origin_search() -> Iterator[Row]:
 
 
 _MEMORY = PEAK + """
-import sys, tempfile, gradviz, gradviz.core.watch, torchvision
+import sys, tempfile, gradviz, gradviz.training.watch, torchvision
 torch.manual_seed(0)
 model = torchvision.models.resnet18()
 optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)

@@ -12,52 +12,52 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "GradvizError": "gradviz.core.errors",
-    "GraphError": "gradviz.core.errors",
-    "ScenarioError": "gradviz.core.errors",
-    "ExportError": "gradviz.core.errors",
-    "build_graph": "gradviz.core.graph",
-    "record": "gradviz.core.record",
-    "Recording": "gradviz.core.record",
-    "to_dot": "gradviz.core.export",
-    "to_json": "gradviz.core.export",
-    "Scenario": "gradviz.core.scenario",
-    "load_scenario": "gradviz.core.scenario",
-    "builtin_scenarios": "gradviz.core.catalog",
-    "load_weights": "gradviz.core.scenario",
-    "BackwardStepper": "gradviz.core.stepper",
-    "StepEvent": "gradviz.core.stepper",
-    "StepperError": "gradviz.core.stepper",
-    "BackwardAborted": "gradviz.core.stepper",
-    "Pause": "gradviz.core.stepper",
-    "TensorSummary": "gradviz.core.summary",
-    "OptimizerWatch": "gradviz.core.optimizer_watch",
-    "UpdateReport": "gradviz.core.optimizer_watch",
-    "ParamUpdate": "gradviz.core.optimizer_watch",
-    "Session": "gradviz.core.session",
+    "GradvizError": "gradviz.errors",
+    "GraphError": "gradviz.errors",
+    "ScenarioError": "gradviz.errors",
+    "ExportError": "gradviz.errors",
+    "build_graph": "gradviz.graph.walk",
+    "record": "gradviz.graph.record",
+    "Recording": "gradviz.graph.record",
+    "to_dot": "gradviz.graph.export",
+    "to_json": "gradviz.graph.export",
+    "Scenario": "gradviz.session.scenario",
+    "load_scenario": "gradviz.session.scenario",
+    "builtin_scenarios": "gradviz.session.catalog",
+    "load_weights": "gradviz.session.scenario",
+    "BackwardStepper": "gradviz.engine.backward",
+    "StepEvent": "gradviz.engine.backward",
+    "StepperError": "gradviz.engine.backward",
+    "BackwardAborted": "gradviz.engine.backward",
+    "Pause": "gradviz.engine.backward",
+    "TensorSummary": "gradviz.engine.summary",
+    "OptimizerWatch": "gradviz.session.optimizer_step",
+    "UpdateReport": "gradviz.session.optimizer_step",
+    "ParamUpdate": "gradviz.session.optimizer_step",
+    "Session": "gradviz.session.session",
     "show": "gradviz.show",
-    "summarize": "gradviz.core.summary",
-    "CheckResult": "gradviz.core.scenario",
-    "ForwardStepper": "gradviz.core.forward_stepper",
-    "ForwardEvent": "gradviz.core.forward_recording",
-    "ForwardRecording": "gradviz.core.forward_recording",
-    "ForwardAborted": "gradviz.core.forward_recording",
-    "Exclusion": "gradviz.core.forward_recording",
-    "SourceLine": "gradviz.core.forward_recording",
-    "record_forward": "gradviz.core.forward_recording",
-    "why_no_grad": "gradviz.core.why_no_grad",
-    "NoGradReason": "gradviz.core.why_no_grad",
-    "NoGradExplanation": "gradviz.core.why_no_grad",
-    "watch": "gradviz.core.watch",
-    "Watch": "gradviz.core.watch",
-    "WatchBreak": "gradviz.core.watch_break",
-    "WatchError": "gradviz.core.watch",
-    "TrainingStopped": "gradviz.core.watch_break",
-    "TrainingPause": "gradviz.core.watch_break",
-    "WatchReport": "gradviz.core.watch_report",
-    "RunRecord": "gradviz.core.run_record",
-    "RunHistory": "gradviz.core.run_record",
-    "RecordError": "gradviz.core.run_record",
+    "summarize": "gradviz.engine.summary",
+    "CheckResult": "gradviz.session.scenario",
+    "ForwardStepper": "gradviz.engine.forward",
+    "ForwardEvent": "gradviz.engine.forward_ops",
+    "ForwardRecording": "gradviz.engine.forward_ops",
+    "ForwardAborted": "gradviz.engine.forward_ops",
+    "Exclusion": "gradviz.engine.forward_ops",
+    "SourceLine": "gradviz.engine.forward_ops",
+    "record_forward": "gradviz.engine.forward_ops",
+    "why_no_grad": "gradviz.engine.why_no_grad",
+    "NoGradReason": "gradviz.engine.why_no_grad",
+    "NoGradExplanation": "gradviz.engine.why_no_grad",
+    "watch": "gradviz.training.watch",
+    "Watch": "gradviz.training.watch",
+    "WatchBreak": "gradviz.training.breaks",
+    "WatchError": "gradviz.training.watch",
+    "TrainingStopped": "gradviz.training.breaks",
+    "TrainingPause": "gradviz.training.breaks",
+    "WatchReport": "gradviz.model.run_report",
+    "RunRecord": "gradviz.model.run_record",
+    "RunHistory": "gradviz.model.run_record",
+    "RecordError": "gradviz.model.run_record",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -77,10 +77,10 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from gradviz.core.catalog import builtin_scenarios
-    from gradviz.core.errors import ExportError, GradvizError, GraphError, ScenarioError
-    from gradviz.core.export import to_dot, to_json
-    from gradviz.core.forward_recording import (
+    from gradviz.session.catalog import builtin_scenarios
+    from gradviz.errors import ExportError, GradvizError, GraphError, ScenarioError
+    from gradviz.graph.export import to_dot, to_json
+    from gradviz.engine.forward_ops import (
         Exclusion,
         ForwardAborted,
         ForwardEvent,
@@ -88,26 +88,26 @@ if TYPE_CHECKING:
         SourceLine,
         record_forward,
     )
-    from gradviz.core.forward_stepper import ForwardStepper
-    from gradviz.core.graph import build_graph
-    from gradviz.core.why_no_grad import NoGradExplanation, NoGradReason, why_no_grad
-    from gradviz.core.stepper import (
+    from gradviz.engine.forward import ForwardStepper
+    from gradviz.graph.walk import build_graph
+    from gradviz.engine.why_no_grad import NoGradExplanation, NoGradReason, why_no_grad
+    from gradviz.engine.backward import (
         BackwardAborted,
         BackwardStepper,
         Pause,
         StepEvent,
         StepperError,
     )
-    from gradviz.core.summary import TensorSummary, summarize
-    from gradviz.core.optimizer_watch import OptimizerWatch, ParamUpdate, UpdateReport
-    from gradviz.core.record import Recording, record
-    from gradviz.core.session import Session
+    from gradviz.engine.summary import TensorSummary, summarize
+    from gradviz.session.optimizer_step import OptimizerWatch, ParamUpdate, UpdateReport
+    from gradviz.graph.record import Recording, record
+    from gradviz.session.session import Session
     from gradviz.show import show
-    from gradviz.core.run_record import RecordError, RunHistory, RunRecord
-    from gradviz.core.watch import Watch, WatchError, watch
-    from gradviz.core.watch_break import TrainingPause, TrainingStopped, WatchBreak
-    from gradviz.core.watch_report import WatchReport
-    from gradviz.core.scenario import (
+    from gradviz.model.run_record import RecordError, RunHistory, RunRecord
+    from gradviz.training.watch import Watch, WatchError, watch
+    from gradviz.training.breaks import TrainingPause, TrainingStopped, WatchBreak
+    from gradviz.model.run_report import WatchReport
+    from gradviz.session.scenario import (
         CheckResult,
         Scenario,
         load_scenario,

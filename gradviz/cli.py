@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = {None: cmd_app, "demo": cmd_app, "open": cmd_app, "list": cmd_list,
                "export": cmd_export, "train": cmd_train, "serve": cmd_serve,
                "report": cmd_report}[args.command]
-    from gradviz.core.errors import GradvizError
+    from gradviz.errors import GradvizError
 
     try:
         return command(args, parser)
@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # a bug of ours: say so in one line, the rest with --debug
         if args.debug:
             raise
-        from gradviz.core.errors import one_line
+        from gradviz.errors import one_line
 
         print(f"gradviz: internal error: {one_line(error)} (run with --debug for the "
               "traceback, and please report it)", file=sys.stderr)
@@ -152,17 +152,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The app: a picker with no argument, else straight into the scenario."""
-    from gradviz.core.catalog import BUILTIN_NAMES, check_file
-    from gradviz.core.errors import GradvizError
+    from gradviz.session.catalog import BUILTIN_NAMES, check_file
+    from gradviz.errors import GradvizError
 
     scenario = getattr(args, "scenario", None)
     if args.command == "demo" and scenario not in BUILTIN_NAMES:
         parser.error(f"no demo named {scenario!r}: choose one of {', '.join(BUILTIN_NAMES)}")
     # Arguments fail here, in one line, before the app takes the screen.
-    from gradviz.core.run_record import looks_like_record
+    from gradviz.model.run_record import looks_like_record
 
     if args.command == "open" and looks_like_record(scenario):  # gradviz.watch's record
-        from gradviz.tui.run_view import make_record_app  # no torch: a record is plain data
+        from gradviz.tui.screens.run_view import make_record_app  # no torch: a record is plain data
 
         record_app = make_record_app(scenario)  # reads it; RecordError on a bad file
         if not has_terminal():
@@ -189,7 +189,7 @@ def has_terminal() -> bool:
 
 
 def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from gradviz.core.catalog import builtin_scenarios  # reads docstrings; no torch
+    from gradviz.session.catalog import builtin_scenarios  # reads docstrings; no torch
 
     infos = builtin_scenarios()
     width = max(len(info.name) for info in infos)
@@ -204,8 +204,8 @@ def cmd_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     if args.output == "-" and fmt not in ("dot", "json"):
         parser.error(f"--format {fmt} cannot go to stdout; give -o FILE.{fmt}")
 
-    from gradviz.core import export
-    from gradviz.core.scenario import load_scenario
+    from gradviz.graph import export
+    from gradviz.session.scenario import load_scenario
 
     scenario = load_scenario(args.scenario, weights=args.weights)
     graph = scenario.trace().graph
@@ -231,8 +231,8 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from gradviz.core.scenario import load_scenario
-    from gradviz.core.session import Session
+    from gradviz.session.scenario import load_scenario
+    from gradviz.session.session import Session
 
     console = Console()
     session = Session(load_scenario(args.scenario, weights=args.weights))
@@ -315,8 +315,8 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The app in a browser: textual-serve runs ``gradviz demo|open`` per tab."""
     import shlex
 
-    from gradviz.core.catalog import BUILTIN_NAMES
-    from gradviz.core.errors import GradvizError, ScenarioError
+    from gradviz.session.catalog import BUILTIN_NAMES
+    from gradviz.errors import GradvizError, ScenarioError
 
     command = [sys.executable, "-m", "gradviz.cli"]
     if args.scenario in BUILTIN_NAMES:
@@ -383,8 +383,8 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from rich.console import Console
     from rich.table import Table
 
-    from gradviz.core.run_record import RunRecord
-    from gradviz.core.watch_report import REPORT_POINTS, WatchReport
+    from gradviz.model.run_record import RunRecord
+    from gradviz.model.run_report import REPORT_POINTS, WatchReport
 
     with RunRecord(args.record) as record:
         report = WatchReport(record.history(args.run, points=REPORT_POINTS), source=args.record)

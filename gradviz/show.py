@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from gradviz.core.record import recorded_modules
-from gradviz.core.session import Session
+from gradviz.graph.record import recorded_modules
+from gradviz.session.session import Session
 
 
 def show(

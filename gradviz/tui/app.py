@@ -2,11 +2,11 @@
 
 The app draws a session's state and asks it what is allowed; it never decides
 either itself. Where things stand lives in one
-:class:`~gradviz.core.session_state.SessionState` (loading, a forward pass,
+:class:`~gradviz.model.state.SessionState` (loading, a forward pass,
 paused at a node, continuing, finished, failed at a node, optimizer stepped):
 a key goes to ``state.request``, which starts it, queues it (steps), pauses
 (continue, pressed again) or refuses it with the reason; torch work runs on one
-:class:`~gradviz.core.serial_worker.SerialWorker` thread, which posts progress
+:class:`~gradviz.runtime.serial_worker.SerialWorker` thread, which posts progress
 and state changes back as messages. Widgets never touch torch, and this module
 imports none, so the first frame shows at once while torch loads.
 """
@@ -25,20 +25,20 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
-from gradviz.core.layout import GROUP, GraphLayout, lay_out
-from gradviz.core.serial_worker import SerialWorker
-from gradviz.core.session_state import Action, Activity, Phase, SessionState, StateView
-from gradviz.tui.graph_view import GraphState, GraphView
-from gradviz.tui.panels import ChecksPanel, ForwardLog, Inspector, ParamsTable, forward_step_lines
-from gradviz.tui.plots import GradFlow, LossPlot
-from gradviz.tui.run_so_far import RunSoFar
-from gradviz.tui.run_view import RunScreen
-from gradviz.tui.screens import HELP_KEYS, HelpScreen, PickerScreen
+from gradviz.model.layout import GROUP, GraphLayout, lay_out
+from gradviz.runtime.serial_worker import SerialWorker
+from gradviz.model.state import Action, Activity, Phase, SessionState, StateView
+from gradviz.tui.widgets.graph_view import GraphState, GraphView
+from gradviz.tui.widgets.panels import ChecksPanel, ForwardLog, Inspector, ParamsTable, forward_step_lines
+from gradviz.tui.widgets.plots import GradFlow, LossPlot
+from gradviz.tui.widgets.run_so_far import RunSoFar
+from gradviz.tui.screens.run_view import RunScreen
+from gradviz.tui.screens.dialogs import HELP_KEYS, HelpScreen, PickerScreen
 
 if TYPE_CHECKING:
-    from gradviz.core.progress import Progress
-    from gradviz.core.watch_break import TrainingPause
-    from gradviz.core.session import Session
+    from gradviz.session.progress import Progress
+    from gradviz.training.breaks import TrainingPause
+    from gradviz.session.session import Session
 
 #: Graphs over this many nodes start with their modules folded into one row each.
 FOLD_OVER = 2000
@@ -245,10 +245,10 @@ class GradvizApp(App[int]):
         self.state.start_loading(ref)
         self.state.loading_stage("importing torch")
         try:
-            from gradviz.core.interrupt import Interrupted
-            from gradviz.core.session import Session
+            from gradviz.engine.interrupt import Interrupted
+            from gradviz.session.session import Session
         except BaseException as error:  # torch itself did not import
-            from gradviz.core.session_state import Failure
+            from gradviz.model.state import Failure
 
             self.state.load_failed(Failure(Activity.LOADING, f"import failed: {error}"))
             self.failed_from_cli = from_cli
@@ -359,7 +359,7 @@ class GradvizApp(App[int]):
         session.perform(action, report, deliver=deliver, **options)
 
     def _post_progress(self, session: Session, progress: Any) -> None:
-        from gradviz.core.progress import ForwardStep
+        from gradviz.session.progress import ForwardStep
 
         if isinstance(progress, ForwardStep):
             self.post_message(self.ForwardStepped(session, [progress]))
@@ -479,9 +479,9 @@ class GradvizApp(App[int]):
         lines = [Text.assemble((name, "bold blue"), "  ", (str(tuple(tensor.shape)), "grey62")),
                  Text(f"requires_grad={tensor.requires_grad}", "grey62")]
         if tensor.grad is not None:
-            from gradviz.core.summary import summarize
+            from gradviz.engine.summary import summarize
 
-            from gradviz.tui.panels import summary_text
+            from gradviz.tui.widgets.panels import summary_text
 
             lines += [Text(".grad:", "bold"), summary_text(summarize(tensor.grad))]
         else:
@@ -489,7 +489,7 @@ class GradvizApp(App[int]):
                 answer = session.why_no_grad(name)
                 lines += [Text("no .grad: why", "bold yellow"), Text(answer.message, "yellow")]
             except Exception as error:  # an answer we could not give: say so, do not crash
-                from gradviz.core.errors import one_line
+                from gradviz.errors import one_line
 
                 lines.append(Text(f"no .grad; why is unknown: {one_line(error)}", "grey50"))
         self.post_message(self.ParamExplained(name, lines))
@@ -502,8 +502,8 @@ class GradvizApp(App[int]):
         """Say so on screen (and in Textual's log, with the traceback); never leave a spinner."""
         import traceback
 
-        from gradviz.core.errors import one_line
-        from gradviz.core.session_state import Failure
+        from gradviz.errors import one_line
+        from gradviz.model.state import Failure
 
         self.log.error("".join(traceback.format_exception(message.error)))
         view = self.state.view()
@@ -577,7 +577,7 @@ class GradvizApp(App[int]):
         graph = self._shown_graph
         if key not in graph:
             return
-        from gradviz.core.derivatives import local_derivative
+        from gradviz.model.derivatives import local_derivative
 
         attrs = graph.nodes[key]
         children = sorted((graph.edges[key, child]["slot"], child)
@@ -747,7 +747,7 @@ class GradvizApp(App[int]):
             self.state.dismiss_failure()
 
     def action_picker(self) -> None:
-        from gradviz.core.catalog import builtin_scenarios
+        from gradviz.session.catalog import builtin_scenarios
 
         choices = [(info.name, info.description) for info in builtin_scenarios()]
         self.push_screen(PickerScreen(choices), self._picked)
@@ -855,7 +855,7 @@ class GradvizApp(App[int]):
                 title = _PALETTE_TITLES.get(binding.action, binding.description.capitalize())
                 yield SystemCommand(title, f"{key}: {what}",
                                     getattr(self, f"action_{binding.action}"))
-        from gradviz.core.catalog import builtin_scenarios
+        from gradviz.session.catalog import builtin_scenarios
 
         for info in builtin_scenarios():
             yield SystemCommand(f"Open demo {info.name}", info.description,
@@ -941,7 +941,7 @@ def make_app(scenario: str | None = None, **kwargs) -> GradvizApp:
 
 def run_app(scenario: str | None = None, *, debug: bool = False, **kwargs) -> int:
     """Run the app in this terminal until it is closed; the CLI's exit code."""
-    from gradviz.core.deep_graphs import WORKER_STACK_BYTES
+    from gradviz.runtime.deep_graphs import WORKER_STACK_BYTES
 
     # Layout workers may drop the last reference to a deep graph: give new threads room.
     threading.stack_size(WORKER_STACK_BYTES)

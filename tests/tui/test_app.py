@@ -6,8 +6,8 @@ import threading
 from rich.console import Console
 
 from gradviz.tui.app import make_app
-from gradviz.tui.graph_view import GraphView
-from gradviz.tui.plots import GradFlow, LossPlot
+from gradviz.tui.widgets.graph_view import GraphView
+from gradviz.tui.widgets.plots import GradFlow, LossPlot
 
 from .conftest import cell, press, settle
 
@@ -27,7 +27,7 @@ def text_of(app, selector):
 
 
 def inspector_text(app):
-    from gradviz.tui.panels import Inspector
+    from gradviz.tui.widgets.panels import Inspector
 
     return app.query_one(Inspector).plain_text()
 
@@ -273,7 +273,7 @@ async def test_the_picker_opens_a_demo():
 async def test_a_session_from_show_cannot_make_a_new_forward():
     import torch
 
-    from gradviz.core.session import Session
+    from gradviz.session.session import Session
 
     w = torch.tensor([1.0, 2.0], requires_grad=True)
     session = Session.for_roots((w * w).sum(), params={"w": w})

@@ -5,10 +5,10 @@ import io
 from rich.console import Console
 from textual.widgets import Input, OptionList
 
-from gradviz.core.session_state import Phase
+from gradviz.model.state import Phase
 from gradviz.tui.app import make_app
-from gradviz.tui.graph_view import GraphView
-from gradviz.tui.panels import Inspector
+from gradviz.tui.widgets.graph_view import GraphView
+from gradviz.tui.widgets.panels import Inspector
 
 from .conftest import press, settle
 

@@ -1,9 +1,9 @@
 """Stepping the forward in the app: autograd building the graph, op by op, then backward."""
 
-from gradviz.core.session_state import Phase
+from gradviz.model.state import Phase
 from gradviz.tui.app import make_app
-from gradviz.tui.graph_view import GraphView
-from gradviz.tui.panels import ForwardLog, Inspector
+from gradviz.tui.widgets.graph_view import GraphView
+from gradviz.tui.widgets.panels import ForwardLog, Inspector
 
 from .conftest import cell, press, settle
 

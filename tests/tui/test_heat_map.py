@@ -2,9 +2,9 @@
 
 import math
 
-from gradviz.tui.heat_map import (MISSING, NONFINITE, ZERO, BandScale, LogScale, bin_cell,
+from gradviz.tui.widgets.heat_map import (MISSING, NONFINITE, ZERO, BandScale, LogScale, bin_cell,
                                   column_bins)
-from gradviz.tui.run_plots import _unbroken, envelope
+from gradviz.tui.widgets.run_plots import _unbroken, envelope
 
 
 def test_few_iterations_fill_the_width_and_many_share_columns_evenly():

@@ -4,11 +4,11 @@ import math
 
 from textual.app import App, ComposeResult
 
-from gradviz.core.nan_origin import Origin
-from gradviz.core.watch_break import WatchBreak
-from gradviz.tui.run_plots import HistoryPlot
-from gradviz.tui.run_so_far import RunSoFar
-from gradviz.tui.run_view import CSS_PATH
+from gradviz.training.nan_origin import Origin
+from gradviz.training.breaks import WatchBreak
+from gradviz.tui.widgets.run_plots import HistoryPlot
+from gradviz.tui.widgets.run_so_far import RunSoFar
+from gradviz.tui.screens.run_view import CSS_PATH
 
 from .run_histories import synthetic_history
 

@@ -9,11 +9,11 @@ from textual.app import App
 from torch import nn
 
 import gradviz
-from gradviz.core.run_record import RunRecord
-from gradviz.tui.heat_map import MISSING, NONFINITE, LayerHeatMap
-from gradviz.tui.run_plots import HistoryPlot
-from gradviz.tui.run_view import CSS_PATH as RUN_VIEW_CSS
-from gradviz.tui.run_view import RunRecordApp, RunScreen, RunView, make_record_app
+from gradviz.model.run_record import RunRecord
+from gradviz.tui.widgets.heat_map import MISSING, NONFINITE, LayerHeatMap
+from gradviz.tui.widgets.run_plots import HistoryPlot
+from gradviz.tui.screens.run_view import CSS_PATH as RUN_VIEW_CSS
+from gradviz.tui.screens.run_view import RunRecordApp, RunScreen, RunView, make_record_app
 
 from .run_histories import synthetic_history
 

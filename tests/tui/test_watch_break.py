@@ -8,8 +8,8 @@ from torch import nn
 
 import gradviz
 from gradviz.tui.app import make_app
-from gradviz.tui.run_so_far import RunSoFar
-from gradviz.tui.run_view import RunScreen
+from gradviz.tui.widgets.run_so_far import RunSoFar
+from gradviz.tui.screens.run_view import RunScreen
 
 from .conftest import press, settle
 

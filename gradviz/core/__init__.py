@@ -1,1 +1,0 @@
-"""The torch + networkx layer of gradviz: nothing here imports Textual."""

@@ -1,0 +1,196 @@
+"""WatchReport: a run of :func:`gradviz.watch` summed up in a few tables.
+
+``str(report)`` is plain text (``print(w.report())``); ``gradviz report RUN.db``
+draws the same :meth:`WatchReport.sections` as Rich tables.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+
+from gradviz.model.run_record import AUDIT_KINDS, EventRecord, RunHistory
+
+#: Rows shown per table; the rest are counted in its note.
+ROWS_SHOWN = 12
+#: Iterations a report reads at most (evenly spaced over a longer run).
+REPORT_POINTS = 2000
+
+
+@dataclass(frozen=True)
+class Section:
+    """One table: a title, column names, rows of text, and a line under it."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class LayerBand:
+    """A layer's |update|/|param| over the run, against the band."""
+
+    layer: str
+    median: float
+    last: float
+    outside: float  # share of its iterations outside the band
+    iterations: int
+
+
+class WatchReport:
+    """The run in ``history`` as tables; ``source`` is where it was read from."""
+
+    def __init__(self, history: RunHistory, *, source: str = ""):
+        self.history = history
+        self.source = source
+        settings = history.info.settings
+        self.band: tuple[float, float] = tuple(settings.get("band", (1e-4, 1e-2)))
+
+    # -------------------------------------------------------------- findings
+    @property
+    def first_nonfinite(self) -> EventRecord | None:
+        return self.history.first_nonfinite
+
+    @property
+    def audits(self) -> list[EventRecord]:
+        return self.history.audits
+
+    @property
+    def layers_out_of_band(self) -> list[LayerBand]:
+        """Layers whose median |update|/|param| over the run is outside the band."""
+        low, high = self.band
+        found = []
+        for layer, ratios in zip(self.history.layers, self.history.layer_update_ratios):
+            finite = [r for r in ratios if math.isfinite(r)]
+            if not finite:
+                continue
+            median = statistics.median(finite)
+            if low <= median <= high:
+                continue
+            outside = sum(1 for r in finite if not low <= r <= high) / len(finite)
+            found.append(LayerBand(layer or "(model)", median, finite[-1], outside, len(finite)))
+        return sorted(found, key=lambda b: -abs(math.log10(max(b.median, 1e-30)
+                                                          / math.sqrt(low * high))))
+
+    # -------------------------------------------------------------- sections
+    def headline(self) -> str:
+        info = self.history.info
+        rows = self.history.iterations
+        started = datetime.fromtimestamp(info.started).strftime("%Y-%m-%d %H:%M:%S")
+        rank = f", rank {info.rank} of {info.world_size}" if info.world_size > 1 else ""
+        where = f"{self.source}: " if self.source else ""
+        span = (f"iterations {rows[0].iteration}..{rows[-1].iteration}" if rows
+                else "no iteration finished")
+        optimizer = info.optimizer or "no optimizer"
+        return (f"{where}run {info.run}{rank}, {info.model} with {optimizer}, started {started}, "
+                f"{info.status}; {span}")
+
+    def sections(self) -> list[Section]:
+        return [section for section in (self._iterations(), self._nonfinite(), self._breaks(),
+                                        self._audits(), self._band()) if section is not None]
+
+    def _iterations(self) -> Section:
+        rows = self.history.iterations
+        total = self.history.total_iterations or len(rows)
+        if not rows:
+            return Section("iterations", ("", ""), [("recorded", "0")])
+        losses = [r.loss for r in rows if math.isfinite(r.loss)]
+        norms = [r.grad_norm for r in rows if math.isfinite(r.grad_norm)]
+        table = [
+            ("recorded", f"{total} ({rows[0].iteration}..{rows[-1].iteration})"),
+            ("loss, first -> last", f"{_num(rows[0].loss)} -> {_num(rows[-1].loss)}"),
+            ("loss range", f"{_num(min(losses))} .. {_num(max(losses))}" if losses else "-"),
+            ("total |grad|, median / max",
+             f"{_num(statistics.median(norms))} / {_num(max(norms))}" if norms else "-"),
+            ("time per iteration, median",
+             f"{statistics.median(r.seconds for r in rows) * 1e3:.1f} ms"),
+            ("with NaN/Inf", str(sum(r.nonfinite for r in rows))),
+        ]
+        skipped = sum(r.skipped for r in rows)
+        if skipped:
+            table.append(("steps skipped by GradScaler", str(skipped)))
+        note = f"(read {len(rows)} of them, evenly spaced)" if len(rows) < total else ""
+        return Section("iterations", ("", ""), table, note)
+
+    def _nonfinite(self) -> Section | None:
+        event = self.first_nonfinite
+        if event is None:
+            return None
+        what, _, origin = event.detail.partition(": ")[2].partition("; ")
+        where = origin.removeprefix("it started at ") or \
+            "not traced (break_on 'nonfinite' or nan_origin=True traces it)"
+        return Section("first NaN/Inf", ("iteration", "what", "where it started"),
+                       [(str(event.iteration), what, where)])
+
+    def _breaks(self) -> Section | None:
+        events = [e for e in self.history.events
+                  if e.kind in ("at", "signal", "spike", "nonfinite-step", "scaler-skip",
+                                "params-changed")]
+        if not events:
+            return None
+        rows = [(str(e.iteration), e.kind, e.detail) for e in events[:ROWS_SHOWN]]
+        return Section("breaks and events", ("iteration", "kind", "detail"), rows,
+                       _more(len(events)))
+
+    def _audits(self) -> Section:
+        audits = self.audits
+        if not audits:
+            return Section("audits", ("result",), [("no parameter left out, frozen layer moved "
+                                                    "or gradient stuck at zero",)])
+        by_kind: dict[str, list[EventRecord]] = {}
+        for event in audits:
+            by_kind.setdefault(event.kind, []).append(event)
+        rows = []
+        for kind, events in by_kind.items():
+            subjects = ", ".join(e.subject for e in events[:4])
+            if len(events) > 4:
+                subjects += f" and {len(events) - 4} more"
+            detail = events[0].detail.split(": ", 1)[1] if ": " in events[0].detail else ""
+            rows.append((AUDIT_KINDS[kind], str(len(events)), str(events[0].iteration), subjects,
+                         detail))
+        return Section("audits (each reported once, when first seen)",
+                       ("audit", "count", "first at", "parameters / layers", "first detail"), rows)
+
+    def _band(self) -> Section | None:
+        bands = self.layers_out_of_band
+        if not bands:
+            return None
+        low, high = self.band
+        rows = [(b.layer, _num(b.median), _num(b.last), f"{b.outside:.0%}", str(b.iterations))
+                for b in bands[:ROWS_SHOWN]]
+        title = f"layers out of band (|Δ|/|p| outside {low:g}..{high:g}, median over the run)"
+        return Section(title,
+                       ("layer", "median |Δ|/|p|", "last", "iterations outside", "of"), rows,
+                       _more(len(bands)))
+
+    def __str__(self) -> str:
+        parts = [self.headline()]
+        for section in self.sections():
+            parts.append("")
+            parts.append(_text_table(section))
+        return "\n".join(parts)
+
+
+def _text_table(section: Section) -> str:
+    widths = [max(len(section.columns[i]), *(len(row[i]) for row in section.rows))
+              for i in range(len(section.columns))]
+    lines = [section.title]
+    if any(section.columns):
+        lines += ["  ".join(name.ljust(w) for name, w in zip(section.columns, widths)).rstrip(),
+                  "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+              for row in section.rows]
+    if section.note:
+        lines.append(section.note)
+    return "\n".join(lines)
+
+
+def _num(value: float) -> str:
+    return "NaN" if math.isnan(value) else f"{value:.4g}"
+
+
+def _more(count: int) -> str:
+    return f"and {count - ROWS_SHOWN} more" if count > ROWS_SHOWN else ""

@@ -1,0 +1,180 @@
+"""Where a NaN/Inf started, found on the graph of the very iteration that made it.
+
+Backward: the kept graph (see :mod:`gradviz.training.kept_graph`) is stepped again by a
+:class:`~gradviz.engine.backward.BackwardStepper` on restored gradient state: every
+leaf's ``.grad`` is set aside and ``None`` while it runs, so an accumulated NaN from
+an earlier micro-batch cannot be mistaken for a new one, and put back afterwards, so
+the user's gradients are exactly those of their own backward. The stepper stops at
+the first node that made a NaN/Inf gradient out of finite ones (its
+``first_nonfinite``) and the rest of backward is not run.
+
+Forward: when the loss itself is NaN/Inf, backward only carries it. The origin is
+then the earliest op (by autograd sequence number, i.e. forward order) that saved a
+NaN/Inf tensor for backward: the first op that took one as input (failing that, the
+first node of a backward re-step to make one, or else the loss's own op).
+
+The origin names the node (its graph key, as the app shows it), its op, the module
+whose forward made it, and the file and line of that module's ``forward``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from gradviz.graph.walk import ACCUMULATE_GRAD, walk_graph
+from gradviz.model.run_record import origin_text
+from gradviz.engine.backward import BackwardStepper, StepEvent
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a NaN/Inf started; ``node`` is None when it could not be found (see ``detail``)."""
+
+    phase: str  # "backward" or "forward"
+    node: str | None
+    op: str | None
+    module: str | None
+    file: str | None
+    line: int | None
+    detail: str
+
+    @property
+    def where(self) -> str:
+        return self.detail if self.node is None else origin_text(self)
+
+
+def backward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.Module | None,
+                    modules: dict[int, str]) -> Origin:
+    """Step the kept graph of ``roots`` again and name its first node to make a NaN/Inf.
+
+    The graph stays retained (the app may step it once more); ``.grad`` is restored.
+    """
+    graph, walk = walk_graph(list(roots), model=model, modules=modules)
+    leaves = [fn.variable for fn in walk.nodes if fn.name().endswith(ACCUMULATE_GRAD)]
+    with set_aside_grads(leaves):
+        stepper = BackwardStepper(list(roots), gradient=gradient, graph=graph, retain_graph=True)
+        try:
+            stepper.run_until(_made_nonfinite)
+            event = stepper.first_nonfinite
+        finally:
+            stepper.abort()
+    if event is None:
+        return Origin("backward", None, None, None, None, None,
+                      "no node made a NaN/Inf when this backward was stepped again (it came "
+                      "from elsewhere, such as another rank's gradients)")
+    return _origin("backward", event.node, event.op, event.module, model,
+                   f"{event.op} made a NaN/Inf gradient out of finite ones")
+
+
+def forward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.Module | None,
+                   modules: dict[int, str]) -> Origin:
+    """Where a NaN/Inf loss came from: the earliest op of the forward pass that saved a
+    NaN/Inf tensor for backward (the first to take one as input); failing that (an op
+    that saves nothing took it), the first node of a backward re-step to make one;
+    failing that, the loss's own op, which made it out of finite inputs (an overflow)."""
+    graph, walk = walk_graph(list(roots), model=model, modules=modules)
+    first: tuple[int, str, list[torch.Tensor]] | None = None
+    for key, fn in zip(graph.nodes, walk.nodes):
+        seq = graph.nodes[key]["seq"]
+        if seq < 0 or (first is not None and seq >= first[0]):
+            continue
+        bad = [t for t in _saved_tensors(fn) if not bool(torch.isfinite(t).all())]
+        if bad:
+            first = (seq, key, bad)
+    if first is not None:
+        attrs = graph.nodes[first[1]]
+        names = {id(p): name for name, p in model.named_parameters()} if model is not None else {}
+        weights = [names[id(t)] for t in first[2] if id(t) in names]
+        detail = (f"{attrs['op']} took the NaN/Inf parameter {weights[0]} (an earlier "
+                  "optimizer.step() made it)" if weights
+                  else f"{attrs['op']} was the first op to take a NaN/Inf input")
+        return _origin("forward", first[1], attrs["op"], attrs.get("module"), model, detail)
+    in_backward = backward_origin(roots, gradient, model=model, modules=modules)
+    if in_backward.node is not None:
+        return Origin("forward", in_backward.node, in_backward.op, in_backward.module,
+                      in_backward.file, in_backward.line,
+                      f"{in_backward.op} is the first op whose gradient is NaN/Inf")
+    root = graph.graph["roots"][0]
+    attrs = graph.nodes[root]
+    return _origin("forward", root, attrs["op"], attrs.get("module"), model,
+                   "the loss's own op made it out of finite inputs (an overflow?)")
+
+
+class set_aside_grads:
+    """Set each tensor's ``.grad`` to None for the ``with`` block, then put it back."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor]):
+        self.tensors = list(tensors)
+        self.grads: list[torch.Tensor | None] = []
+
+    def __enter__(self) -> set_aside_grads:
+        self.grads = [t.grad for t in self.tensors]
+        for tensor in self.tensors:
+            tensor.grad = None
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for tensor, grad in zip(self.tensors, self.grads):
+            tensor.grad = grad
+
+
+def forward_location(model: torch.nn.Module | None, path: str | None
+                     ) -> tuple[str | None, int | None]:
+    """File and first line of the ``forward`` of ``model``'s submodule ``path``."""
+    if model is None or path is None:
+        return None, None
+    try:
+        module = model.get_submodule(path) if path else model
+        forward = inspect.unwrap(type(module).forward)
+        file = inspect.getsourcefile(forward)
+        line = inspect.getsourcelines(forward)[1]
+    except (AttributeError, OSError, TypeError):
+        return None, None
+    if file is None:
+        return None, None
+    relative = os.path.relpath(file)
+    return (file if relative.startswith("..") else relative), line
+
+
+def _made_nonfinite(event: StepEvent) -> bool:
+    return event.nonfinite
+
+
+def _origin(phase, node, op, module, model, detail) -> Origin:
+    file, line = forward_location(model, module)
+    return Origin(phase, node, op, module, file, line, detail)
+
+
+_SAVED_ATTRS: dict[type, tuple[str, ...]] = {}
+
+
+def _saved_attrs(node_type: type) -> tuple[str, ...]:
+    """A C++ node type's ``_saved_*`` attributes, found once per type."""
+    attrs = _SAVED_ATTRS.get(node_type)
+    if attrs is None:
+        attrs = _SAVED_ATTRS[node_type] = tuple(a for a in dir(node_type)
+                                                if a.startswith("_saved_"))
+    return attrs
+
+
+def _saved_tensors(fn) -> list[torch.Tensor]:
+    """The tensors an autograd node saved for backward (empty once freed)."""
+    tensors = []
+    try:
+        if hasattr(fn, "saved_tensors"):  # a Python autograd.Function's ctx
+            values = list(fn.saved_tensors)
+        else:
+            values = [getattr(fn, attr) for attr in _saved_attrs(type(fn))]
+    except RuntimeError:  # freed
+        return []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            tensors.append(value)
+        elif isinstance(value, (tuple, list)):
+            tensors.extend(v for v in value if isinstance(v, torch.Tensor))
+    return [t for t in tensors if t.is_floating_point() or t.is_complex()]

@@ -1,0 +1,776 @@
+"""gradviz.watch: a flight recorder and breakpoints for your own training loop.
+
+>>> with gradviz.watch(model, optimizer, record="run.db",              # doctest: +SKIP
+...                    break_on=("nonfinite", "spike")) as w:
+...     for x, y in loader:                  # the loop, unchanged
+...         loss = criterion(model(x), y)
+...         optimizer.zero_grad()
+...         loss.backward()
+...         optimizer.step()
+>>> print(w.report())                                                 # doctest: +SKIP
+
+How it sees the loop. Iteration k is the k-th ``optimizer.step()`` (the optimizer's
+own step pre- and post-hooks); without an optimizer, each backward is an iteration.
+While the watch is active, ``torch.autograd.backward`` (which ``Tensor.backward``
+calls) and ``Tensor.backward`` go through it: it notes each backward's loss (several
+per step with gradient accumulation; a ``GradScaler``'s scale divided out) and, when
+asked, keeps its graph. Everything is put back on exit, whatever happened in the
+loop; the loop's own exceptions pass through unchanged.
+
+Per iteration it measures (:mod:`gradviz.training.iteration_stats`, one host sync) the
+loss, the wall time, the total gradient norm and, per parameter, the gradient norm,
+the parameter and update norms, |Δ|/|p| and flags; runs the audits
+(:mod:`gradviz.training.audits`); checks the breakpoints; and commits it all to the
+record (:mod:`gradviz.model.run_record`) in one transaction.
+
+Breakpoints: ``at=N``; ``"nonfinite"`` (the loss or a gradient NaN/Inf, checked before
+``optimizer.step()`` so that the weights are still clean when it breaks);
+``"spike"`` (loss or total gradient norm above ``spike`` times the median of the last
+20 iterations); ``kill -USR1 PID`` (at the next backward). ``on_break``: ``"raise"``
+(:class:`WatchBreak`), ``"report"`` (a line on stderr), a callable (given the
+:class:`WatchBreak`), or ``"app"`` (the app on that iteration's graph). In a
+``torch.distributed`` job every rank records; only rank 0 breaks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import socket
+import statistics
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from gradviz.training import breaks as watch_break
+from gradviz.training.audits import Auditor
+from gradviz.errors import GradvizError
+from gradviz.training.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
+from gradviz.training.kept_graph import ForwardSpans, SavedTensorKeeper
+from gradviz.model.run_record import (
+    EventRecord,
+    IterationRecord,
+    ParamInfo,
+    RecordWriter,
+    RunHistory,
+    RunRecord,
+    check_record_path,
+)
+from gradviz.training.breaks import TrainingPause, TrainingStopped, WatchBreak
+from gradviz.model.run_report import REPORT_POINTS, WatchReport
+
+if TYPE_CHECKING:  # the NaN tracing (and networkx) load on a break, not with the watch
+    from gradviz.training.nan_origin import Origin
+
+BREAK_ON = ("nonfinite", "spike", "signal")
+ON_BREAK = ("app", "raise", "report")
+#: Iterations kept in memory when ``record=None``.
+MEMORY_ITERATIONS = 1000
+#: Iterations whose median a spike is compared with, and how many are needed first.
+SPIKE_WINDOW, SPIKE_MIN_HISTORY = 20, 5
+
+
+class WatchError(GradvizError):
+    """``gradviz.watch`` was given something it cannot watch."""
+
+
+@dataclass
+class _Kept:
+    """A watched backward's graph, kept until its gradients are checked."""
+
+    roots: list[torch.Tensor]
+    gradient: list[torch.Tensor | None] | None
+    boxes: list | None  # saved tensors to free at release; None: not ours to free
+
+    def release(self) -> None:
+        if self.boxes is not None:
+            SavedTensorKeeper.release(self.boxes)
+            self.boxes = None
+        self.roots = []
+        self.gradient = None
+
+
+@dataclass
+class _Iteration:
+    """What the iteration in progress has seen so far."""
+
+    backwards: int = 0
+    kept: _Kept | None = None
+    checked: bool = False  # loss and gradients checked before the step
+    scaled: bool = False  # a GradScaler scaled a loss: Inf gradients are its business
+    events: list[EventRecord] = field(default_factory=list)
+
+
+def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
+          record: str | os.PathLike | None = None, break_on: Iterable[str] = (),
+          at: int | None = None, on_break: str | Callable[[WatchBreak], object] | None = None,
+          spike: float = 10.0, band: tuple[float, float] = (1e-4, 1e-2),
+          nan_origin: bool | None = None, update_sample: int | None = DEFAULT_SAMPLE) -> Watch:
+    """Watch a training loop: ``with gradviz.watch(model, optimizer) as w:`` around it.
+
+    ``record``: the SQLite file to write (None: the last 1,000 iterations in memory).
+    ``break_on``: any of "nonfinite", "spike" and "signal" ("signal" takes SIGUSR1
+    over even where the program handles it; otherwise it is taken only if unhandled).
+    ``at``: break at iteration N. ``on_break``: "app" (the default on a terminal),
+    "raise", "report" (the default otherwise) or a callable given the
+    :class:`WatchBreak`. ``spike``: how many times the recent median counts as a
+    spike. ``band``: the |update|/|param| range per layer; outside it, an audit.
+    ``nan_origin``: keep each backward's graph until its gradients are checked, to
+    name where a NaN/Inf started on the same iteration (default: on when breaking on
+    "nonfinite" or "spike"; activations then live to the end of backward).
+    ``update_sample``: parameters larger than this are measured through a fixed
+    sample of their elements (None: all of them; see gradviz.training.iteration_stats).
+    """
+    return Watch(model, optimizer, record=record, break_on=break_on, at=at, on_break=on_break,
+                 spike=spike, band=band, nan_origin=nan_origin, update_sample=update_sample)
+
+
+class Watch:
+    """The context manager :func:`watch` returns; see the module docstring."""
+
+    def __init__(self, model, optimizer=None, *, record=None, break_on=(), at=None,
+                 on_break=None, spike=10.0, band=(1e-4, 1e-2), nan_origin=None,
+                 update_sample=DEFAULT_SAMPLE):
+        self.model = _check_model(model)
+        self.optimizer = _check_optimizer(optimizer)
+        self.path = None if record is None else Path(record)
+        if self.path is not None:
+            check_record_path(self.path)
+        self.break_on = _check_break_on(break_on)
+        if at is not None and (isinstance(at, bool) or not isinstance(at, int) or at < 1):
+            raise WatchError(f"at= is the iteration to break at, counted from 1; got {at!r}")
+        self.at = at
+        self.on_break = _check_on_break(on_break)
+        if isinstance(spike, bool) or not isinstance(spike, (int, float)) or not spike > 1:
+            raise WatchError(f"spike= is a factor over the recent median, above 1; got {spike!r}")
+        self.spike = float(spike)
+        numbers = isinstance(band, (tuple, list)) and len(band) == 2 and all(
+            isinstance(b, (int, float)) and not isinstance(b, bool) for b in band)
+        if not numbers or not 0 <= band[0] < band[1]:
+            raise WatchError(f"band= is (low, high) with 0 <= low < high; got {band!r}")
+        self.band = (float(band[0]), float(band[1]))
+        if update_sample is not None and (isinstance(update_sample, bool) or
+                                          not isinstance(update_sample, int) or update_sample < 1):
+            raise WatchError(f"update_sample= is a number of elements, or None; got "
+                             f"{update_sample!r}")
+        self.update_sample = update_sample
+        self.rank, self.world_size = _distributed()
+        if nan_origin is None:  # only where a break will use it
+            nan_origin = bool({"nonfinite", "spike"} & set(self.break_on)) and self.rank == 0
+        self.nan_origin = bool(nan_origin)
+
+        self.iteration = 0  # iterations completed
+        self.breaks: list[WatchBreak] = []  # breaks taken (rank 0)
+        self.stopped = False
+        self._active = False
+        self._writer: RecordWriter | None = None
+        self._restore: list[Callable[[], None]] = []
+        self._current = _Iteration()
+        self._inside = 0  # > 0: a backward of ours (or the app's) runs: let it through
+        self._signalled = False
+        self._nonfinite_before = False
+        self._weights_bad = False
+        self._window: deque[tuple[float, float]] = deque(maxlen=SPIKE_WINDOW)
+        self._last_end = 0.0
+        self._keeper: SavedTensorKeeper | None = None
+        self._spans: ForwardSpans | None = None
+        self._scaled: tuple[weakref.ref, object] | None = None
+        self._steps_seen = 0
+        self._params: list[torch.Tensor] = []
+        self._index: dict[int, int] = {}  # id(param) -> its index in the record
+        self._infos: list[ParamInfo] = []
+        self._stats = IterationStats([], sample=update_sample)
+        self._auditor = Auditor(self.band)
+        self._signature: tuple = ()
+        self._membership_checked = False
+
+    # ------------------------------------------------------------ public API
+    def __enter__(self) -> Watch:
+        if self._active or self._writer is not None:
+            raise WatchError("a watch runs once: call gradviz.watch(...) again for a new run")
+        self._writer = RecordWriter(self.path, keep=MEMORY_ITERATIONS if self.path is None
+                                    else None)
+        try:
+            self._writer.begin(self._run_info())
+            self._track_params()
+            self._install()
+        except BaseException:
+            self._uninstall()
+            self._writer.close()
+            raise
+        self._active = True
+        self._last_end = time.perf_counter()
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self._active = False
+        try:
+            self._uninstall()
+        finally:
+            if kind is None:
+                status = "finished"
+            elif issubclass(kind, TrainingStopped):
+                status = "stopped"
+            elif issubclass(kind, WatchBreak):
+                status = "break"
+            else:
+                status = "failed"
+            self._finish(status)
+
+    def backward(self, loss: torch.Tensor, gradient=None, retain_graph: bool | None = None,
+                 create_graph: bool = False, inputs=None) -> None:
+        """``loss.backward(...)`` as the watch sees it, for code that calls backward otherwise."""
+        if not self._active:
+            raise WatchError("w.backward() works inside the watch's with block")
+        self._watched_backward(loss, gradient, retain_graph, create_graph, inputs)
+
+    def history(self, *, last: int | None = None, points: int | None = None) -> RunHistory:
+        """The run so far as plain data (:class:`~gradviz.model.run_record.RunHistory`)."""
+        if self._writer is None:
+            raise WatchError("this watch has not started: use it as `with gradviz.watch(...)`")
+        if self._writer.closed:
+            with RunRecord(self.path) as record:
+                return record.history(self._writer.run, last=last, points=points)
+        return self._writer.history(last=last, points=points)
+
+    def report(self) -> WatchReport:
+        """The run as a report; ``print(w.report())`` shows it as tables."""
+        source = str(self.path) if self.path is not None else "memory"
+        return WatchReport(self.history(points=REPORT_POINTS), source=source)
+
+    # -------------------------------------------------------------- set-up
+    def _run_info(self) -> dict:
+        import gradviz
+
+        return {
+            "rank": self.rank, "world_size": self.world_size, "started": time.time(),
+            "host": socket.gethostname(), "pid": os.getpid(), "argv": list(sys.argv),
+            "model": type(self.model).__name__,
+            "optimizer": None if self.optimizer is None else type(self.optimizer).__name__,
+            "versions": {"torch": torch.__version__, "gradviz": gradviz.__version__,
+                         "python": sys.version.split()[0]},
+            "settings": {"break_on": list(self.break_on), "at": self.at,
+                         "on_break": self.on_break if isinstance(self.on_break, str)
+                         else "callable", "spike": self.spike, "band": list(self.band),
+                         "nan_origin": self.nan_origin, "update_sample": self.update_sample},
+        }
+
+    def _track_params(self) -> None:
+        """The parameters measured: the optimizer's, then the model's other trainable ones
+        (measured, never stepped: the not-in-optimizer audit). A parameter keeps its index
+        when the param groups change."""
+        names: dict[int, str] = {}
+        for name, param in self.model.named_parameters(remove_duplicate=False):
+            names.setdefault(id(param), name)
+        group_of: dict[int, int] = {}
+        order: list[torch.Tensor] = []
+        if self.optimizer is not None:
+            for g, group in enumerate(self.optimizer.param_groups):
+                for i, param in enumerate(group["params"]):
+                    names.setdefault(id(param), f"group{g}[{i}]")
+                    group_of.setdefault(id(param), g)
+                    order.append(param)
+        for param in self.model.parameters():
+            if id(param) not in group_of and (param.requires_grad or self.optimizer is None):
+                order.append(param)
+        for param in order:
+            if id(param) not in self._index:
+                self._index[id(param)] = len(self._params)
+                self._params.append(param)
+        self._signature = self._groups_signature()
+        self._stats.set_params(self._params)
+        self._infos = []
+        for index, param in enumerate(self._params):
+            name = names.get(id(param), f"param{index}")
+            self._infos.append(ParamInfo(
+                index, name, name.rpartition(".")[0], tuple(param.shape), param.numel(),
+                str(param.dtype).removeprefix("torch."), group_of.get(id(param)),
+                self._stats.sampled[index]))
+        in_optimizer = [info.param_group is not None or self.optimizer is None
+                        for info in self._infos]
+        self._auditor.set_params([i.name for i in self._infos], [i.layer for i in self._infos],
+                                 in_optimizer)
+        self._writer.add_params(self._infos)
+        self._membership_checked = False
+
+    def _groups_signature(self) -> tuple:
+        if self.optimizer is None:
+            return ()
+        return tuple(len(group["params"]) for group in self.optimizer.param_groups)
+
+    def _install(self) -> None:
+        """Everything the watch hooks into; each undo goes on ``_restore``."""
+        self._patch_backward()
+        if self.optimizer is not None:
+            for handle in (self.optimizer.register_step_pre_hook(self._before_step),
+                           self.optimizer.register_step_post_hook(self._after_step)):
+                self._restore.append(handle.remove)
+        self._patch_grad_scaler()
+        self._install_signal()
+        if self.nan_origin:
+            self._keeper = SavedTensorKeeper()
+            self._keeper.install()
+            self._restore.append(self._keeper.remove)
+        if self.nan_origin or (self.rank == 0 and self.on_break == "app"
+                               and (self.break_on or self.at is not None)):
+            self._spans = ForwardSpans(self.model)
+            self._restore.append(self._spans.remove)
+
+    def _patch_backward(self) -> None:
+        """``torch.autograd.backward`` and ``Tensor.backward`` through the watch."""
+        import torch.autograd as autograd
+
+        original_backward = autograd.backward
+        original_tensor_backward = torch.Tensor.backward
+        self._original_backward = original_backward
+        watch_ref = self
+
+        def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False,
+                     grad_variables=None, inputs=None):
+            if grad_variables is not None and grad_tensors is None:
+                grad_tensors = grad_variables
+            return watch_ref._watched_backward(tensors, grad_tensors, retain_graph,
+                                               create_graph, inputs)
+
+        def tensor_backward(self, gradient=None, retain_graph=None, create_graph=False,
+                            inputs=None):
+            if torch.overrides.has_torch_function_unary(self):  # a subclass's own backward
+                return original_tensor_backward(self, gradient, retain_graph, create_graph,
+                                                inputs)
+            return watch_ref._watched_backward(self, gradient, retain_graph, create_graph,
+                                               inputs)
+
+        for wrapper, original in ((backward, original_backward),
+                                  (tensor_backward, original_tensor_backward)):
+            wrapper.__wrapped__ = original
+            wrapper.__doc__ = original.__doc__
+        autograd.backward = backward
+        self._restore.append(lambda: setattr(autograd, "backward", original_backward))
+        torch.Tensor.backward = tensor_backward
+        self._restore.append(lambda: setattr(torch.Tensor, "backward", original_tensor_backward))
+
+    def _patch_grad_scaler(self) -> None:
+        """Note which tensor a GradScaler scaled (the loss is recorded unscaled), and end
+        the iteration whose step it skips for Inf/NaN gradients."""
+        scaler_class = torch.amp.GradScaler
+        original_scale, original_step = scaler_class.scale, scaler_class.step
+        watch_ref = self
+
+        def scale(scaler, outputs):
+            scaled = original_scale(scaler, outputs)
+            if isinstance(scaled, torch.Tensor) and scaler.is_enabled():
+                watch_ref._scaled = (weakref.ref(scaled), scaler)
+            return scaled
+
+        def step(scaler, optimizer, *args, **kwargs):
+            steps = watch_ref._steps_seen
+            result = original_step(scaler, optimizer, *args, **kwargs)
+            if (watch_ref._active and optimizer is watch_ref.optimizer
+                    and watch_ref._steps_seen == steps and watch_ref._current.backwards):
+                watch_ref._skipped_step()
+            return result
+
+        scale.__wrapped__, step.__wrapped__ = original_scale, original_step
+        scaler_class.scale, scaler_class.step = scale, step
+
+        def restore():
+            scaler_class.scale, scaler_class.step = original_scale, original_step
+
+        self._restore.append(restore)
+
+    def _install_signal(self) -> None:
+        usr1 = getattr(signal, "SIGUSR1", None)
+        if usr1 is None or threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(usr1)
+        if "signal" not in self.break_on and previous not in (signal.SIG_DFL, None):
+            return  # the program handles SIGUSR1 itself (a SLURM requeue, say)
+
+        def on_signal(signum, frame):
+            self._signalled = True
+
+        signal.signal(usr1, on_signal)
+        self._restore.append(lambda: signal.signal(usr1, previous))
+
+    def _uninstall(self) -> None:
+        try:
+            self._release_kept()
+        finally:
+            while self._restore:
+                undo = self._restore.pop()
+                try:
+                    undo()
+                except Exception:  # undo the rest, whatever one of them does
+                    pass
+
+    def _finish(self, status: str) -> None:
+        writer = self._writer
+        if writer is None or writer.closed:
+            return
+        try:
+            writer.finish(status, time.time())
+        finally:
+            if self.path is not None:  # a memory record lives as long as the watch
+                writer.close()
+
+    # ------------------------------------------------------------- backward
+    def _watched_backward(self, tensors, gradient, retain_graph, create_graph, inputs):
+        original = self._original_backward
+        if self._inside or not self._active:  # nested (reentrant checkpoint), or ours
+            return original(tensors, gradient, retain_graph, create_graph, inputs=inputs)
+        roots = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
+        tensors_only = bool(roots) and all(isinstance(r, torch.Tensor) for r in roots)
+        gradients = _gradients(gradient, len(roots))
+        current = self._current
+        iteration = self.iteration + 1
+        if current.kept is not None and not current.scaled:
+            self._check_before_step(iteration, early=True)  # an earlier micro-batch's graph
+        reason = None
+        if self._signalled:
+            self._signalled, reason = False, "signal"
+        elif self.at == iteration and current.backwards == 0:
+            reason = "at"
+        user_keeps = bool(retain_graph) or (retain_graph is None and bool(create_graph))
+        keep = tensors_only and (self._keeper is not None or (
+            reason is not None and self._takes_breaks and self.on_break == "app"))
+        boxes = None
+        self._inside += 1
+        try:
+            if keep and not user_keeps and self._keeper is not None:
+                boxes = self._keeper.start_noting()
+            original(tensors, gradient, True if keep else retain_graph, create_graph,
+                     inputs=inputs)
+        finally:
+            self._inside -= 1
+            if self._keeper is not None:
+                self._keeper.stop_noting()
+        if tensors_only:
+            self._add_loss(roots, gradients)
+        current.backwards += 1
+        if keep:
+            current.kept = _Kept(roots, gradients, boxes)
+        if reason is not None:
+            detail = ("SIGUSR1 received" if reason == "signal"
+                      else f"iteration {iteration} reached (at={self.at})")
+            self._hit(WatchBreak(iteration, reason, detail, rank=self.rank), wanted=True)
+        if self.optimizer is None:
+            self._end_iteration(stepped=False)
+
+    def _add_loss(self, roots: list[torch.Tensor], gradients) -> None:
+        scaled = self._scaled
+        with torch.no_grad():
+            for root, grad in zip(roots, gradients or [None] * len(roots)):
+                value = root.detach() if grad is None else (root.detach() * grad).sum()
+                if not (value.is_floating_point() and value.numel() == 1):
+                    continue
+                value = value.reshape(())
+                if scaled is not None and scaled[0]() is root:
+                    value = value.double() / scaled[1]._scale.to(value.device).double()
+                    self._current.scaled = True
+                self._stats.add_loss(value)
+
+    # --------------------------------------------------------- optimizer step
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        if not self._active or self._inside:
+            return
+        if self._groups_signature() != self._signature:  # add_param_group(), say
+            self._track_params()
+            self._current.events.append(EventRecord(
+                self.iteration + 1, "params-changed", "",
+                f"the optimizer's param groups changed: {len(self._params)} parameters watched"))
+        if not self._membership_checked:
+            self._current.events.extend(self._auditor.membership(
+                self.iteration + 1, [p.requires_grad for p in self._params]))
+            self._membership_checked = True
+        self._stats.before_step()
+        if self.nan_origin or {"nonfinite", "spike"} & set(self.break_on):
+            self._check_before_step(self.iteration + 1, early=False)
+
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        if not self._active or self._inside:
+            return
+        self._steps_seen += 1
+        self._stats.after_step()
+        self._end_iteration(stepped=True)
+
+    def _skipped_step(self) -> None:
+        """GradScaler found Inf/NaN gradients and skipped the step: an iteration all the same."""
+        self._stats.before_step()
+        self._current.events.append(EventRecord(
+            self.iteration + 1, "scaler-skip", "",
+            "GradScaler skipped optimizer.step(): Inf/NaN gradients at this loss scale"))
+        self._current.checked = True  # expected with a scaler: no nonfinite break
+        self._end_iteration(stepped=False, skipped=True)
+
+    def _end_iteration(self, *, stepped: bool, skipped: bool = False) -> None:
+        iteration = self.iteration + 1
+        current = self._current
+        if not stepped and not skipped:  # no optimizer: the backward is the iteration
+            self._stats.before_step()
+        measured = self._stats.read()
+        try:
+            if not current.checked:
+                self._check(iteration, measured, final=True)
+        finally:
+            total = _total_norm(measured.grad_norms)
+            rows, audits = self._auditor.iteration(iteration, measured,
+                                                   [p.requires_grad for p in self._params])
+            if stepped:
+                audits.extend(self._weights_check(iteration, measured))
+            now = time.perf_counter()
+            row = IterationRecord(
+                iteration=iteration, loss=_nan(measured.loss), grad_norm=_nan(total),
+                seconds=now - self._last_end, time=time.time(), backwards=current.backwards,
+                lr=_lr(self.optimizer), nonfinite=not _finite(measured.loss, total),
+                skipped=skipped)
+            self._writer.write_iteration(row, self.rank, rows, [*current.events, *audits])
+            self.iteration = iteration
+            self._last_end = now
+            self._release_kept()
+            if self._spans is not None:
+                self._spans.clear()
+            self._current = _Iteration()
+
+    # -------------------------------------------------------------- checks
+    def _check_before_step(self, iteration: int, *, early: bool) -> None:
+        """Read the loss and gradients (one sync) and check them while the graph is kept
+        and the weights untouched. ``early``: before the next backward of the same
+        iteration (gradient accumulation), on what the earlier ones accumulated."""
+        if early:
+            self._stats.before_step()
+        measured = self._stats.read_grads()
+        try:
+            self._check(iteration, measured, final=not early)
+        finally:
+            if not early:
+                self._current.checked = True
+            self._release_kept()
+
+    def _check(self, iteration: int, measured: Measurement, *, final: bool) -> None:
+        """NaN/Inf (when it arises) and spikes: record the event, and break if asked."""
+        total = _total_norm(measured.grad_norms)
+        nonfinite = not _finite(measured.loss, total) and not self._overflow_only(measured)
+        arising = nonfinite and not self._nonfinite_before
+        self._nonfinite_before = nonfinite
+        if arising:
+            loss_bad = measured.loss is not None and not math.isfinite(measured.loss)
+            detail = "the loss is NaN/Inf" if loss_bad else "a gradient is NaN/Inf"
+            brk = WatchBreak(iteration, "nonfinite", detail, origin=self._origin(loss_bad),
+                             rank=self.rank, loss=measured.loss, grad_norm=total)
+            self._hit(brk, wanted="nonfinite" in self.break_on)
+        if nonfinite or not final:
+            return
+        spiked = self._spiked(measured.loss, total)
+        self._window.append((_nan(measured.loss), _nan(total)))
+        if spiked:
+            brk = WatchBreak(iteration, "spike", spiked, rank=self.rank, loss=measured.loss,
+                             grad_norm=total)
+            self._hit(brk, wanted="spike" in self.break_on)
+
+    def _weights_check(self, iteration: int, measured: Measurement) -> list[EventRecord]:
+        """An event when a step first turns weights NaN/Inf (seen through the samples)."""
+        bad = [info.name for info, update in zip(self._infos, measured.update_norms or ())
+               if update is not None and not math.isfinite(update)]
+        arising = bool(bad) and not self._weights_bad
+        self._weights_bad = bool(bad)
+        if not arising:
+            return []
+        names = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        return [EventRecord(iteration, "nonfinite-step", "",
+                            f"optimizer.step() made NaN/Inf weights: {names}")]
+
+    def _spiked(self, loss: float | None, total: float | None) -> str:
+        if len(self._window) < SPIKE_MIN_HISTORY:
+            return ""
+        for name, value, position in (("gradient norm", total, 1), ("loss", loss, 0)):
+            recent = [w[position] for w in self._window if math.isfinite(w[position])]
+            if value is None or not recent:
+                continue
+            median = statistics.median(recent)
+            if median > 0 and value > self.spike * median:
+                size = (f"{value:.4g} is {value / median:.3g}x" if math.isfinite(value) else
+                        "overflows (finite elements too large to square) against")
+                return (f"{name} {size} the median of the last {len(recent)} iterations "
+                        f"({median:.4g})")
+        return ""
+
+    def _overflow_only(self, measured: Measurement) -> bool:
+        """Inf norms of finite gradients (elements near the dtype's limit) are not NaN/Inf."""
+        if measured.loss is not None and not math.isfinite(measured.loss):
+            return False
+        bad = [(param, norm) for param, norm in zip(self._params, measured.grad_norms)
+               if norm is not None and not math.isfinite(norm)]
+        return bool(bad) and all(
+            math.isinf(norm) and param.grad is not None and bool(torch.isfinite(param.grad).all())
+            for param, norm in bad)
+
+    def _origin(self, loss_bad: bool) -> Origin | None:
+        """Where the NaN/Inf started, on the kept graph (None when none is kept)."""
+        from gradviz.training.nan_origin import Origin, backward_origin, forward_origin
+
+        kept = self._current.kept
+        if kept is None or not kept.roots:
+            return None
+        modules = self._spans.modules_of_graph(kept.roots) if self._spans is not None else {}
+        self._inside += 1
+        try:
+            if loss_bad:
+                return forward_origin(kept.roots, kept.gradient, model=self.model,
+                                      modules=modules)
+            return backward_origin(kept.roots, kept.gradient, model=self.model, modules=modules)
+        except (GradvizError, RuntimeError) as error:
+            return Origin("backward", None, None, None, None, None,
+                          f"not found: {str(error).splitlines()[0]}")
+        finally:
+            self._inside -= 1
+
+    # -------------------------------------------------------------- breaks
+    @property
+    def _takes_breaks(self) -> bool:
+        return self.rank == 0
+
+    def _hit(self, brk: WatchBreak, *, wanted: bool) -> None:
+        """Record ``brk``'s event; if a break is ``wanted``, take it (on rank 0) or note it."""
+        noted = wanted and not self._takes_breaks
+        self._writer.add_events([brk.event(
+            f"{brk.message} (noted: breaks are taken on rank 0)" if noted else None)])
+        if not wanted or noted:
+            return
+        self.breaks.append(brk)
+        action = self.on_break
+        if action == "raise":
+            raise brk
+        if action == "report":
+            print(f"gradviz: {brk.message}; training goes on", file=sys.stderr, flush=True)
+        elif action == "app":
+            self._open_app(brk)
+        else:
+            action(brk)
+
+    def _open_app(self, brk: WatchBreak) -> None:
+        kept = self._current.kept
+        if kept is None or not kept.roots:
+            print(f"gradviz: {brk.message} (no graph kept to open: nan_origin=False); "
+                  "training goes on", file=sys.stderr, flush=True)
+            return
+        from gradviz.graph.walk import discover, root_nodes
+        from gradviz.training.nan_origin import set_aside_grads
+        from gradviz.session.session import Session
+
+        modules = self._spans.modules_of_graph(kept.roots) if self._spans is not None else {}
+        leaves = [fn.variable for fn in discover(root_nodes(kept.roots)).nodes
+                  if fn.name().endswith("AccumulateGrad")]
+        self._inside += 1
+        try:
+            with set_aside_grads(leaves):
+                session = Session.for_roots(kept.roots, model=self.model, gradient=kept.gradient,
+                                            modules=modules, name=f"iteration {brk.iteration}")
+                pause = TrainingPause(brk, self.history(), session)
+                try:
+                    watch_break.open_app(pause)
+                finally:
+                    session.close()
+        finally:
+            self._inside -= 1
+        if pause.stop_requested:
+            self.stopped = True
+            raise TrainingStopped(brk.iteration)
+
+    def _release_kept(self) -> None:
+        kept = self._current.kept
+        if kept is not None:
+            kept.release()
+            self._current.kept = None
+
+
+# ------------------------------------------------------------------ helpers
+def _check_model(model) -> torch.nn.Module:
+    if not isinstance(model, torch.nn.Module):
+        got = "None" if model is None else type(model).__name__
+        raise WatchError(f"watch() needs the model being trained (a torch.nn.Module), got {got}")
+    return model
+
+
+def _check_optimizer(optimizer):
+    if optimizer is None:
+        return None
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise WatchError(f"watch()'s optimizer must be a torch.optim.Optimizer, got "
+                         f"{type(optimizer).__name__}")
+    if not any(group["params"] for group in optimizer.param_groups):
+        raise WatchError(f"the {type(optimizer).__name__} given to watch() has no parameters: "
+                         "build it from model.parameters()")
+    return optimizer
+
+
+def _check_break_on(break_on) -> tuple[str, ...]:
+    if isinstance(break_on, str):
+        break_on = (break_on,)
+    try:
+        reasons = tuple(break_on)
+    except TypeError:
+        raise WatchError(f"break_on= is a tuple of {', '.join(map(repr, BREAK_ON))}; "
+                         f"got {break_on!r}") from None
+    for reason in reasons:
+        if reason not in BREAK_ON:
+            raise WatchError(f"break_on: unknown {reason!r}; choose from "
+                             f"{', '.join(map(repr, BREAK_ON))} (and at=N for an iteration)")
+    return reasons
+
+
+def _check_on_break(on_break):
+    if on_break is None:
+        terminal = all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stdout))
+        return "app" if terminal else "report"
+    if callable(on_break) or on_break in ON_BREAK:
+        return on_break
+    raise WatchError(f"on_break= is one of {', '.join(map(repr, ON_BREAK))} or a callable; "
+                     f"got {on_break!r}")
+
+
+def _distributed() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gradients(gradient, count: int) -> list[torch.Tensor | None] | None:
+    if gradient is None:
+        return None
+    gradients = [gradient] if isinstance(gradient, torch.Tensor) else list(gradient)
+    return gradients if len(gradients) == count else None
+
+
+def _total_norm(norms: Sequence[float | None]) -> float | None:
+    present = [n for n in norms if n is not None]
+    if not present:
+        return None
+    return math.sqrt(math.fsum(n * n for n in present))
+
+
+def _finite(loss: float | None, total: float | None) -> bool:
+    return all(v is None or math.isfinite(v) for v in (loss, total))
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _lr(optimizer) -> float | None:
+    if optimizer is None or not optimizer.param_groups:
+        return None
+    lr = optimizer.param_groups[0].get("lr")
+    if isinstance(lr, torch.Tensor):
+        return float(lr) if lr.device.type == "cpu" and lr.numel() == 1 else None
+    return float(lr) if isinstance(lr, (int, float)) else None

@@ -1,0 +1,1 @@
+"""Screens over the main one: help, the scenario picker, the run view of a record."""

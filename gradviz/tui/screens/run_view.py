@@ -1,0 +1,321 @@
+"""RunView: a training run recorded by :func:`gradviz.watch`, on one screen.
+
+From a :class:`~gradviz.model.run_record.RunHistory` (plain data: this module
+reads no file and imports no torch): the loss and the total gradient norm over
+iterations, the gradient norm of every layer and its update ratio |Δ|/|p| against
+the band as heat maps (layers x iterations), and the events and audits in a
+table. ``gradviz open RUN.db`` shows it as its own small app
+(:func:`make_record_app`), without the stepping app's engine and without torch,
+so a record opens at once, also on a box where the training ran.
+
+>>> app = make_record_app("run.db")       # doctest: +SKIP  (RecordError if it is not one)
+>>> app.run()                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from gradviz.model.run_record import AUDIT_KINDS, BREAK_KINDS, EventRecord, RunHistory
+from gradviz.tui.widgets.heat_map import (FOOTER_LINES, HEADER_LINES, BandScale, HeatLayer,
+                                  LayerHeatMap, LogScale)
+from gradviz.tui.widgets.run_plots import HistoryPlot
+
+#: Iterations read from a record at most, evenly spaced over a longer run: the plots
+#: and heat maps have fewer columns than that, and a read stays well under a second.
+VIEW_POINTS = 4000
+#: Below this width or height the view packs tighter (see run_view.tcss).
+NARROW_WIDTH, NARROW_HEIGHT = 100, 30
+#: Heat maps this high or less (layers, their header, axis, legend, border) get just
+#: their height; taller ones share the rest of the screen with the events.
+SMALL_HEAT_MAP = 14
+DEFAULT_BAND = (1e-4, 1e-2)
+#: The events table cuts its cells (the line under it has the highlighted one whole).
+SUBJECT_WIDTH, WHERE_WIDTH, MIN_DETAIL_WIDTH = 24, 44, 16
+EVENT_COLUMNS = ("iteration", "kind", "subject", "detail", "where")
+CSS_PATH = Path(__file__).parent.parent / "run_view.tcss"
+
+
+def band_of(history: RunHistory) -> tuple[float, float]:
+    low, high = history.info.settings.get("band", DEFAULT_BAND)
+    return float(low), float(high)
+
+
+def break_iterations(history: RunHistory) -> list[int]:
+    """Iterations drawn as lines on the plots: where a break was hit, first NaN/Inf too."""
+    return sorted({e.iteration for e in history.events if e.kind in ("at", "signal")}
+                  | ({history.first_nonfinite.iteration} if history.first_nonfinite else set()))
+
+
+def event_marks(history: RunHistory) -> dict[int, str]:
+    """Iteration -> the weightiest break kind at it, for the heat maps' axis."""
+    marks: dict[int, str] = {}
+    order = {kind: rank for rank, kind in enumerate(("nonfinite", "spike", "at", "signal"))}
+    for event in history.events:
+        if event.kind in BREAK_KINDS:
+            old = marks.get(event.iteration)
+            if old is None or order[event.kind] < order[old]:
+                marks[event.iteration] = event.kind
+    return marks
+
+
+def event_row(event: EventRecord) -> tuple[str, str, str, str, str]:
+    """(iteration, kind, subject, detail, where) as the events table shows them: the
+    detail without what other columns say (its iteration, its subject, its origin)."""
+    detail = event.detail
+    detail = detail.removeprefix(f"iteration {event.iteration}: ")
+    if event.subject:
+        detail = detail.removeprefix(f"{event.subject}: ")
+    if event.kind in AUDIT_KINDS:  # the kind says it: "|Δ|/|p| above the band, ...: "
+        detail = detail.removeprefix(f"{AUDIT_KINDS[event.kind]}: ")
+    if event.node is not None:
+        detail = detail.split("; it started at ", 1)[0]
+    return (str(event.iteration), event.kind, event.subject, detail,
+            origin_text(event, short=True))
+
+
+def origin_text(event: EventRecord, *, short: bool = False) -> str:
+    """Where a NaN/Inf started: ``node (op) in 'module' file:line``, the op only where
+    the node's name does not say it; ``short``: the file's name without its folder."""
+    if event.node is None:
+        return ""
+    text = event.node
+    if event.op and not event.node.startswith(event.op):
+        text += f" ({event.op})"
+    if event.module:
+        text += f" in {event.module!r}"
+    elif event.module is not None:
+        text += " in the model's own forward"
+    if event.file:
+        text += f" {os.path.basename(event.file) if short else event.file}:{event.line}"
+    return text
+
+
+def headline(history: RunHistory, source: str = "") -> Text:
+    """Which run, how far it got, and the first NaN/Inf: the lines above it all (the band
+    is in the heat maps' legend)."""
+    info = history.info
+    rows = history.iterations
+    text = Text(no_wrap=False)
+    text.append(f"{source} · " if source else "", "bold")
+    text.append(f"run {info.run}", "bold")
+    if info.world_size > 1:
+        text.append(f" (rank {info.rank} of {info.world_size})")
+    text.append(f" · {info.model}, {info.optimizer or 'no optimizer'} · {info.status}")
+    span = (f"iterations {rows[0].iteration}..{rows[-1].iteration}" if rows
+            else "no iteration finished")
+    text.append(f" · {span}")
+    shown, total = len(rows), history.total_iterations
+    if total and shown < total:
+        text.append(f" · showing {shown} of {total} iterations, evenly spaced", "yellow")
+    first = history.first_nonfinite
+    if first is not None:
+        text.append("\nfirst NaN/Inf: ", "bold #ff5f87")
+        text.append(f"iteration {first.iteration}, {event_row(first)[3]}")
+        if first.node is not None:
+            text.append(f"; it started at {origin_text(first)}")
+        if first.node is None and "origin" not in first.detail:
+            text.append(" · origin not traced (break_on 'nonfinite' or nan_origin=True "
+                        "traces it)", "grey62")
+    return text
+
+
+class RunView(Vertical):
+    """One run: plots, layer heat maps, events. ``show(history, source)``."""
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="run-headline")
+        with Horizontal(id="run-plots"):
+            yield HistoryPlot(id="run-loss")
+            yield HistoryPlot(id="run-grad")
+        yield LayerHeatMap(id="run-layers")
+        with Vertical(id="run-events"):
+            yield DataTable(id="run-events-table", cursor_type="row", zebra_stripes=True)
+            yield Static(id="run-event-detail")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.history: RunHistory | None = None
+        self._events: list[EventRecord] = []
+        self._table_width = 0
+
+
+    def show(self, history: RunHistory, source: str = "") -> None:
+        self.history = history
+        self.query_one("#run-headline", Static).update(headline(history, source))
+        numbers = history.iteration_numbers
+        breaks = break_iterations(history)
+        self.query_one("#run-loss", HistoryPlot).show(numbers, history.losses, name="loss",
+                                                      breaks=breaks)
+        self.query_one("#run-grad", HistoryPlot).show(numbers, history.grad_norms,
+                                                      name="total |grad|", log=True,
+                                                      breaks=breaks)
+        grads, ratios = history.layer_grad_norms, history.layer_update_ratios
+        maps = [HeatLayer("|grad|", "|grad| per layer", grads, LogScale.spanning(grads),
+                          nonfinite=history.layer_nonfinite or None, missing="no gradient"),
+                HeatLayer("|Δ|/|p|", "update |Δ|/|p| per layer", ratios,
+                          BandScale.around(band_of(history), ratios), missing="no step")]
+        heat = self.query_one(LayerHeatMap)
+        heat.show(history.layers, numbers, maps, event_marks(history))
+        self._title_heat_map()
+        # A small model's few layers leave the rows below them to the events (a fixed
+        # height: a max-height under the CSS min-height upsets Textual's fr sharing).
+        needed = len(history.layers) + HEADER_LINES + FOOTER_LINES + 2
+        heat.styles.height = needed if needed <= SMALL_HEAT_MAP else None
+        self._show_events(history.events)
+
+    def _title_heat_map(self) -> None:
+        heat = self.query_one(LayerHeatMap)
+        per = heat.per_column
+        heat.border_title = (f"{len(self.history.layers)} layers × "
+                             f"{len(self.history.iterations)} iterations"
+                             + (f", {per} per column" if per > 1 else ""))
+
+    def _show_events(self, events: list[EventRecord]) -> None:
+        self._events = list(events)
+        self._fill_table()
+        audits = sum(1 for e in events if e.is_audit)
+        box = self.query_one("#run-events")
+        box.border_title = (f"events: {len(events)}, {audits} of them audits" if events
+                            else "events: none (no break, no NaN/Inf, no audit)")
+        self._describe(0 if events else None)
+
+    def _fill_table(self) -> None:
+        """The events' rows, each detail cut to what the table's width leaves it (the
+        line under the table has it whole), so that "where" stays on screen."""
+        table = self.query_one("#run-events-table", DataTable)
+        width = table.size.width or 118
+        subject_width = min(SUBJECT_WIDTH, max(10, width // 6))
+        where_width = min(WHERE_WIDTH, max(12, width // 4))
+        rows = [(i, k, _cut(s, subject_width), d, _cut(w, where_width))
+                for i, k, s, d, w in map(event_row, self._events)]
+        others = sum(max([len(EVENT_COLUMNS[c]), *(len(row[c]) for row in rows)])
+                     for c in (0, 1, 2, 4))
+        room = max(MIN_DETAIL_WIDTH, width - others - 2 * 5 - 1)
+        cursor = table.cursor_row
+        table.clear(columns=True)  # columns too: their widths only ever grow
+        table.add_columns(*EVENT_COLUMNS)
+        for index, (iteration, kind, subject, detail, where) in enumerate(rows):
+            table.add_row(iteration, kind, subject, _cut(detail, room), where, key=str(index))
+        if rows:
+            table.move_cursor(row=min(max(cursor, 0), len(rows) - 1))
+        self._table_width = table.size.width
+
+    def _describe(self, index: int | None) -> None:
+        """The highlighted event in full under the table (the table cuts long cells)."""
+        line = self.query_one("#run-event-detail", Static)
+        if index is None or not 0 <= index < len(self._events):
+            line.update("")
+            return
+        event = self._events[index]
+        iteration, kind, subject, detail, _ = event_row(event)
+        text = Text(f"iteration {iteration} · {kind}", "bold")
+        text.append(f" · {subject}" if subject else "", "bold")
+        text.append(f": {detail}")
+        if event.node is not None:
+            text.append(f"; it started at {origin_text(event)}", "grey70")
+        line.update(text)
+
+    def on_data_table_row_highlighted(self, message: DataTable.RowHighlighted) -> None:
+        self._describe(message.cursor_row)
+
+    def on_data_table_row_selected(self, message: DataTable.RowSelected) -> None:
+        index = message.cursor_row
+        if 0 <= index < len(self._events):
+            heat = self.query_one(LayerHeatMap)
+            heat.point_at(self._events[index].iteration)
+            subject = self._events[index].subject
+            layer = next((i for i, name in enumerate(self.history.layers)
+                          if subject and (subject == name or subject.startswith(name + "."))),
+                         None)
+            if layer is not None:
+                heat.cursor_row = layer
+            heat.focus()
+
+    def on_resize(self, event) -> None:
+        self.set_class(event.size.width < NARROW_WIDTH or event.size.height < NARROW_HEIGHT,
+                       "-narrow")
+        self.call_after_refresh(self._refit_table)
+
+    def _refit_table(self) -> None:
+        if self.history is not None:
+            self._title_heat_map()
+        table = self.query_one("#run-events-table", DataTable)
+        if self._events and table.size.width != self._table_width:
+            self._fill_table()
+
+
+class RunScreen(Screen[None]):
+    """The run view as a screen: of its own app (``gradviz open RUN.db``), or pushed
+    over the stepping app (escape goes back)."""
+
+    BINDINGS = [
+        Binding("escape,q", "close", "close", id="close"),
+        Binding("tab", "app.focus_next", "heat maps / events", id="next-panel"),
+    ]
+    AUTO_FOCUS = "#run-layers"
+
+    def __init__(self, history: RunHistory, source: str = "") -> None:
+        super().__init__()
+        self.history = history
+        self.source = source
+
+    def compose(self) -> ComposeResult:
+        yield RunView(id="run-view")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(RunView).show(self.history, self.source)
+
+    def action_close(self) -> None:
+        if len(self.app.screen_stack) > 1 and self.app.screen_stack[0] is not self:
+            self.dismiss()
+        else:
+            self.app.exit(0)
+
+
+class RunRecordApp(App[int]):
+    """``gradviz open RUN.db``: only the run view. Its own small app, not a mode of
+    the stepping app: a record has no session, no engine thread and needs no torch,
+    and none of the stepping app's keys would mean anything here."""
+
+    CSS_PATH = CSS_PATH
+    TITLE = "gradviz"
+
+    def __init__(self, history: RunHistory, source: str = "") -> None:
+        super().__init__()
+        self.history = history
+        self.source = source
+
+    def get_default_screen(self) -> Screen:
+        return RunScreen(self.history, self.source)
+
+
+def make_record_app(path: str | os.PathLike, run: int | None = None) -> RunRecordApp:
+    """The app on the record at ``path`` (its latest run, or ``run``), for the CLI and
+    the tests; the file is read here, so a bad one raises a one-line RecordError
+    before anything takes the screen."""
+    from gradviz.model.run_record import RunRecord
+
+    with RunRecord(path) as record:
+        history = record.history(run, points=VIEW_POINTS)
+    return RunRecordApp(history, source=str(path))
+
+
+def run_record_app(path: str | os.PathLike, run: int | None = None) -> int:
+    """Show the record at ``path`` in this terminal until closed; the exit code."""
+    app = make_record_app(path, run)
+    app.run()
+    return app.return_code or 0
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
