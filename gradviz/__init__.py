@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from gradviz.version import __version__
 
 _EXPORTS = {
     "GradvizError": "gradviz.errors",
@@ -26,11 +26,11 @@ _EXPORTS = {
     "builtin_scenarios": "gradviz.session.catalog",
     "load_weights": "gradviz.session.scenario",
     "BackwardStepper": "gradviz.engine.backward",
-    "StepEvent": "gradviz.engine.backward",
-    "StepperError": "gradviz.engine.backward",
-    "BackwardAborted": "gradviz.engine.backward",
-    "Pause": "gradviz.engine.backward",
-    "TensorSummary": "gradviz.engine.summary",
+    "StepEvent": "gradviz.engine.events",
+    "StepperError": "gradviz.engine.lifecycle",
+    "BackwardAborted": "gradviz.engine.backward_hooks",
+    "Pause": "gradviz.engine.backward_hooks",
+    "TensorSummary": "gradviz.model.summary",
     "OptimizerWatch": "gradviz.session.optimizer_step",
     "UpdateReport": "gradviz.session.optimizer_step",
     "ParamUpdate": "gradviz.session.optimizer_step",
@@ -48,16 +48,16 @@ _EXPORTS = {
     "why_no_grad": "gradviz.engine.why_no_grad",
     "NoGradReason": "gradviz.engine.why_no_grad",
     "NoGradExplanation": "gradviz.engine.why_no_grad",
-    "watch": "gradviz.training.watch",
+    "watch": "gradviz.show",
     "Watch": "gradviz.training.watch",
     "WatchBreak": "gradviz.training.breaks",
     "WatchError": "gradviz.training.watch",
     "TrainingStopped": "gradviz.training.breaks",
     "TrainingPause": "gradviz.training.breaks",
     "WatchReport": "gradviz.model.run_report",
-    "RunRecord": "gradviz.model.run_record",
-    "RunHistory": "gradviz.model.run_record",
-    "RecordError": "gradviz.model.run_record",
+    "RunRecord": "gradviz.model.run_history",
+    "RunHistory": "gradviz.model.run_history",
+    "RecordError": "gradviz.model.record_schema",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -91,20 +91,20 @@ if TYPE_CHECKING:
     from gradviz.engine.forward import ForwardStepper
     from gradviz.graph.walk import build_graph
     from gradviz.engine.why_no_grad import NoGradExplanation, NoGradReason, why_no_grad
-    from gradviz.engine.backward import (
-        BackwardAborted,
-        BackwardStepper,
-        Pause,
-        StepEvent,
-        StepperError,
-    )
-    from gradviz.engine.summary import TensorSummary, summarize
+    from gradviz.engine.backward import BackwardStepper
+    from gradviz.engine.backward_hooks import BackwardAborted, Pause
+    from gradviz.engine.events import StepEvent
+    from gradviz.engine.lifecycle import StepperError
+    from gradviz.engine.summary import summarize
+    from gradviz.model.summary import TensorSummary
     from gradviz.session.optimizer_step import OptimizerWatch, ParamUpdate, UpdateReport
     from gradviz.graph.record import Recording, record
     from gradviz.session.session import Session
     from gradviz.show import show
-    from gradviz.model.run_record import RecordError, RunHistory, RunRecord
-    from gradviz.training.watch import Watch, WatchError, watch
+    from gradviz.model.record_schema import RecordError
+    from gradviz.model.run_history import RunHistory, RunRecord
+    from gradviz.show import watch
+    from gradviz.training.watch import Watch, WatchError
     from gradviz.training.breaks import TrainingPause, TrainingStopped, WatchBreak
     from gradviz.model.run_report import WatchReport
     from gradviz.session.scenario import (

@@ -1,13 +1,21 @@
-"""gradviz.show(): the app on a graph from the user's own code (an entry point, like cli.py)."""
+"""Opening the app from the user's own code (an entry point, like cli.py): ``gradviz.show``
+on a graph, and a ``gradviz.watch`` break with ``on_break="app"``.
+
+The training layer never imports the app: :func:`watch` hands it :func:`open_break`.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 
 import torch
 
 from gradviz.graph.record import recorded_modules
 from gradviz.session.session import Session
+from gradviz.training import watch as training_watch
+from gradviz.training.breaks import TrainingPause
 
 
 def show(
@@ -30,3 +38,22 @@ def show(
     from gradviz.tui.app import run_app
 
     run_app(session=session)
+
+
+@functools.wraps(training_watch.watch)
+def watch(model, optimizer=None, **options) -> training_watch.Watch:
+    # open_break is looked up when a break opens the app, so a test can replace it
+    return training_watch.watch(model, optimizer, open_app=lambda pause: open_break(pause),
+                                **options)
+
+
+_signature = inspect.signature(training_watch.watch)
+watch.__signature__ = _signature.replace(
+    parameters=[p for p in _signature.parameters.values() if p.name != "open_app"])
+
+
+def open_break(pause: TrainingPause) -> None:
+    """Open the app on a watch break's session; returns when it is closed."""
+    from gradviz.tui.app import run_app
+
+    run_app(pause=pause)

@@ -16,7 +16,7 @@ def test_core_does_not_import_textual():
         "import gradviz.graph.walk, gradviz.graph.record, gradviz.graph.export, "
         "gradviz.session.scenario, gradviz.session.session, gradviz.model.state, "
         "gradviz.engine.forward, gradviz.engine.why_no_grad, gradviz.training.watch, "
-        "gradviz.model.run_record"
+        "gradviz.model.run_history"
     )
     assert "torch" in modules and "textual" not in modules
 

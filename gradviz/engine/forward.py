@@ -40,9 +40,8 @@ from gradviz.engine.forward_ops import (
     roots_of,
 )
 from gradviz.runtime.quiet_gc import frozen_heap
-from gradviz.engine.backward import StepperError
+from gradviz.engine.lifecycle import PassEnd, StepperError, StepperState
 
-_NEW, _RUNNING, _FINISHED, _FAILED, _ABORTED = "new", "running", "finished", "failed", "aborted"
 _POLL = 0.05  # seconds between checks that the worker is still alive
 
 
@@ -68,14 +67,14 @@ class ForwardStepper:
         self._inference = torch.is_inference_mode_enabled()
         self._cuda_device = torch.cuda.current_device() if torch.cuda.is_initialized() else None
         self._cond = threading.Condition()
-        self._state = _NEW
+        self._state = StepperState.NEW
         self._paused = False
         self._go = False  # the caller lets the paused worker go on
         self._free_run = False
         self._pauses = 0  # how often the worker has paused
         self._delivered = 0  # events handed out by step() and run()
         self._stop_when: Callable[[ForwardEvent], bool] | None = None
-        self._returned_end = False
+        self._end = PassEnd("the forward", "a new one", "this forward was aborted")
         self._result: Any = None
         self._error: BaseException | None = None
         self._graph: nx.DiGraph | None = None
@@ -99,15 +98,15 @@ class ForwardStepper:
     @property
     def done(self) -> bool:
         """The forward is over: finished, failed or aborted."""
-        return self._state in (_FINISHED, _FAILED, _ABORTED)
+        return self._state.over
 
     @property
     def finished(self) -> bool:
-        return self._state == _FINISHED
+        return self._state is StepperState.FINISHED
 
     @property
     def aborted(self) -> bool:
-        return self._state == _ABORTED
+        return self._state is StepperState.ABORTED
 
     @property
     def error(self) -> BaseException | None:
@@ -123,8 +122,8 @@ class ForwardStepper:
     @property
     def result(self) -> Any:
         """What ``fn`` returned."""
-        if self._state != _FINISHED:
-            raise StepperError(f"the forward has not finished ({self._state}): "
+        if self._state is not StepperState.FINISHED:
+            raise StepperError(f"the forward has not finished ({self._state.value}): "
                                "run() it first")
         return self._result
 
@@ -144,7 +143,7 @@ class ForwardStepper:
     def partial_graph(self) -> nx.DiGraph:
         """The graph recorded so far (see :meth:`ForwardRecording.partial_graph`)."""
         with self._cond:
-            if self._state == _RUNNING and not self._paused:
+            if self._state is StepperState.RUNNING and not self._paused:
                 raise StepperError("the forward is running: read the partial graph while paused")
             return self.recording.partial_graph()
 
@@ -174,10 +173,10 @@ class ForwardStepper:
         finishes); :attr:`done` turns true when the worker has ended. Idempotent.
         """
         with self._cond:
-            if self._state == _NEW:
-                self._state = _ABORTED
+            if self._state is StepperState.NEW:
+                self._state = StepperState.ABORTED
                 return
-            if self._state != _RUNNING:
+            if self._state is not StepperState.RUNNING:
                 return
             self.recording._abort = True
             self._go = True
@@ -198,7 +197,7 @@ class ForwardStepper:
         with self._cond:
             events = self.recording.events
             need_more = not single or self._delivered == len(events)
-            if need_more and self._state in (_NEW, _RUNNING):
+            if need_more and self._state in (StepperState.NEW, StepperState.RUNNING):
                 self._free_run = not single
                 self._stop_when = stop_when
                 pauses = self._pauses
@@ -210,13 +209,14 @@ class ForwardStepper:
                     # A free run allocates a few objects per op: keep GC passes off the
                     # heap that was there before (gc.freeze), as BackwardStepper.run does.
                     with frozen_heap() if not single else contextlib.nullcontext():
-                        self._wait(lambda: self._pauses > pauses or self._state != _RUNNING)
+                        self._wait(lambda: self._pauses > pauses
+                                   or self._state is not StepperState.RUNNING)
                 finally:
                     self._free_run = False
                     self._stop_when = None
-            elif self._state == _ABORTED:
+            elif self._state is StepperState.ABORTED:
                 raise StepperError("this forward was aborted: start a new one to step again")
-            if self._state == _FAILED and self._delivered == len(events):
+            if self._state is StepperState.FAILED and self._delivered == len(events):
                 self._raise_failure()
             if single:
                 if self._delivered < len(events):
@@ -226,21 +226,21 @@ class ForwardStepper:
                 return None
             ran = events[self._delivered:]
             self._delivered = len(events)
-            if self._state == _FAILED:
+            if self._state is StepperState.FAILED:
                 self._raise_failure()
             if self.done and not ran:
                 self._at_end()
-            elif self._state == _FINISHED:
-                self._returned_end = True
+            elif self._state is StepperState.FINISHED:
+                self._end.told = True
             return ran
 
     def _start(self) -> None:
         with self._cond:
-            if self._state == _ABORTED:
+            if self._state is StepperState.ABORTED:
                 raise StepperError("this forward was aborted: start a new one to step again")
-            if self._state != _NEW:
+            if self._state is not StepperState.NEW:
                 return
-            self._state = _RUNNING
+            self._state = StepperState.RUNNING
         previous = threading.stack_size()
         threading.stack_size(WORKER_STACK_BYTES)  # the worker may free a deep graph
         try:
@@ -251,7 +251,7 @@ class ForwardStepper:
             threading.stack_size(previous)
 
     def _forward(self) -> None:
-        outcome, error, result = _FINISHED, None, None
+        outcome, error, result = StepperState.FINISHED, None, None
         # Thread-local: the caller's. (inference_mode(False) would turn grad mode on.)
         inference = torch.inference_mode() if self._inference else contextlib.nullcontext()
         try:
@@ -262,15 +262,15 @@ class ForwardStepper:
                 result = self._fn(*self._args, **self._kwargs)
             self.recording.finish(result)
             if self.recording._abort:  # fn caught ForwardAborted and returned
-                outcome = _ABORTED
+                outcome = StepperState.ABORTED
         except ForwardAborted:
-            outcome = _ABORTED
+            outcome = StepperState.ABORTED
         except BaseException as raised:  # handed to the caller of step()/run()
-            outcome, error = _FAILED, raised
+            outcome, error = StepperState.FAILED, raised
             _annotate(raised, self.recording.failed_op)
         finally:
             with self._cond:
-                self._result = result if outcome == _FINISHED else None
+                self._result = result if outcome is StepperState.FINISHED else None
                 self._error = error
                 self._state = outcome
                 self._paused = False
@@ -297,26 +297,16 @@ class ForwardStepper:
         while not condition():
             self._cond.wait(_POLL)
             if self._worker is not None and not self._worker.is_alive() and not condition():
-                if self._state == _RUNNING:  # cannot happen: the worker always sets its end
+                if self._state is StepperState.RUNNING:  # cannot happen: the worker always sets its end
                     raise StepperError("the forward worker ended without a word")
                 return
 
     def _at_end(self) -> None:
-        if self._state == _FAILED:
-            self._raise_failure()
-        if self._state == _ABORTED:
-            raise StepperError("this forward was aborted: start a new one to step again")
-        if self._returned_end:
-            raise StepperError("the forward has finished: start a new one to step again")
-        self._returned_end = True
+        self._end.reached(self._state, self._error)
 
     def _raise_failure(self):
         """The user's exception the first time, then a StepperError that recalls it."""
-        if self._returned_end:
-            raise StepperError(f"the forward failed ({type(self._error).__name__}): "
-                               "start a new one to step again")
-        self._returned_end = True
-        raise self._error
+        self._end.failed(self._error)
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the worker to end (after :meth:`abort` with ``wait=False``); whether it has."""

@@ -63,7 +63,8 @@ from torch.utils import _pytree as pytree
 from gradviz.errors import GraphError
 from gradviz.graph.walk import Roots, walk_graph
 from gradviz.runtime.quiet_gc import paused_gc
-from gradviz.engine.summary import TensorSummary, summarize
+from gradviz.engine.summary import summarize
+from gradviz.model.summary import TensorSummary
 
 #: Outputs held for lazy summaries, at most this many bytes (then summarized at once).
 DEFAULT_PENDING_BYTES = 512 << 20

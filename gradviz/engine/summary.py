@@ -11,42 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 
 import torch
+
+from gradviz.model.summary import TensorSummary
 
 SAMPLE_SIZE = 6
 #: CPU tensors up to this many elements are summarized in plain Python: a torch op
 #: costs a few microseconds however small its tensor, and deep chains of small ops
 #: (200,000 nodes) would spend most of their time there.
 SMALL = 64
-
-
-@dataclass(frozen=True)
-class TensorSummary:
-    shape: tuple[int, ...]
-    dtype: str
-    device: str
-    numel: int
-    norm: float
-    mean: float
-    std: float
-    min: float
-    max: float
-    nan: int
-    inf: int
-    sample: tuple[float, ...]  # the first few elements, flattened
-
-    @property
-    def finite(self) -> bool:
-        return self.nan == 0 and self.inf == 0
-
-    def __str__(self) -> str:
-        flags = "" if self.finite else f" nan={self.nan} inf={self.inf}"
-        return (
-            f"{self.shape} {self.dtype} norm={self.norm:.4g} mean={self.mean:.4g} "
-            f"std={self.std:.4g} min={self.min:.4g} max={self.max:.4g}{flags}"
-        )
 
 
 def summarize(tensor: torch.Tensor) -> TensorSummary:
@@ -270,17 +244,3 @@ def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
 
 def _dtype(tensor: torch.Tensor) -> str:
     return str(tensor.dtype).removeprefix("torch.")
-
-
-def plain(value):
-    """A torch-flavoured value as plain data for display and JSON: a one-element tensor as
-    its number, a tensor as a tuple, dtypes and devices as text, anything else as repr."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, torch.Tensor):
-        return value.item() if value.numel() == 1 else tuple(value.tolist())
-    if isinstance(value, (tuple, list)):
-        return tuple(plain(v) for v in value)
-    if isinstance(value, (torch.dtype, torch.device)):
-        return str(value)
-    return repr(value)

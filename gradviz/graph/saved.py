@@ -47,7 +47,7 @@ import torch
 from torch.autograd.function import BackwardCFunction
 from torch.autograd.graph import Node
 
-from gradviz.engine.summary import plain
+from gradviz.graph.values import plain
 
 FREED = "freed"
 RECOMPUTED = "recomputed in backward"

@@ -11,7 +11,7 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime
 
-from gradviz.model.run_record import AUDIT_KINDS, EventRecord, RunHistory
+from gradviz.model.run_history import AUDIT_KINDS, EventRecord, RunHistory
 
 #: Rows shown per table; the rest are counted in its note.
 ROWS_SHOWN = 12

@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
-from gradviz.engine.summary import TensorSummary, plain, summarize
+from gradviz.engine.summary import summarize
+from gradviz.graph.values import plain
+from gradviz.model.summary import TensorSummary
 
 FROZEN = "frozen"
 NO_GRAD = "no grad"

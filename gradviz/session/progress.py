@@ -19,8 +19,9 @@ import torch
 
 from gradviz.model.layout import GraphLayout, lay_out
 
-from gradviz.engine.backward import BackwardStepper, StepEvent
-from gradviz.engine.summary import TensorSummary
+from gradviz.engine.backward import BackwardStepper
+from gradviz.engine.events import StepEvent
+from gradviz.model.summary import TensorSummary
 
 #: A batch of up to this many events has every event summarized; a bigger one
 #: (continue on a big graph) only its parameters and its last node.

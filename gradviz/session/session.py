@@ -29,7 +29,9 @@ from gradviz.session.optimizer_step import OptimizerWatch, UpdateReport
 from gradviz.session.progress import ForwardStep, Progress, at_start, describe, describe_forward_event
 from gradviz.session.scenario import CheckResult, Scenario, load_scenario
 from gradviz.model.state import Action, Activity, Failure, SessionState
-from gradviz.engine.backward import BackwardStepper, StepEvent, StepperError
+from gradviz.engine.backward import BackwardStepper
+from gradviz.engine.events import StepEvent
+from gradviz.engine.lifecycle import StepperError
 
 Report = Callable[[Progress], None]
 

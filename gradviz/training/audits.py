@@ -21,16 +21,15 @@ import math
 from collections.abc import Sequence
 
 from gradviz.training.iteration_stats import Measurement
-from gradviz.model.run_record import (
-    AUDIT_KINDS,
+from gradviz.model.record_schema import (
     FROZEN,
     MOVED,
     NO_GRAD,
     NONFINITE_GRAD,
     NOT_IN_OPTIMIZER,
     ZERO_GRAD,
-    EventRecord,
 )
+from gradviz.model.run_history import AUDIT_KINDS, EventRecord
 
 IN_A_ROW = 10
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gradviz.errors import GradvizError
-from gradviz.model.run_record import EventRecord, RunHistory
+from gradviz.model.run_history import EventRecord, RunHistory
 
 if TYPE_CHECKING:
     from gradviz.training.nan_origin import Origin
@@ -90,10 +90,3 @@ class TrainingPause:
 
     def request_stop(self) -> None:
         self.stop_requested = True
-
-
-def open_app(pause: TrainingPause) -> None:
-    """Open the app on a break's session; returns when it is closed."""
-    from gradviz.tui.app import run_app
-
-    run_app(pause=pause)

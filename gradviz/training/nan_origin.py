@@ -27,8 +27,9 @@ from dataclasses import dataclass
 import torch
 
 from gradviz.graph.walk import ACCUMULATE_GRAD, walk_graph
-from gradviz.model.run_record import origin_text
-from gradviz.engine.backward import BackwardStepper, StepEvent
+from gradviz.model.run_history import origin_text
+from gradviz.engine.backward import BackwardStepper
+from gradviz.engine.events import StepEvent
 
 
 @dataclass(frozen=True)

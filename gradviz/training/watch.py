@@ -21,7 +21,7 @@ Per iteration it measures (:mod:`gradviz.training.iteration_stats`, one host syn
 loss, the wall time, the total gradient norm and, per parameter, the gradient norm,
 the parameter and update norms, |Δ|/|p| and flags; runs the audits
 (:mod:`gradviz.training.audits`); checks the breakpoints; and commits it all to the
-record (:mod:`gradviz.model.run_record`) in one transaction.
+record (:mod:`gradviz.model.run_history`) in one transaction.
 
 Breakpoints: ``at=N``; ``"nonfinite"`` (the loss or a gradient NaN/Inf, checked before
 ``optimizer.step()`` so that the weights are still clean when it breaks);
@@ -51,20 +51,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from gradviz.training import breaks as watch_break
 from gradviz.training.audits import Auditor
 from gradviz.errors import GradvizError
 from gradviz.training.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
 from gradviz.training.kept_graph import ForwardSpans, SavedTensorKeeper
-from gradviz.model.run_record import (
-    EventRecord,
-    IterationRecord,
-    ParamInfo,
-    RecordWriter,
-    RunHistory,
-    RunRecord,
-    check_record_path,
-)
+from gradviz.model.run_history import EventRecord, IterationRecord, ParamInfo, RunHistory, RunRecord
+from gradviz.training.record_writer import RecordWriter, check_record_path
 from gradviz.training.breaks import TrainingPause, TrainingStopped, WatchBreak
 from gradviz.model.run_report import REPORT_POINTS, WatchReport
 
@@ -114,7 +106,8 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
           record: str | os.PathLike | None = None, break_on: Iterable[str] = (),
           at: int | None = None, on_break: str | Callable[[WatchBreak], object] | None = None,
           spike: float = 10.0, band: tuple[float, float] = (1e-4, 1e-2),
-          nan_origin: bool | None = None, update_sample: int | None = DEFAULT_SAMPLE) -> Watch:
+          nan_origin: bool | None = None, update_sample: int | None = DEFAULT_SAMPLE,
+          open_app: Callable[[TrainingPause], None] | None = None) -> Watch:
     """Watch a training loop: ``with gradviz.watch(model, optimizer) as w:`` around it.
 
     ``record``: the SQLite file to write (None: the last 1,000 iterations in memory).
@@ -129,9 +122,13 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
     "nonfinite" or "spike"; activations then live to the end of backward).
     ``update_sample``: parameters larger than this are measured through a fixed
     sample of their elements (None: all of them; see gradviz.training.iteration_stats).
+    ``open_app``: how ``on_break="app"`` opens the app on a :class:`TrainingPause`;
+    ``gradviz.watch`` (the entry layer, :mod:`gradviz.show`) passes it, since nothing
+    here imports the app.
     """
     return Watch(model, optimizer, record=record, break_on=break_on, at=at, on_break=on_break,
-                 spike=spike, band=band, nan_origin=nan_origin, update_sample=update_sample)
+                 spike=spike, band=band, nan_origin=nan_origin, update_sample=update_sample,
+                 open_app=open_app)
 
 
 class Watch:
@@ -139,7 +136,7 @@ class Watch:
 
     def __init__(self, model, optimizer=None, *, record=None, break_on=(), at=None,
                  on_break=None, spike=10.0, band=(1e-4, 1e-2), nan_origin=None,
-                 update_sample=DEFAULT_SAMPLE):
+                 update_sample=DEFAULT_SAMPLE, open_app=None):
         self.model = _check_model(model)
         self.optimizer = _check_optimizer(optimizer)
         self.path = None if record is None else Path(record)
@@ -150,6 +147,7 @@ class Watch:
             raise WatchError(f"at= is the iteration to break at, counted from 1; got {at!r}")
         self.at = at
         self.on_break = _check_on_break(on_break)
+        self._app = open_app
         if isinstance(spike, bool) or not isinstance(spike, (int, float)) or not spike > 1:
             raise WatchError(f"spike= is a factor over the recent median, above 1; got {spike!r}")
         self.spike = float(spike)
@@ -234,7 +232,7 @@ class Watch:
         self._watched_backward(loss, gradient, retain_graph, create_graph, inputs)
 
     def history(self, *, last: int | None = None, points: int | None = None) -> RunHistory:
-        """The run so far as plain data (:class:`~gradviz.model.run_record.RunHistory`)."""
+        """The run so far as plain data (:class:`~gradviz.model.run_history.RunHistory`)."""
         if self._writer is None:
             raise WatchError("this watch has not started: use it as `with gradviz.watch(...)`")
         if self._writer.closed:
@@ -249,14 +247,14 @@ class Watch:
 
     # -------------------------------------------------------------- set-up
     def _run_info(self) -> dict:
-        import gradviz
+        from gradviz.version import __version__
 
         return {
             "rank": self.rank, "world_size": self.world_size, "started": time.time(),
             "host": socket.gethostname(), "pid": os.getpid(), "argv": list(sys.argv),
             "model": type(self.model).__name__,
             "optimizer": None if self.optimizer is None else type(self.optimizer).__name__,
-            "versions": {"torch": torch.__version__, "gradviz": gradviz.__version__,
+            "versions": {"torch": torch.__version__, "gradviz": __version__,
                          "python": sys.version.split()[0]},
             "settings": {"break_on": list(self.break_on), "at": self.at,
                          "on_break": self.on_break if isinstance(self.on_break, str)
@@ -657,6 +655,10 @@ class Watch:
             action(brk)
 
     def _open_app(self, brk: WatchBreak) -> None:
+        if self._app is None:
+            print(f"gradviz: {brk.message} (no app to open: use gradviz.watch); training "
+                  "goes on", file=sys.stderr, flush=True)
+            return
         kept = self._current.kept
         if kept is None or not kept.roots:
             print(f"gradviz: {brk.message} (no graph kept to open: nan_origin=False); "
@@ -676,7 +678,7 @@ class Watch:
                                             modules=modules, name=f"iteration {brk.iteration}")
                 pause = TrainingPause(brk, self.history(), session)
                 try:
-                    watch_break.open_app(pause)
+                    self._app(pause)
                 finally:
                     session.close()
         finally:

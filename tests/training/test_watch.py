@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import gradviz
-from gradviz.model.run_record import RunRecord
+from gradviz.model.run_history import RunRecord
 
 
 class NaiveAbs(nn.Module):
@@ -296,7 +296,7 @@ def test_sigusr1_breaks_at_the_next_backward_and_the_handler_is_put_back():
 
 
 def test_the_app_opens_paused_on_the_iteration_graph_and_can_stop_training(monkeypatch):
-    import gradviz.training.breaks as watch_break
+    import gradviz.show
 
     torch.manual_seed(0)
     model = DeadUnitNet()
@@ -313,7 +313,7 @@ def test_the_app_opens_paused_on_the_iteration_graph_and_can_stop_training(monke
                        pause.history.iteration_numbers))
         pause.request_stop()
 
-    monkeypatch.setattr(watch_break, "open_app", app)
+    monkeypatch.setattr(gradviz.show, "open_break", app)
     with pytest.raises(gradviz.TrainingStopped) as caught:
         with gradviz.watch(model, optimizer, break_on=("nonfinite",), on_break="app") as w:
             train(model, optimizer, 9, *data(), before=zero_unit_at(model, 4))
@@ -532,7 +532,7 @@ def test_memory_per_iteration_is_constant(tmp_path):
 
 
 def test_a_break_at_an_iteration_opens_the_app_on_its_graph_and_training_resumes(monkeypatch):
-    import gradviz.training.breaks as watch_break
+    import gradviz.show
 
     model = mlp()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -543,7 +543,7 @@ def test_a_break_at_an_iteration_opens_the_app_on_its_graph_and_training_resumes
         opened.append((pause.brk.reason, pause.brk.iteration, graph.nodes[graph.graph["roots"][0]]
                        ["op"], pause.session.stepper.executed))
 
-    monkeypatch.setattr(watch_break, "open_app", app)
+    monkeypatch.setattr(gradviz.show, "open_break", app)
     with gradviz.watch(model, optimizer, at=2, on_break="app") as w:
         seen = train(model, optimizer, 4, *data())
     assert opened == [("at", 2, "MseLossBackward0", [])]

@@ -1,6 +1,6 @@
 """RunView: a training run recorded by :func:`gradviz.watch`, on one screen.
 
-From a :class:`~gradviz.model.run_record.RunHistory` (plain data: this module
+From a :class:`~gradviz.model.run_history.RunHistory` (plain data: this module
 reads no file and imports no torch): the loss and the total gradient norm over
 iterations, the gradient norm of every layer and its update ratio |Δ|/|p| against
 the band as heat maps (layers x iterations), and the events and audits in a
@@ -24,7 +24,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from gradviz.model.run_record import AUDIT_KINDS, BREAK_KINDS, EventRecord, RunHistory
+from gradviz.model.run_history import AUDIT_KINDS, BREAK_KINDS, EventRecord, RunHistory
 from gradviz.tui.widgets.heat_map import (FOOTER_LINES, HEADER_LINES, BandScale, HeatLayer,
                                   LayerHeatMap, LogScale)
 from gradviz.tui.widgets.run_plots import HistoryPlot
@@ -303,7 +303,7 @@ def make_record_app(path: str | os.PathLike, run: int | None = None) -> RunRecor
     """The app on the record at ``path`` (its latest run, or ``run``), for the CLI and
     the tests; the file is read here, so a bad one raises a one-line RecordError
     before anything takes the screen."""
-    from gradviz.model.run_record import RunRecord
+    from gradviz.model.run_history import RunRecord
 
     with RunRecord(path) as record:
         history = record.history(run, points=VIEW_POINTS)

@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Static
 if TYPE_CHECKING:
     from gradviz.session.optimizer_step import UpdateReport
     from gradviz.session.scenario import CheckResult
-    from gradviz.engine.summary import TensorSummary
+    from gradviz.model.summary import TensorSummary
 
 
 def summary_text(summary: TensorSummary | None, norm_label: str = "|g|") -> Text:

@@ -21,7 +21,7 @@ from textual.widgets import Static
 from gradviz.tui.widgets.run_plots import HistoryPlot
 
 if TYPE_CHECKING:
-    from gradviz.model.run_record import RunHistory
+    from gradviz.model.run_history import RunHistory
     from gradviz.training.breaks import WatchBreak
 
 #: What the break's keys do, as the panel's subtitle says it (the app binds them).

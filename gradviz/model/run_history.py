@@ -1,0 +1,329 @@
+"""A training record of :func:`gradviz.watch` read back, read-only, as plain dataclasses.
+
+>>> with RunRecord("run.db") as record:              # doctest: +SKIP
+...     history = record.history()                   # the latest run, rank 0 first
+>>> history.losses[:3], history.layers[:2]           # doctest: +SKIP
+([2.31, 2.28, 2.25], ['conv1', 'bn1'])
+>>> history.layer_grad_norms[0][:3]                  # doctest: +SKIP
+[0.81, 0.77, 0.74]
+
+The file is in WAL mode with ``synchronous=NORMAL``: a committed iteration is in the
+WAL before ``optimizer.step()`` returns, so a process killed with ``kill -9`` leaves
+every iteration before the one it was in (power loss may lose the last few). Several
+processes (the ranks of one job on one host) can write one file; each watch is a
+row of ``runs``. Readers open the file read-only. SQLite has no NaN: a NaN is stored
+as NULL and read back as NaN. The schema is :data:`SCHEMA` (also in the README).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gradviz.model.record_schema import (
+    APPLICATION_ID,
+    NO_GRAD,
+    NONFINITE_GRAD,
+    SCHEMA_VERSION,
+    RecordError,
+)
+
+#: Event kinds that are audits (each reported once per run and subject).
+AUDIT_KINDS = {
+    "not-in-optimizer": "requires grad but is in no optimizer param group",
+    "no-grad": "in the optimizer but got no gradient",
+    "moved-without-grad": "changed in optimizer.step() without a gradient",
+    "moved-zero-grad": "changed in optimizer.step() with a zero gradient",
+    "moved-frozen": "changed in optimizer.step() with requires_grad=False",
+    "ratio-high": "|Δ|/|p| above the band, 10 steps in a row",
+    "ratio-low": "|Δ|/|p| below the band, 10 steps in a row",
+    "zero-grad-run": "gradient exactly zero for 10 iterations in a row",
+}
+#: Event kinds of breakpoints (WatchBreak.reason).
+BREAK_KINDS = ("at", "nonfinite", "spike", "signal")
+
+
+def origin_text(origin) -> str:
+    """Where a NaN/Inf started, in words: anything with ``node``, ``op``, ``module``,
+    ``file`` and ``line`` (an :class:`EventRecord`, a ``nan_origin.Origin``)."""
+    text = f"{origin.node} ({origin.op})"
+    if origin.module is not None:
+        text += f" in module {origin.module!r}"
+    if origin.file:
+        text += f", forward at {origin.file}:{origin.line}"
+    return text
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run: int
+    rank: int
+    world_size: int
+    started: float
+    ended: float | None
+    status: str
+    host: str
+    pid: int
+    argv: list[str]
+    model: str
+    optimizer: str | None
+    versions: dict
+    settings: dict
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    index: int
+    name: str
+    layer: str
+    shape: tuple[int, ...]
+    numel: int
+    dtype: str
+    param_group: int | None
+    sampled: bool
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    iteration: int
+    loss: float
+    grad_norm: float
+    seconds: float
+    time: float
+    backwards: int
+    lr: float | None
+    nonfinite: bool
+    skipped: bool
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    iteration: int
+    kind: str
+    subject: str
+    detail: str
+    node: str | None = None
+    op: str | None = None
+    module: str | None = None
+    file: str | None = None
+    line: int | None = None
+
+    @property
+    def is_audit(self) -> bool:
+        return self.kind in AUDIT_KINDS
+
+    @property
+    def where(self) -> str:
+        """``node (op) in module 'm', forward at file:line``, or '' without an origin."""
+        return "" if self.node is None else origin_text(self)
+
+
+@dataclass(frozen=True)
+class RunHistory:
+    """One run as plain data: what a report, a plot or the app reads.
+
+    ``layer_grad_norms[j][i]`` and ``layer_update_ratios[j][i]`` are layer
+    ``layers[j]`` at ``iterations[i]`` (NaN where it had no gradient or no step);
+    a layer's norms combine its own parameters' (``sqrt(sum of squares)``).
+    ``layer_nonfinite[j][i]`` tells the two NaNs of a gradient norm apart: True
+    where a parameter of the layer had a NaN/Inf gradient, False where it had none.
+    """
+
+    info: RunInfo
+    params: list[ParamInfo]
+    iterations: list[IterationRecord]
+    layers: list[str]
+    layer_grad_norms: list[list[float]]
+    layer_update_ratios: list[list[float]]
+    events: list[EventRecord]
+    total_iterations: int = 0  # in the record, before ``last`` / ``points`` thinned them
+    layer_nonfinite: list[list[bool]] = field(default_factory=list)
+
+    @property
+    def iteration_numbers(self) -> list[int]:
+        return [row.iteration for row in self.iterations]
+
+    @property
+    def losses(self) -> list[float]:
+        return [row.loss for row in self.iterations]
+
+    @property
+    def grad_norms(self) -> list[float]:
+        return [row.grad_norm for row in self.iterations]
+
+    @property
+    def audits(self) -> list[EventRecord]:
+        return [event for event in self.events if event.is_audit]
+
+    @property
+    def breaks(self) -> list[EventRecord]:
+        return [event for event in self.events if event.kind in BREAK_KINDS]
+
+    @property
+    def first_nonfinite(self) -> EventRecord | None:
+        """The first iteration whose loss or gradients were NaN/Inf, with its origin."""
+        return next((e for e in self.events if e.kind == "nonfinite"), None)
+
+
+class RunRecord:
+    """A record file opened read-only; ``runs`` and ``history(run)`` as plain data."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise RecordError(f"{self.path}: no such record file")
+        try:
+            self._connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro",
+                                               uri=True)
+            app = self._connection.execute("PRAGMA application_id").fetchone()[0]
+            version = self._connection.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as error:
+            raise RecordError(f"{self.path} is not a gradviz record ({error})") from None
+        if app != APPLICATION_ID:
+            self._connection.close()
+            raise RecordError(f"{self.path} is not a gradviz record (an SQLite file of "
+                              "another program): give a file written by gradviz.watch")
+        if version != SCHEMA_VERSION:
+            self._connection.close()
+            raise RecordError(f"{self.path} has record schema {version}; this gradviz reads "
+                              f"{SCHEMA_VERSION}: read it with the gradviz that wrote it")
+
+    def runs(self) -> list[RunInfo]:
+        with self._reading():
+            rows = self._connection.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run")
+            return [_run_info(row) for row in rows]
+
+    def latest_run(self) -> RunInfo:
+        """The last run started, preferring rank 0's run of a distributed job."""
+        runs = self.runs()
+        if not runs:
+            raise RecordError(f"{self.path} holds no run yet")
+        newest = max(run.started for run in runs)
+        same_job = [r for r in runs if newest - r.started < 60 and r.world_size > 1]
+        return min(same_job, key=lambda r: r.rank) if same_job else runs[-1]
+
+    def history(self, run: int | None = None, *, last: int | None = None,
+                points: int | None = None) -> RunHistory:
+        """Run ``run`` (default :meth:`latest_run`); ``last``: only its last N iterations;
+        ``points``: about that many iterations, evenly spaced (for a plot)."""
+        if run is None:
+            run = self.latest_run().run
+        elif run not in {r.run for r in self.runs()}:
+            raise RecordError(f"{self.path} has no run {run}")
+        with self._reading():
+            return read_history(self._connection, run, last=last, points=points)
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> RunRecord:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _reading(self):
+        return _Reading(self.path)
+
+
+class _Reading:
+    def __init__(self, path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is not None and issubclass(kind, sqlite3.DatabaseError):
+            raise RecordError(f"{self.path} is corrupt or not a gradviz record ({error})") \
+                from None
+
+
+_RUN_COLUMNS = ("run, rank, world_size, started, ended, status, host, pid, argv, model, "
+                "optimizer, versions, settings")
+
+
+def _run_info(row) -> RunInfo:
+    (run, rank, world_size, started, ended, status, host, pid, argv, model, optimizer,
+     versions, settings) = row
+    return RunInfo(run, rank, world_size, started, ended, status, host, pid, json.loads(argv),
+                   model, optimizer, json.loads(versions), json.loads(settings))
+
+
+def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
+                 points: int | None = None) -> RunHistory:
+    """The run ``run`` of an open record as a :class:`RunHistory`."""
+    info = _run_info(db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run = ?",
+                                (run,)).fetchone())
+    params = [ParamInfo(index, name, layer, tuple(json.loads(shape)), numel, dtype, group,
+                        bool(sampled))
+              for index, name, layer, shape, numel, dtype, group, sampled in db.execute(
+                  "SELECT param, name, layer, shape, numel, dtype, param_group, sampled "
+                  "FROM params WHERE run = ? ORDER BY param", (run,))]
+    numbers = [r[0] for r in db.execute(
+        "SELECT iteration FROM iterations WHERE run = ? ORDER BY iteration", (run,))]
+    total = len(numbers)
+    if last is not None:
+        numbers = numbers[-last:] if last > 0 else []
+    if points is not None and len(numbers) > points > 1:
+        step = (len(numbers) - 1) / (points - 1)
+        numbers = sorted({numbers[round(i * step)] for i in range(points)})
+    chosen = json.dumps(numbers)  # the iterations read, through json_each
+    iterations = [
+        IterationRecord(it, _nan(loss), _nan(grad), seconds, time, backwards, lr,
+                        bool(nonfinite), bool(skipped))
+        for it, loss, grad, seconds, time, backwards, lr, nonfinite, skipped in db.execute(
+            "SELECT iteration, loss, grad_norm, seconds, time, backwards, lr, nonfinite, "
+            "skipped FROM iterations WHERE run = ? AND iteration IN "
+            "(SELECT value FROM json_each(?)) ORDER BY iteration", (run, chosen))]
+    layers = sorted({p.layer for p in params}, key=[p.layer for p in params].index)
+    layer_of = {p.index: layers.index(p.layer) for p in params}
+    position = {row.iteration: i for i, row in enumerate(iterations)}
+    grad_sq = [[0.0] * len(iterations) for _ in layers]
+    update_sq = [[0.0] * len(iterations) for _ in layers]
+    param_sq = [[0.0] * len(iterations) for _ in layers]
+    has_grad = [[False] * len(iterations) for _ in layers]
+    nonfinite = [[False] * len(iterations) for _ in layers]
+    stepped = [[False] * len(iterations) for _ in layers]
+    for it, param, grad, pnorm, update, flags in db.execute(
+            "SELECT iteration, param, grad_norm, param_norm, update_norm, flags "
+            "FROM param_stats WHERE run = ? AND iteration IN (SELECT value FROM json_each(?))",
+            (run, chosen)):
+        i = position.get(it)
+        j = layer_of.get(param)
+        if i is None or j is None:
+            continue
+        if flags & NONFINITE_GRAD:
+            grad_sq[j][i] = math.nan
+            has_grad[j][i] = nonfinite[j][i] = True
+        elif grad is not None:
+            grad_sq[j][i] += grad * grad
+            has_grad[j][i] = True
+        if update is not None and pnorm is not None and not flags & NO_GRAD:
+            update_sq[j][i] += update * update
+            param_sq[j][i] += pnorm * pnorm
+            stepped[j][i] = True
+    grad_norms = [[math.sqrt(v) if has else math.nan for v, has in zip(row, flags)]
+                  for row, flags in zip(grad_sq, has_grad)]
+    ratios = [[_ratio(u, p) if ok else math.nan for u, p, ok in zip(urow, prow, flags)]
+              for urow, prow, flags in zip(update_sq, param_sq, stepped)]
+    events = [EventRecord(*row) for row in db.execute(
+        "SELECT iteration, kind, subject, detail, node, op, module, file, line FROM events "
+        "WHERE run = ? ORDER BY iteration, rowid", (run,))]
+    return RunHistory(info, params, iterations, layers, grad_norms, ratios, events, total,
+                      nonfinite)
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _ratio(update_sq: float, param_sq: float) -> float:
+    if param_sq == 0:
+        return 0.0 if update_sq == 0 else math.inf
+    return math.sqrt(update_sq / param_sq)
+
