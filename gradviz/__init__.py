@@ -23,7 +23,7 @@ _EXPORTS = {
     "to_json": "gradviz.graph.export",
     "Scenario": "gradviz.session.scenario",
     "load_scenario": "gradviz.session.scenario",
-    "builtin_scenarios": "gradviz.session.catalog",
+    "builtin_scenarios": "gradviz.model.catalog",
     "load_weights": "gradviz.session.scenario",
     "BackwardStepper": "gradviz.engine.backward",
     "StepEvent": "gradviz.engine.events",
@@ -32,18 +32,18 @@ _EXPORTS = {
     "Pause": "gradviz.engine.backward_hooks",
     "TensorSummary": "gradviz.model.summary",
     "OptimizerWatch": "gradviz.session.optimizer_step",
-    "UpdateReport": "gradviz.session.optimizer_step",
-    "ParamUpdate": "gradviz.session.optimizer_step",
+    "UpdateReport": "gradviz.model.updates",
+    "ParamUpdate": "gradviz.model.updates",
     "Session": "gradviz.session.session",
     "show": "gradviz.show",
     "summarize": "gradviz.engine.summary",
-    "CheckResult": "gradviz.session.scenario",
+    "CheckResult": "gradviz.model.views",
     "ForwardStepper": "gradviz.engine.forward",
-    "ForwardEvent": "gradviz.engine.forward_ops",
+    "ForwardEvent": "gradviz.engine.forward_events",
     "ForwardRecording": "gradviz.engine.forward_ops",
-    "ForwardAborted": "gradviz.engine.forward_ops",
-    "Exclusion": "gradviz.engine.forward_ops",
-    "SourceLine": "gradviz.engine.forward_ops",
+    "ForwardAborted": "gradviz.engine.forward_events",
+    "Exclusion": "gradviz.engine.forward_events",
+    "SourceLine": "gradviz.engine.source_lines",
     "record_forward": "gradviz.engine.forward_ops",
     "why_no_grad": "gradviz.engine.why_no_grad",
     "NoGradReason": "gradviz.engine.why_no_grad",
@@ -51,9 +51,9 @@ _EXPORTS = {
     "watch": "gradviz.show",
     "Watch": "gradviz.training.watch",
     "WatchBreak": "gradviz.training.breaks",
-    "WatchError": "gradviz.training.watch",
+    "WatchError": "gradviz.training.options",
     "TrainingStopped": "gradviz.training.breaks",
-    "TrainingPause": "gradviz.training.breaks",
+    "TrainingPause": "gradviz.model.events",
     "WatchReport": "gradviz.model.run_report",
     "RunRecord": "gradviz.model.run_history",
     "RunHistory": "gradviz.model.run_history",
@@ -77,17 +77,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from gradviz.session.catalog import builtin_scenarios
+    from gradviz.model.catalog import builtin_scenarios
     from gradviz.errors import ExportError, GradvizError, GraphError, ScenarioError
     from gradviz.graph.export import to_dot, to_json
-    from gradviz.engine.forward_ops import (
-        Exclusion,
-        ForwardAborted,
-        ForwardEvent,
-        ForwardRecording,
-        SourceLine,
-        record_forward,
-    )
+    from gradviz.engine.forward_events import Exclusion, ForwardAborted, ForwardEvent
+    from gradviz.engine.forward_ops import ForwardRecording, record_forward
+    from gradviz.engine.source_lines import SourceLine
     from gradviz.engine.forward import ForwardStepper
     from gradviz.graph.walk import build_graph
     from gradviz.engine.why_no_grad import NoGradExplanation, NoGradReason, why_no_grad
@@ -97,18 +92,21 @@ if TYPE_CHECKING:
     from gradviz.engine.lifecycle import StepperError
     from gradviz.engine.summary import summarize
     from gradviz.model.summary import TensorSummary
-    from gradviz.session.optimizer_step import OptimizerWatch, ParamUpdate, UpdateReport
+    from gradviz.model.updates import ParamUpdate, UpdateReport
+    from gradviz.session.optimizer_step import OptimizerWatch
     from gradviz.graph.record import Recording, record
     from gradviz.session.session import Session
     from gradviz.show import show
     from gradviz.model.record_schema import RecordError
     from gradviz.model.run_history import RunHistory, RunRecord
     from gradviz.show import watch
-    from gradviz.training.watch import Watch, WatchError
-    from gradviz.training.breaks import TrainingPause, TrainingStopped, WatchBreak
+    from gradviz.training.options import WatchError
+    from gradviz.training.watch import Watch
+    from gradviz.model.events import TrainingPause
+    from gradviz.training.breaks import TrainingStopped, WatchBreak
     from gradviz.model.run_report import WatchReport
+    from gradviz.model.views import CheckResult
     from gradviz.session.scenario import (
-        CheckResult,
         Scenario,
         load_scenario,
         load_weights,

@@ -18,6 +18,9 @@ EXPORT_FORMATS = ("dot", "json", "svg", "png")
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    # What every command that runs a scenario takes besides its name.
+    weighted = argparse.ArgumentParser(add_help=False, parents=[common])
+    weighted.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
 
     parser = argparse.ArgumentParser(
         prog="gradviz",
@@ -29,19 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("list", parents=[common], help="list the built-in demos")
 
-    demo = commands.add_parser("demo", parents=[common], help="open the app on a built-in demo")
+    demo = commands.add_parser("demo", parents=[weighted], help="open the app on a built-in demo")
     demo.add_argument("scenario", metavar="NAME", help="a built-in demo (gradviz list)")
-    demo.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
 
-    open_ = commands.add_parser("open", parents=[common],
+    open_ = commands.add_parser("open", parents=[weighted],
                                 help="open the app on a scenario file, or on a training record")
     open_.add_argument("scenario", metavar="FILE",
                        help="a .py file that defines build(), or a RUN.db of gradviz.watch")
-    open_.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
 
     export = commands.add_parser(
         "export",
-        parents=[common],
+        parents=[weighted],
         help="write a scenario's autograd graph to DOT, JSON, SVG or PNG",
         description="Run the scenario's forward pass once and write its autograd graph.",
     )
@@ -58,11 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--no-modules", dest="modules", action="store_false", help="no module clusters"
     )
-    export.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
 
     train = commands.add_parser(
         "train",
-        parents=[common],
+        parents=[weighted],
         help="train a scenario headless and print its losses and update ratios",
         description="Run N training iterations (forward, backward through the stepper, "
         "optimizer step) and print a table of losses and |update|/|param|.",
@@ -70,11 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("scenario", metavar="NAME_OR_FILE", help="a built-in demo or a .py file")
     train.add_argument("--steps", type=_positive, default=10, metavar="N",
                        help="training iterations (default 10)")
-    train.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
 
     serve = commands.add_parser(
         "serve",
-        parents=[common],
+        parents=[weighted],
         help="serve the app to a web browser (one app per browser tab)",
         description="Serve the app through textual-serve: each browser tab that opens the "
         "page runs its own `gradviz demo/open` process. For a projector or a colleague "
@@ -87,7 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     serve.add_argument("--public-url", metavar="URL",
                        help="the address browsers use, when it is not http://HOST:PORT")
-    serve.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
     report = commands.add_parser(
         "report",
         parents=[common],
@@ -152,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The app: a picker with no argument, else straight into the scenario."""
-    from gradviz.session.catalog import BUILTIN_NAMES, check_file
+    from gradviz.model.catalog import BUILTIN_NAMES, check_file
     from gradviz.errors import GradvizError
 
     scenario = getattr(args, "scenario", None)
@@ -179,7 +177,7 @@ def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                            "in a terminal, or use gradviz train / gradviz export headless")
     from gradviz.tui.app import run_app
 
-    return run_app(scenario, weights=getattr(args, "weights", None), debug=args.debug)
+    return run_app(scenario, weights=getattr(args, "weights", None))
 
 
 def has_terminal() -> bool:
@@ -189,7 +187,7 @@ def has_terminal() -> bool:
 
 
 def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from gradviz.session.catalog import builtin_scenarios  # reads docstrings; no torch
+    from gradviz.model.catalog import builtin_scenarios  # reads docstrings; no torch
 
     infos = builtin_scenarios()
     width = max(len(info.name) for info in infos)
@@ -315,7 +313,7 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The app in a browser: textual-serve runs ``gradviz demo|open`` per tab."""
     import shlex
 
-    from gradviz.session.catalog import BUILTIN_NAMES
+    from gradviz.model.catalog import BUILTIN_NAMES
     from gradviz.errors import GradvizError, ScenarioError
 
     command = [sys.executable, "-m", "gradviz.cli"]

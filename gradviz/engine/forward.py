@@ -33,12 +33,8 @@ import networkx as nx
 import torch
 
 from gradviz.runtime.deep_graphs import WORKER_STACK_BYTES
-from gradviz.engine.forward_ops import (
-    ForwardAborted,
-    ForwardEvent,
-    ForwardRecording,
-    roots_of,
-)
+from gradviz.engine.forward_events import ForwardAborted, ForwardEvent
+from gradviz.engine.forward_ops import ForwardRecording, roots_of
 from gradviz.runtime.quiet_gc import frozen_heap
 from gradviz.engine.lifecycle import PassEnd, StepperError, StepperState
 

@@ -23,11 +23,12 @@ the ``seq`` attribute of a graph node) and holds the Node itself. Graph keys
 :meth:`ForwardRecording.graph` walks the roots with :func:`gradviz.build_graph`'s own
 walk and fills ``key`` / ``keys`` of every event whose node is in that graph.
 
-Which module: forward pre-hooks and hooks (``always_call``) keep a stack of the
-module forwards running on the recording thread; an op belongs to the innermost.
-Nodes made outside any torch function (a custom ``autograd.Function.apply``) are
-found when the sequence counter has moved between two calls, and get an event of
-their own (op ``Name.apply``, no source line).
+Which module: :class:`~gradviz.graph.modules.ModuleSpans` (the attribution
+:func:`gradviz.record` and the watch use too) knows the module calls running on the
+recording thread; an op, and the nodes it made, belong to the innermost. Nodes made
+outside any torch function (a custom ``autograd.Function.apply``) are found when the
+sequence counter has moved between two calls, and get an event of their own (op
+``Name.apply``, no source line).
 
 Summaries are lazy: an event keeps a reference to its output and summarizes it
 when first read (while the forward is paused, or after it). An op about to change
@@ -40,159 +41,38 @@ summarized at once. An in-place change gradviz did not predict shows as
 from __future__ import annotations
 
 import contextlib
-import enum
 import inspect
-import os
-import sys
 import threading
 import types
 import weakref
 from collections import deque
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 import torch
 from torch._C._autograd import _get_sequence_nr
-from torch._guards import TracingContext as _TracingContext
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from gradviz.errors import GraphError
+from gradviz.graph.modules import ModuleSpans, compiling
 from gradviz.graph.walk import Roots, walk_graph
 from gradviz.runtime.quiet_gc import paused_gc
+from gradviz.engine.forward_events import (
+    CUTS,
+    Exclusion,
+    ForwardAborted,
+    ForwardEvent,
+)
+from gradviz.engine.source_lines import SourceLine, apply_line, caller_line
 from gradviz.engine.summary import summarize
-from gradviz.model.summary import TensorSummary
 
 #: Outputs held for lazy summaries, at most this many bytes (then summarized at once).
 DEFAULT_PENDING_BYTES = 512 << 20
 
-_NO_SEQUENCE = 1 << 63  # AccumulateGrad nodes carry UINT64_MAX
 _Tensor = torch.Tensor
-
-
-class ForwardAborted(Exception):
-    """Raised inside the forward, at its next torch operation, to end it (see ``abort``)."""
-
-
-class Exclusion(str, enum.Enum):
-    """Why an operation recorded no node in the autograd graph."""
-
-    NO_INPUT_REQUIRES_GRAD = "no input requires grad"
-    GRAD_MODE_OFF = "grad mode is off (torch.no_grad)"
-    INFERENCE_MODE = "inference_mode"
-    DETACHED_INPUT = "a detached input"
-    CUT_INPUT = "an input with no gradient path"
-    DETACH = "detached: the result is cut from the graph"
-    NOT_DIFFERENTIABLE = "no derivative"
-    EXISTING_TENSOR = "returned a tensor made earlier (no new node)"
-    NEW_LEAF = "made a new leaf tensor that requires grad"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-#: Exclusions that cut a gradient path when an input required grad.
-CUTS = (Exclusion.DETACH, Exclusion.GRAD_MODE_OFF, Exclusion.INFERENCE_MODE,
-        Exclusion.NOT_DIFFERENTIABLE)
-
-
-@dataclass(frozen=True)
-class SourceLine:
-    """Where the user's code called an operation."""
-
-    file: str
-    line: int
-    function: str
-
-    def __str__(self) -> str:
-        return f"{os.path.basename(self.file)}:{self.line}"
-
-
-class ForwardEvent:
-    """One torch operation of a forward pass.
-
-    ``op``: the torch function's name (``conv2d``, ``__rmul__``, ``relu_``).
-    ``module``: dotted path of the innermost module whose forward ran it (``""`` the
-    model itself, ``None`` outside any module). ``source``: the user's line that
-    called it (the first frame outside torch and gradviz). ``shapes``: every tensor
-    output's shape. ``node_type`` / ``seq``: the node it recorded (the output's
-    ``grad_fn``), ``None`` when it recorded none; then ``exclusion`` says why and
-    ``detail`` adds who (``conv1.weight has requires_grad=False``). ``seqs``: every
-    node it recorded (a composite op may record several), in the order made.
-    ``key`` / ``keys``: their graph keys, once :meth:`ForwardRecording.graph` has run
-    (``None`` for a node that is not behind the roots). ``output``: a
-    :class:`TensorSummary` of the first tensor output, ``zeros``: its fraction of
-    zeros (after a ReLU), both computed when first read.
-    """
-
-    __slots__ = ("index", "op", "module", "source", "shapes", "node_type", "seq", "seqs",
-                 "key", "keys", "exclusion", "detail", "cut", "inputs", "grad_enabled",
-                 "_nodes", "_tensor", "_version", "_storage", "_summary", "_zeros", "_owner")
-
-    def __init__(self, index, op, module, source, shapes, grad_enabled, owner):
-        self.index: int = index
-        self.op: str = op
-        self.module: str | None = module
-        self.source: SourceLine | None = source
-        self.shapes: tuple[tuple[int, ...], ...] = shapes
-        self.grad_enabled: bool = grad_enabled
-        self.node_type: str | None = None
-        self.seq: int | None = None
-        self.seqs: tuple[int, ...] = ()
-        self.key: str | None = None
-        self.keys: tuple[str, ...] = ()
-        self.exclusion: Exclusion | None = None
-        self.detail: str = ""
-        self.cut: int | None = None  # index of the event where a gradient path was cut
-        self.inputs: tuple[int | str, ...] = ()  # producer event index or leaf name
-        self._nodes: tuple = ()
-        self._tensor: torch.Tensor | None = None
-        self._version = 0
-        self._storage = 0
-        self._summary: TensorSummary | None = None
-        self._zeros: float | None = None
-        self._owner: ForwardRecording = owner
-
-    @property
-    def recorded(self) -> bool:
-        """Whether the op recorded a node in the autograd graph."""
-        return self.seq is not None
-
-    @property
-    def reason(self) -> str | None:
-        """Why no node was recorded, in words; None when one was."""
-        if self.exclusion is None:
-            return None
-        return f"{self.exclusion.value} ({self.detail})" if self.detail else self.exclusion.value
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.shapes[0]
-
-    @property
-    def output(self) -> TensorSummary | None:
-        """Summary of the first tensor output; None if it was overwritten in place first."""
-        self._owner._summarize(self)
-        return self._summary
-
-    @property
-    def zeros(self) -> float | None:
-        """Fraction of the first output's elements that are exactly zero."""
-        self._owner._summarize(self)
-        return self._zeros
-
-    @property
-    def overwritten(self) -> bool:
-        """The output was changed in place before it could be summarized."""
-        return self.output is None
-
-    def __repr__(self) -> str:
-        where = f", module {self.module!r}" if self.module is not None else ""
-        made = self.key or self.node_type or f"no node: {self.reason}"
-        return f"ForwardEvent({self.index}, {self.op}{where}, {self.source}, {made})"
 
 
 _INPLACE_DUNDERS = frozenset(
@@ -274,45 +154,6 @@ def _op_name(func) -> str:
     return name or repr(func)
 
 
-_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
-_GRADVIZ_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-_DEMOS_DIR = _GRADVIZ_DIR + "demos" + os.sep  # installed demos are the user's code
-_THREADING = threading.__file__
-_internal_code: dict[types.CodeType, bool] = {}
-
-
-def _is_internal(filename: str) -> bool:
-    return (filename.startswith(_TORCH_DIR) or filename == _THREADING
-            or filename.startswith("<eval_with_key>")  # torch.fx generated code
-            or (filename.startswith(_GRADVIZ_DIR) and not filename.startswith(_DEMOS_DIR)))
-
-
-def caller_line(frame: types.FrameType | None = None) -> SourceLine | None:
-    """The first frame outside torch and gradviz, from ``frame`` (default: the caller) out."""
-    frame = frame or sys._getframe(1)
-    while frame is not None:
-        code = frame.f_code
-        internal = _internal_code.get(code)
-        if internal is None:
-            internal = _internal_code[code] = _is_internal(code.co_filename)
-        if not internal:
-            return SourceLine(code.co_filename, frame.f_lineno, code.co_name)
-        frame = frame.f_back
-    return None
-
-
-def _apply_line() -> SourceLine | None:
-    """The line that called a custom ``Function.apply`` if one is running (its node is
-    made first, then its forward's ops run and see the gap), else the user's line."""
-    frame = sys._getframe(1)
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "forward" and code.co_varnames[:1] == ("ctx",):
-            return caller_line(frame.f_back)  # apply itself is C: the frame below calls it
-        frame = frame.f_back
-    return caller_line()
-
-
 def _node_name(node) -> str:
     return node.name().rpartition("::")[2]
 
@@ -346,19 +187,13 @@ def _real(tensor: torch.Tensor) -> bool:
     return type(tensor) in _PLAIN_TYPES or not isinstance(tensor, FakeTensor)
 
 
-def _is_compiling() -> bool:
-    """Inside torch.compile's tracing (of the user's code, or dynamo's own work on
-    fake tensors): nothing to record, the compiled region is one op at run time."""
-    return torch.compiler.is_compiling() or _TracingContext.try_get() is not None
-
-
 class _Mode(TorchFunctionMode):
     def __init__(self, recording: ForwardRecording):
         super().__init__()
         self.recording = recording
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if _is_compiling():  # dynamo tracing a compiled region: it stays one opaque op
+        if compiling():  # dynamo tracing a compiled region: it stays one opaque op
             return func(*args, **(kwargs or {}))
         return self.recording._call(func, types, args, kwargs or {})
 
@@ -378,12 +213,15 @@ class ForwardRecording:
         self.model = model
         self.params: dict[str, torch.Tensor] = dict(params or {})
         self.events: list[ForwardEvent] = []
-        self.modules: dict[int, str] = {}
+        # Which module made each node: the one attribution (gradviz.graph.modules), whose
+        # hooks also note the nodes made between ops as a module call starts and ends.
+        self._spans = (ModuleSpans(model, on_enter=self._module_enters, on_exit=self._module_exits)
+                       if model is not None else None)
+        self.modules: Mapping[int, str] = self._spans.modules if self._spans is not None else {}
         self.pending_bytes = DEFAULT_PENDING_BYTES
         self.leaves: dict[str, torch.Tensor] = {}  # name -> tensor, for why_no_grad
         self._producer: dict[int, tuple[weakref.ref, int | str]] = {}
         self._frontier: dict[Any, None] = {}  # nodes made so far that no later node uses
-        self._stack: list[str] = []  # module forwards running
         self._mode: _Mode | None = None
         self._opening: set = set()  # Python torch functions whose body is running
         self._thread: int | None = None
@@ -412,22 +250,16 @@ class ForwardRecording:
         """Record the torch operations run on this thread inside the block."""
         self._thread = threading.get_ident()
         self._seq_mark = _get_sequence_nr()
-        handles = []
         try:
-            if self.model is not None:
+            if self._spans is not None:
                 with paused_gc():  # GC passes over a big model's heap cost more than this
-                    for path, module in self.model.named_modules():
-                        handles.append(
-                            module.register_forward_pre_hook(self._pre_hook_for(path)))
-                        handles.append(module.register_forward_hook(self._post_hook,
-                                                                    always_call=True))
+                    self._spans.install()
             self._mode = _Mode(self)
             with self._mode:
                 yield self
         finally:
-            for handle in handles:
-                handle.remove()
-            self._stack.clear()
+            if self._spans is not None:
+                self._spans.remove()
 
     def name_inputs(self, args: tuple, kwargs: Mapping[str, Any]) -> None:
         """Name the forward's own tensor arguments (``args[0]``, keyword names) for why_no_grad."""
@@ -541,7 +373,7 @@ class ForwardRecording:
 
     def _record(self, name, args, kwargs, tensors, before, after) -> ForwardEvent:
         out = tensors[0]
-        module = self._stack[-1] if self._stack else None
+        module = self._module()
         grad_enabled = torch.is_grad_enabled()
         event = ForwardEvent(len(self.events), name, module, caller_line(),
                              tuple(tuple(t.shape) for t in tensors), grad_enabled, self)
@@ -557,7 +389,7 @@ class ForwardRecording:
         event.inputs = tuple(sources)
         fn = out.grad_fn
         if fn is not None and before <= fn._sequence_nr() < after:
-            self._note_nodes(event, tensors, before, after, module)
+            self._note_nodes(event, tensors, before, after)
         else:
             self._exclude(event, out, fn, requires, inputs)
         self.events.append(event)
@@ -566,7 +398,7 @@ class ForwardRecording:
         self._hold(event, out)
         return event
 
-    def _note_nodes(self, event, tensors, before, after, module) -> None:
+    def _note_nodes(self, event, tensors, before, after) -> None:
         """The nodes this op made: behind its outputs, numbered within [before, after)."""
         made = []
         children = []
@@ -591,9 +423,6 @@ class ForwardRecording:
         event.seq = first._sequence_nr()
         event.seqs = tuple(seq for seq, _ in made)
         event._nodes = (first, *(node for _, node in made if node is not first))
-        if module is not None:
-            for seq, _ in made:
-                self.modules[seq] = module
         for _, node in made:
             self._frontier[node] = None
         for child in children:
@@ -652,7 +481,7 @@ class ForwardRecording:
         makes its node before its forward's own ops run); claim them once a tensor
         whose node is among them turns up as an argument or output."""
         if now != self._seq_mark:
-            self._gaps.append((self._seq_mark, now, _apply_line()))
+            self._gaps.append((self._seq_mark, now, apply_line()))
             del self._gaps[:-_MAX_GAPS]  # nodes nobody uses (a probe) are not waited for
             self._seq_mark = now
         for tensor in tensors:
@@ -673,12 +502,11 @@ class ForwardRecording:
         node = head.grad_fn
         forward_cls = getattr(type(node), "_forward_cls", None)
         name = f"{forward_cls.__name__}.apply" if forward_cls is not None else _node_name(node)
-        module = self._stack[-1] if self._stack else None
-        event = ForwardEvent(len(self.events), name, module, gap[2], (tuple(head.shape),),
+        event = ForwardEvent(len(self.events), name, self._module(), gap[2], (tuple(head.shape),),
                              torch.is_grad_enabled(), self)
         event.inputs = tuple(s for s in (self.producer(t) for t in _inputs_of(node))
                              if s is not None)
-        self._note_nodes(event, (head,), gap[0], gap[1], module)
+        self._note_nodes(event, (head,), gap[0], gap[1])
         self.events.append(event)
         self._producer[id(head)] = (weakref.ref(head), event.index)
         self._hold(event, head)
@@ -686,31 +514,25 @@ class ForwardRecording:
             self.on_event(event)
 
     def _module(self) -> str | None:
-        return self._stack[-1] if self._stack else None
+        return self._spans.current if self._spans is not None else None
 
-    def _pre_hook_for(self, path: str):
-        def pre_hook(module, args) -> None:
-            if _is_compiling() or threading.get_ident() != self._thread:
-                return
-            if self._abort:
-                raise ForwardAborted("the forward was aborted")
-            now = _get_sequence_nr()
-            if now != self._seq_mark or self._gaps:
-                with torch._C.DisableTorchFunction():  # our own reads are not events
-                    self._orphans(_tensors_in(args, {}), now)
-            self._stack.append(path)
+    def _module_enters(self, args) -> None:
+        """A module call starts (its span opens next): stop if asked; note nodes made since
+        the last op, such as a ``Function.apply`` whose result is this call's input."""
+        if self._abort:
+            raise ForwardAborted("the forward was aborted")
+        now = _get_sequence_nr()
+        if now != self._seq_mark or self._gaps:
+            with torch._C.DisableTorchFunction():  # our own reads are not events
+                self._orphans(_tensors_in(args, {}), now)
 
-        return pre_hook
-
-    def _post_hook(self, module, args, output) -> None:
-        if _is_compiling() or threading.get_ident() != self._thread or not self._stack:
-            return
+    def _module_exits(self, output) -> None:
+        """A module call ends (its span closes next): note nodes made since the last op."""
         now = _get_sequence_nr()
         if now != self._seq_mark or self._gaps:
             with torch._C.DisableTorchFunction():
                 self._orphans([t for t in pytree.tree_leaves(output)
                                if isinstance(t, _Tensor)], now)
-        self._stack.pop()
 
     def _name_leaf(self, name: str, tensor: torch.Tensor) -> None:
         if id(tensor) in self._producer and self.producer(tensor) is not None:

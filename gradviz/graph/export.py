@@ -36,8 +36,16 @@ import networkx as nx
 
 from gradviz.errors import ExportError
 from gradviz.graph.walk import Roots, build_graph
-from gradviz.graph.regions import CHECKPOINT, COMPILED, region_summary
-from gradviz.graph.saved import FREED, HOOKED, MODIFIED_IN_PLACE, RECOMPUTED, meta_text
+from gradviz.model.node_facts import (
+    CHECKPOINT,
+    COMPILED,
+    FREED,
+    HOOKED,
+    MODIFIED_IN_PLACE,
+    RECOMPUTED,
+    meta_text,
+    region_summary,
+)
 
 FORMATS = ("dot", "json", "svg", "png")
 

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch.autograd.graph import Node
 
-COMPILED = "compiled"
-CHECKPOINT = "checkpoint"
+from gradviz.model.node_facts import CHECKPOINT, COMPILED
+
 
 COMPILED_OP = "CompiledFunctionBackward"
 CHECKPOINT_OP = "CheckpointFunctionBackward"
@@ -48,16 +48,7 @@ CHECKPOINT_NOTE = (
     "one and its parameters get their gradients from within it"
 )
 
-TITLES = {COMPILED: "compiled region", CHECKPOINT: "checkpointed region"}
-
 NamesOf = Callable[[torch.Tensor], list[str]]
-
-
-def region_summary(region: dict[str, Any]) -> str:
-    """One line: "compiled region: 4 parameters inside"."""
-    count = len(region.get("params", ()))
-    title = TITLES.get(region.get("kind"), "region")
-    return f"{title}: {count} parameter{'' if count == 1 else 's'} inside"
 
 
 def describe_region(fn: Node, op: str, names_of: NamesOf) -> dict[str, Any] | None:

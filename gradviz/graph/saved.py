@@ -48,11 +48,9 @@ from torch.autograd.function import BackwardCFunction
 from torch.autograd.graph import Node
 
 from gradviz.graph.values import plain
+from gradviz.model.node_facts import FREED, HOOKED, MODIFIED_IN_PLACE, RECOMPUTED
 
-FREED = "freed"
-RECOMPUTED = "recomputed in backward"
-MODIFIED_IN_PLACE = "modified in place"
-HOOKED = "held by a saved-tensors hook"
+
 
 _SAVED = "_saved_"
 _RAW = "_raw_saved_"
@@ -111,20 +109,6 @@ def _meta(shape, dtype: str | None, state: str | None, hook: str | None = None) 
     if hook is not None:
         meta["hook"] = hook
     return meta
-
-
-def meta_text(meta: dict[str, Any] | list | None) -> str:
-    """A saved tensor (or tensor list) as people read it: "(2, 3) float32",
-    "(2, 3) float32 (modified in place)", "(held by a saved-tensors hook)"."""
-    parts = []
-    for one in meta if isinstance(meta, list) else [meta]:
-        if not one:
-            continue
-        text = "" if one.get("shape") is None else f"{tuple(one['shape'])} {one['dtype']}"
-        if one.get("state"):
-            text = f"{text} ({one['state']})".lstrip()
-        parts.append(text)
-    return ", ".join(parts)
 
 
 def _unknown_meta(state: str, hook: str | None = None) -> dict[str, Any]:

@@ -58,6 +58,7 @@ from torch.autograd.graph import Node
 from gradviz.runtime.deep_graphs import ensure_stack_for
 from gradviz.errors import GraphError
 from gradviz.runtime.quiet_gc import built_to_last
+from gradviz.graph.modules import NO_SEQUENCE
 from gradviz.graph.regions import REGION_OPS, describe_region
 from gradviz.graph.saved import (
     EMPTY,
@@ -76,7 +77,6 @@ from gradviz.graph.saved import (
 Roots = Union[torch.Tensor, Node, Sequence[Union[torch.Tensor, Node]]]
 
 ACCUMULATE_GRAD = "AccumulateGrad"
-_NO_SEQUENCE = 1 << 63  # AccumulateGrad and nodes made outside a forward carry UINT64_MAX
 
 
 def build_graph(
@@ -220,7 +220,7 @@ def _build(root_fns: list[Node], describe: _Describer) -> tuple[nx.DiGraph, Walk
                 if others:
                     args, input_shapes = saved_values(child, others, saved)
                 seq = child._sequence_nr()
-                if seq >= _NO_SEQUENCE:
+                if seq >= NO_SEQUENCE:
                     seq = -1
                 metadata = child._input_metadata  # planned types have it
                 shape = None
@@ -394,7 +394,7 @@ class _Describer:
 
     def _op(self, fn: Node, op: str, saved, args, input_shapes) -> tuple[str, dict[str, Any]]:
         seq = fn._sequence_nr()
-        if seq >= _NO_SEQUENCE:
+        if seq >= NO_SEQUENCE:
             seq = -1
         try:
             metadata = fn._input_metadata  # torch >= 2.3

@@ -13,8 +13,11 @@ from gradviz.errors import GradvizError
 
 #: ``PRAGMA application_id`` of a gradviz record ("gdvz").
 APPLICATION_ID = 0x67647A76
-#: ``PRAGMA user_version``: the schema's version.
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version``: the schema's version. 2: events carry their origin's phase
+#: and note, and their detail is the event's own words (1: one sentence with it all).
+SCHEMA_VERSION = 2
+#: The versions this gradviz reads.
+READABLE_VERSIONS = (1, 2)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -73,14 +76,16 @@ CREATE TABLE IF NOT EXISTS param_stats (
 CREATE TABLE IF NOT EXISTS events (
     run         INTEGER NOT NULL,
     iteration   INTEGER NOT NULL,
-    kind        TEXT NOT NULL,        -- an audit, a break reason, nonfinite, scaler-skip, ...
+    kind        TEXT NOT NULL,        -- a break (at, nonfinite, spike, signal), an audit, ...
     subject     TEXT NOT NULL,        -- the parameter or layer, '' for the iteration
-    detail      TEXT NOT NULL,        -- one readable line
-    node        TEXT,                 -- NaN/Inf origin: graph key, op, module, forward's file:line
+    detail      TEXT NOT NULL,        -- what was seen, in words (not its iteration or origin)
+    phase       TEXT,                 -- NaN/Inf origin: made in backward or forward
+    node        TEXT,                 -- ... its graph key, op, module, the user's file:line
     op          TEXT,
     module      TEXT,
     file        TEXT,
-    line        INTEGER
+    line        INTEGER,
+    note        TEXT                  -- how the origin was found, or why it was not
 );
 CREATE INDEX IF NOT EXISTS events_by_run ON events (run, iteration);
 """

@@ -24,40 +24,17 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gradviz.model.events import EventKind, Origin, OriginPhase, origin_text
 from gradviz.model.record_schema import (
     APPLICATION_ID,
     NO_GRAD,
     NONFINITE_GRAD,
+    READABLE_VERSIONS,
     SCHEMA_VERSION,
     RecordError,
 )
 
 #: Event kinds that are audits (each reported once per run and subject).
-AUDIT_KINDS = {
-    "not-in-optimizer": "requires grad but is in no optimizer param group",
-    "no-grad": "in the optimizer but got no gradient",
-    "moved-without-grad": "changed in optimizer.step() without a gradient",
-    "moved-zero-grad": "changed in optimizer.step() with a zero gradient",
-    "moved-frozen": "changed in optimizer.step() with requires_grad=False",
-    "ratio-high": "|Δ|/|p| above the band, 10 steps in a row",
-    "ratio-low": "|Δ|/|p| below the band, 10 steps in a row",
-    "zero-grad-run": "gradient exactly zero for 10 iterations in a row",
-}
-#: Event kinds of breakpoints (WatchBreak.reason).
-BREAK_KINDS = ("at", "nonfinite", "spike", "signal")
-
-
-def origin_text(origin) -> str:
-    """Where a NaN/Inf started, in words: anything with ``node``, ``op``, ``module``,
-    ``file`` and ``line`` (an :class:`EventRecord`, a ``nan_origin.Origin``)."""
-    text = f"{origin.node} ({origin.op})"
-    if origin.module is not None:
-        text += f" in module {origin.module!r}"
-    if origin.file:
-        text += f", forward at {origin.file}:{origin.line}"
-    return text
-
-
 @dataclass(frozen=True)
 class RunInfo:
     run: int
@@ -102,24 +79,69 @@ class IterationRecord:
 
 @dataclass(frozen=True)
 class EventRecord:
+    """One event of a run: its kind, iteration and subject (a parameter or layer, '' for
+    the iteration), what was seen in its own words, and for a NaN/Inf where it started.
+    ``str(event)`` is the whole of it in one line (:func:`event_text`)."""
+
     iteration: int
-    kind: str
+    kind: EventKind | str  # a kind this gradviz does not know stays text
     subject: str
     detail: str
-    node: str | None = None
-    op: str | None = None
-    module: str | None = None
-    file: str | None = None
-    line: int | None = None
+    origin: Origin | None = None
 
     @property
     def is_audit(self) -> bool:
-        return self.kind in AUDIT_KINDS
+        return isinstance(self.kind, EventKind) and self.kind.is_audit
+
+    @property
+    def is_break(self) -> bool:
+        return isinstance(self.kind, EventKind) and self.kind.is_break
 
     @property
     def where(self) -> str:
-        """``node (op) in module 'm', forward at file:line``, or '' without an origin."""
-        return "" if self.node is None else origin_text(self)
+        """Where its NaN/Inf started (:func:`~gradviz.model.events.origin_text`), or ''."""
+        return "" if self.origin is None else origin_text(self.origin)
+
+    # the origin's fields, flat, None without one
+    node = property(lambda self: None if self.origin is None else self.origin.node)
+    op = property(lambda self: None if self.origin is None else self.origin.op)
+    module = property(lambda self: None if self.origin is None else self.origin.module)
+    file = property(lambda self: None if self.origin is None else self.origin.file)
+    line = property(lambda self: None if self.origin is None else self.origin.line)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, EventKind):
+            object.__setattr__(self, "kind", EventKind.read(self.kind))
+
+    def __str__(self) -> str:
+        return event_text(self)
+
+
+def event_text(event: EventRecord) -> str:
+    """An event in one line: ``iteration 5 · nonfinite: a gradient is NaN/Inf; it started
+    at ...``, or for an audit ``iteration 3 · no-grad · fc.bias: in the optimizer but got
+    no gradient``."""
+    head, words, where = event_parts(event)
+    return (f"{head}: {words}" if words else head) + (f"; {where}" if where else "")
+
+
+def event_parts(event: EventRecord, *, short: bool = False) -> tuple[str, str, str]:
+    """An event's line in its three parts, for a screen to style each: the head
+    (``iteration 5 · nonfinite``, with the subject), its words, and where its NaN/Inf
+    started (``it started at ...``, ``origin not found: ...`` or '')."""
+    kind = event.kind.value if isinstance(event.kind, EventKind) else event.kind
+    head = f"iteration {event.iteration} · {kind}"
+    if event.subject:
+        head += f" · {event.subject}"
+    words = event.detail
+    if event.is_audit:
+        words = event.kind.title + (f": {event.detail}" if event.detail else "")
+    origin, where = event.origin, ""
+    if origin is not None and origin.found:
+        where = f"it started at {origin_text(origin, short=short)}"
+    elif origin is not None and origin.detail:
+        where = f"origin not found: {origin.detail}"
+    return head, words, where
 
 
 @dataclass(frozen=True)
@@ -161,12 +183,12 @@ class RunHistory:
 
     @property
     def breaks(self) -> list[EventRecord]:
-        return [event for event in self.events if event.kind in BREAK_KINDS]
+        return [event for event in self.events if event.is_break]
 
     @property
     def first_nonfinite(self) -> EventRecord | None:
         """The first iteration whose loss or gradients were NaN/Inf, with its origin."""
-        return next((e for e in self.events if e.kind == "nonfinite"), None)
+        return next((e for e in self.events if e.kind is EventKind.NONFINITE), None)
 
 
 class RunRecord:
@@ -187,10 +209,10 @@ class RunRecord:
             self._connection.close()
             raise RecordError(f"{self.path} is not a gradviz record (an SQLite file of "
                               "another program): give a file written by gradviz.watch")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             self._connection.close()
             raise RecordError(f"{self.path} has record schema {version}; this gradviz reads "
-                              f"{SCHEMA_VERSION}: read it with the gradviz that wrote it")
+                              f"up to {SCHEMA_VERSION}: read it with the gradviz that wrote it")
 
     def runs(self) -> list[RunInfo]:
         with self._reading():
@@ -311,11 +333,28 @@ def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
                   for row, flags in zip(grad_sq, has_grad)]
     ratios = [[_ratio(u, p) if ok else math.nan for u, p, ok in zip(urow, prow, flags)]
               for urow, prow, flags in zip(update_sq, param_sq, stepped)]
-    events = [EventRecord(*row) for row in db.execute(
-        "SELECT iteration, kind, subject, detail, node, op, module, file, line FROM events "
+    events = [_event(*row) for row in db.execute(
+        f"SELECT iteration, kind, subject, detail, {_origin_columns(db)} FROM events "
         "WHERE run = ? ORDER BY iteration, rowid", (run,))]
     return RunHistory(info, params, iterations, layers, grad_norms, ratios, events, total,
                       nonfinite)
+
+
+def _origin_columns(db: sqlite3.Connection) -> str:
+    """A schema 1 record has no ``phase`` or ``note``: its origin's words are in ``detail``."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
+    phase = "phase" if "phase" in columns else "NULL"
+    note = "note" if "note" in columns else "NULL"
+    return f"{phase}, node, op, module, file, line, {note}"
+
+
+def _event(iteration, kind, subject, detail, phase, node, op, module, file, line, note
+           ) -> EventRecord:
+    origin = None
+    if node is not None or phase is not None or note:
+        origin = Origin(OriginPhase(phase) if phase in ("backward", "forward") else phase,
+                        node, op, module, file, line, note or "")
+    return EventRecord(iteration, EventKind.read(kind), subject, detail, origin)
 
 
 def _nan(value: float | None) -> float:

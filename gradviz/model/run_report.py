@@ -11,7 +11,8 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime
 
-from gradviz.model.run_history import AUDIT_KINDS, EventRecord, RunHistory
+from gradviz.model.events import EventKind, origin_text
+from gradviz.model.run_history import EventRecord, RunHistory
 
 #: Rows shown per table; the rest are counted in its note.
 ROWS_SHOWN = 12
@@ -119,19 +120,21 @@ class WatchReport:
         event = self.first_nonfinite
         if event is None:
             return None
-        what, _, origin = event.detail.partition(": ")[2].partition("; ")
-        where = origin.removeprefix("it started at ") or \
-            "not traced (break_on 'nonfinite' or nan_origin=True traces it)"
+        origin = event.origin
+        if origin is None:
+            where = "not traced (break_on 'nonfinite' or nan_origin=True traces it)"
+        else:
+            where = origin_text(origin) if origin.found else f"not found: {origin.detail}"
         return Section("first NaN/Inf", ("iteration", "what", "where it started"),
-                       [(str(event.iteration), what, where)])
+                       [(str(event.iteration), event.detail, where)])
 
     def _breaks(self) -> Section | None:
         events = [e for e in self.history.events
-                  if e.kind in ("at", "signal", "spike", "nonfinite-step", "scaler-skip",
-                                "params-changed")]
+                  if not e.is_audit and e.kind is not EventKind.NONFINITE]
         if not events:
             return None
-        rows = [(str(e.iteration), e.kind, e.detail) for e in events[:ROWS_SHOWN]]
+        rows = [(str(e.iteration), str(getattr(e.kind, "value", e.kind)), e.detail)
+                for e in events[:ROWS_SHOWN]]
         return Section("breaks and events", ("iteration", "kind", "detail"), rows,
                        _more(len(events)))
 
@@ -140,7 +143,7 @@ class WatchReport:
         if not audits:
             return Section("audits", ("result",), [("no parameter left out, frozen layer moved "
                                                     "or gradient stuck at zero",)])
-        by_kind: dict[str, list[EventRecord]] = {}
+        by_kind: dict[EventKind, list[EventRecord]] = {}
         for event in audits:
             by_kind.setdefault(event.kind, []).append(event)
         rows = []
@@ -148,9 +151,8 @@ class WatchReport:
             subjects = ", ".join(e.subject for e in events[:4])
             if len(events) > 4:
                 subjects += f" and {len(events) - 4} more"
-            detail = events[0].detail.split(": ", 1)[1] if ": " in events[0].detail else ""
-            rows.append((AUDIT_KINDS[kind], str(len(events)), str(events[0].iteration), subjects,
-                         detail))
+            rows.append((kind.title, str(len(events)), str(events[0].iteration), subjects,
+                         events[0].detail))
         return Section("audits (each reported once, when first seen)",
                        ("audit", "count", "first at", "parameters / layers", "first detail"), rows)
 

@@ -15,13 +15,13 @@ redraws from :meth:`SessionState.view`).
 ``allowed(action)`` is what the app's ``check_action`` asks.
 
 >>> state = SessionState()
->>> state.request(Action.STEP)
-Decision(verdict='refused', reason='no scenario is loaded: choose one (ctrl+p or the picker)')
+>>> state.request(Action.STEP).reason
+'no scenario is loaded: choose one (ctrl+p or the picker)'
 >>> state.start_loading("autograd-basics"); state.loaded("autograd-basics", nodes=6)
 >>> state.request(Action.STEP).verdict
-'start'
+<Verdict.START: 'start'>
 >>> state.request(Action.STEP).verdict   # a key that arrives while busy waits its turn
-'queued'
+<Verdict.QUEUED: 'queued'>
 """
 
 from __future__ import annotations
@@ -88,16 +88,24 @@ class Failure:
     hint: str = ""  # the way on, such as "f: a new forward pass"
 
 
+class Verdict(str, enum.Enum):
+    """The answer to a key (a ``str`` enum: it compares equal to its value)."""
+
+    START = "start"  # start it now
+    QUEUED = "queued"  # it runs after what is running (steps queue, continue coalesces)
+    PAUSE = "pause"  # what runs pauses (continue pressed again)
+    REFUSED = "refused"  # not now; the reason says why
+
+
 @dataclass(frozen=True)
 class Decision:
-    """The answer to a key: ``start`` it now, it was ``queued``, it will ``pause``, or it is
-    ``refused`` (with the reason)."""
+    """The answer to a key, with the reason when it is refused."""
 
-    verdict: str
+    verdict: Verdict
     reason: str = ""
 
 
-START, QUEUED, PAUSE, REFUSED = "start", "queued", "pause", "refused"
+START, QUEUED, PAUSE, REFUSED = Verdict.START, Verdict.QUEUED, Verdict.PAUSE, Verdict.REFUSED
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ exp_avg_sq, sum, square_avg, ...).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,51 +20,7 @@ import torch
 from gradviz.engine.summary import summarize
 from gradviz.graph.values import plain
 from gradviz.model.summary import TensorSummary
-
-FROZEN = "frozen"
-NO_GRAD = "no grad"
-
-
-@dataclass(frozen=True)
-class ParamUpdate:
-    """One parameter's part of a step. ``skipped``: "" if updated, else "frozen" or "no grad".
-
-    ``ratio`` is |update| / |param before|, None when the parameter was all zeros."""
-
-    name: str
-    shape: tuple[int, ...]
-    group: int
-    lr: float | None
-    grad: TensorSummary | None
-    param_norm: float
-    update: TensorSummary | None
-    ratio: float | None
-    state: dict[str, Any]
-    skipped: str
-
-    @property
-    def updated(self) -> bool:
-        return not self.skipped
-
-
-@dataclass(frozen=True)
-class UpdateReport:
-    step: int
-    optimizer: str
-    settings: list[dict[str, Any]]  # each param group's hyperparameters
-    params: list[ParamUpdate]
-    loss: float | None  # what the closure returned, if one was given
-
-    def __getitem__(self, name: str) -> ParamUpdate:
-        for update in self.params:
-            if update.name == name:
-                return update
-        raise KeyError(name)
-
-    @property
-    def updated(self) -> list[ParamUpdate]:
-        return [p for p in self.params if p.updated]
-
+from gradviz.model.updates import FROZEN, NO_GRAD, ParamUpdate, UpdateReport
 
 class OptimizerWatch:
     """Wraps ``optimizer.step()``; names come from ``model`` and ``names`` (name -> tensor)."""

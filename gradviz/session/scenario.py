@@ -4,7 +4,7 @@ A scenario file defines ``build() -> gradviz.Scenario`` (optionally
 ``build(weights=None)`` to load a local state dict itself, as ``finetune`` does
 before replacing ``fc``). Its module docstring's first line is its description.
 The built-in demos are such files, in ``gradviz/demos/`` (see
-:mod:`gradviz.session.catalog`).
+:mod:`gradviz.model.catalog`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from typing import Any
 import networkx as nx
 import torch
 
-from gradviz.session.catalog import check_file, describe_file, resolve
+from gradviz.model.catalog import check_file, describe_file, resolve
 from gradviz.errors import GradvizError, ScenarioError, one_line
 from gradviz.graph.walk import build_graph
 from gradviz.engine.interrupt import Interrupted
 from gradviz.graph.record import record
+from gradviz.model.views import CheckResult
 
 @dataclass
 class Scenario:
@@ -107,13 +108,6 @@ class Trace:
 
     roots: list[torch.Tensor]
     graph: nx.DiGraph
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    passed: bool
-    detail: str
 
 
 def _as_roots(value: Any, scenario: str) -> list[torch.Tensor]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import networkx as nx
@@ -23,17 +23,21 @@ import torch
 
 from gradviz.errors import GradvizError, GraphError, ScenarioError, one_line
 from gradviz.graph.walk import root_nodes
-from gradviz.graph.saved import FREED
+from gradviz.model.node_facts import FREED
 from gradviz.engine.interrupt import Interrupted, interruptible
 from gradviz.session.optimizer_step import OptimizerWatch, UpdateReport
-from gradviz.session.progress import ForwardStep, Progress, at_start, describe, describe_forward_event
-from gradviz.session.scenario import CheckResult, Scenario, load_scenario
+from gradviz.model.progress import BackwardProgress, ProgressDelta
+from gradviz.model.views import CheckResult, ForwardStep, ParamRow, ParamView
+from gradviz.session.progress import forward_step, read_runs, report
+from gradviz.session.scenario import Scenario, load_scenario
 from gradviz.model.state import Action, Activity, Failure, SessionState
 from gradviz.engine.backward import BackwardStepper
 from gradviz.engine.events import StepEvent
 from gradviz.engine.lifecycle import StepperError
 
-Report = Callable[[Progress], None]
+#: Called with each :class:`ProgressDelta` of backward, each :class:`ForwardStep` of a
+#: stepped forward, or the list of them of a forward's rest.
+Report = Callable[[object], None]
 
 #: A forward's "run the rest" reports at most this many of its operations (the latest).
 FORWARD_LOG_LIMIT = 5000
@@ -80,6 +84,11 @@ class Session:
         self.iteration = 0  # optimizer steps taken
         self.losses: list[float] = []
         self.stepper: BackwardStepper | None = None
+        #: What the current graph's backward has done, as the screen shows it.
+        self.progress = BackwardProgress()
+        self._events: dict[str, StepEvent] = {}  # node -> its latest run, for read_nodes
+        self._param_rows = [ParamRow(name, tuple(tensor.shape), not tensor.requires_grad)
+                            for name, tensor in self.leaves.items()]
         #: The forward being stepped op by op (``s``), until it has made its graph.
         self.forward_stepper = None
         #: What the last stepped forward saw, for why_no_grad (None after a plain one).
@@ -154,6 +163,48 @@ class Session:
     def backward_done(self) -> bool:
         return self.stepper is not None and self.stepper.finished
 
+    def param_rows(self) -> list[ParamRow]:
+        """The parameters and named leaves, in the model's order, as the table lists them
+        (read from the tensors when the session was made)."""
+        return list(self._param_rows)
+
+    def optimizer_title(self) -> str:
+        """"SGD lr=0.01 momentum=0.9", or "" without an optimizer."""
+        if self.watch is None:
+            return ""
+        group = self.watch.optimizer.param_groups[0]
+        shown = [f"{key}={group[key]}" for key in ("lr", "momentum", "betas", "weight_decay",
+                                                     "nesterov")
+                 if group.get(key) not in (None, 0, False)]
+        return " ".join([type(self.watch.optimizer).__name__, *shown])
+
+    @property
+    def expected_checks(self) -> list[str]:
+        return list(self.scenario.checks)
+
+    def describe_param(self, name: str) -> ParamView | None:
+        """What the parameter or input ``name`` is, its ``.grad``, and without one, why
+        (reads tensors: the engine's thread)."""
+        from gradviz.engine.summary import summarize
+
+        tensor = self.leaves.get(name)
+        if tensor is None:
+            return None
+        view = ParamView(name, tuple(tensor.shape), tensor.requires_grad,
+                         None if tensor.grad is None else summarize(tensor.grad))
+        if tensor.grad is not None:
+            return view
+        try:
+            return replace(view, why_no_grad=self.why_no_grad(name).message)
+        except Exception as error:  # an answer we could not give: say so
+            return replace(view, unknown=one_line(error))
+
+    def read_nodes(self, keys) -> frozenset[str]:
+        """Read the summaries of nodes that ran in a big slice (in sight, or inspected)
+        into :attr:`progress`; the keys read."""
+        events = [self._events[key] for key in keys if key in self._events]
+        return read_runs(events, self.progress)
+
     # ------------------------------------------------------------ operations
     def forward(self) -> BackwardStepper:
         """A fresh forward pass and a stepper paused before its backward.
@@ -198,7 +249,7 @@ class Session:
             self._finish_forward()
             return None
         partial = stepper.partial_graph()
-        step = describe_forward_event(event, partial)
+        step = forward_step(event, partial)
         self.state.forward_progressed(ops=event.index + 1, nodes=partial.number_of_nodes())
         return step
 
@@ -207,7 +258,7 @@ class Session:
         operation it ran (the last ``FORWARD_LOG_LIMIT``), not summarized."""
         events = self._advance_forward(self.forward_stepper.run)
         if report is not None and events:  # one report for the lot: a screen adds them at once
-            report([describe_forward_event(event, None, summarize=False)
+            report([forward_step(event, None, summarize=False)
                     for event in events[-FORWARD_LOG_LIMIT:]])
         self._finish_forward()
 
@@ -269,11 +320,11 @@ class Session:
         self.forward_stepper = None
         self.state.forward_abandoned()
 
-    def step(self) -> Progress:
+    def step(self) -> ProgressDelta:
         """Run one backward node (after a forward pass if none was made)."""
         stepper = self._stepper()
         if stepper.done:
-            return at_start(stepper)
+            return report(stepper, [], self.leaves, self.progress)
         try:
             event = stepper.step()
         except _NOT_BACKWARD_ERRORS:
@@ -283,11 +334,11 @@ class Session:
         return self._report([] if event is None else [event])
 
     def run_backward(self, report: Report | None = None, *, chunk_seconds: float = 1 / 30,
-                     animate_seconds: float = 0.0) -> Progress | None:
+                     animate_seconds: float = 0.0) -> ProgressDelta | None:
         """Backward to the end, or until the state says stop (then paused at the next node).
 
         It runs in chunks of ``chunk_seconds`` and hands each chunk's
-        :class:`Progress` to ``report``. ``animate_seconds`` > 0 spreads a small
+        :class:`ProgressDelta` to ``report``. ``animate_seconds`` > 0 spreads a small
         graph's nodes over that long, in even chunks, so that the flow can be
         watched; the engine itself never waits per node.
         """
@@ -418,10 +469,11 @@ class Session:
             self.forward_stepper = None
         if self.stepper is not None and not self.stepper.done:
             self.stepper.abort()
+            self.progress.stop()
             self.state.backward_aborted()
 
     # ------------------------------------------------------------ internals
-    def _steps(self, report: Report | None, **options) -> Progress:
+    def _steps(self, report: Report | None, **options) -> ProgressDelta:
         """One step, then the steps queued meanwhile, then a continue pressed meanwhile."""
         progress = self.step()
         if report is not None:
@@ -461,6 +513,9 @@ class Session:
     def _adopt(self, stepper: BackwardStepper, roots: list[torch.Tensor]) -> None:
         loss = self.scenario.loss_value(roots)
         self.stepper = stepper
+        self.progress = BackwardProgress(stepper.graph)
+        self._events = {}
+        report(stepper, [], self.leaves, self.progress)  # where it waits, before any node
         self.losses.append(loss)
         self.checks = []
         self.state.forward_made(len(stepper))
@@ -472,14 +527,16 @@ class Session:
                           can_forward=self.can_forward, has_optimizer=self.watch is not None)
 
     def _report(self, events: list[StepEvent], summary_seconds: float | None = None
-                ) -> Progress:
+                ) -> ProgressDelta:
         stepper = self.stepper
-        progress = describe(stepper, events, self.leaves, seconds=summary_seconds)
+        for event in events:
+            self._events[event.node] = event
+        progress = report(stepper, events, self.leaves, self.progress, seconds=summary_seconds)
         if stepper.error is not None:  # raised between nodes, after the last event returned
             raise self._backward_failed(stepper.error) from stepper.error
         if stepper.finished and not self.checks:
             self.checks = self.scenario.run_checks()
-        self.state.progressed(done=progress.done, pending=progress.pending,
+        self.state.progressed(done=stepper.ended, pending=progress.pending,
                               finished=progress.finished)
         return progress
 
@@ -496,6 +553,7 @@ class Session:
             module = attrs.get("module")
             where = f" at {node}" + (f" (module {module})" if module else "")
         failure = BackwardError(f"backward failed{where}: {one_line(error)}", node)
+        self.progress.fail_at(node)
         done = len(self.stepper.executed) if self.stepper is not None else 0
         self.state.backward_failed(_failure(Activity.STEPPING, failure), done=done)
         return failure

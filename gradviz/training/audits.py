@@ -29,7 +29,8 @@ from gradviz.model.record_schema import (
     NOT_IN_OPTIMIZER,
     ZERO_GRAD,
 )
-from gradviz.model.run_history import AUDIT_KINDS, EventRecord
+from gradviz.model.events import EventKind
+from gradviz.model.run_history import EventRecord
 
 IN_A_ROW = 10
 
@@ -139,8 +140,7 @@ class Auditor:
 
     def _once(self, iteration, kind, subject, detail) -> EventRecord:
         self._seen.add((kind, subject))
-        text = AUDIT_KINDS[kind] + (f": {detail}" if detail else "")
-        return EventRecord(iteration, kind, subject, text)
+        return EventRecord(iteration, EventKind(kind), subject, detail)
 
 
 def _ratio(update: float, param: float) -> float:

@@ -1,67 +1,57 @@
-"""What a :func:`gradviz.watch` break is, and what the app gets when one opens it.
+"""A :func:`gradviz.watch` break as the loop meets it: raised, given to a callable, or
+ending training from the app.
 
-:class:`WatchBreak` is the break itself (raised with ``on_break="raise"``, given to
-a callable, recorded as an event). :class:`TrainingPause` is the plain data the app
-is opened with (``on_break="app"``): the break, the run so far, a session paused
-before the iteration's first backward node, and :meth:`TrainingPause.request_stop`
-for its "stop training" action, after which the watch raises
-:class:`TrainingStopped` in the loop.
+The break itself is plain data (:class:`~gradviz.model.events.BreakInfo`): what the
+record stores, the report and the app's break panel read. :class:`WatchBreak` is that
+data as an exception (``on_break="raise"``); :class:`TrainingStopped` is raised in the
+loop after the app's "stop training".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 from gradviz.errors import GradvizError
-from gradviz.model.run_history import EventRecord, RunHistory
-
-if TYPE_CHECKING:
-    from gradviz.training.nan_origin import Origin
+from gradviz.model.events import BreakInfo, EventKind, Origin
+from gradviz.model.run_history import EventRecord
 
 
 class WatchBreak(GradvizError):
     """A breakpoint of :func:`watch` was hit (raised with ``on_break="raise"``).
 
-    ``reason``: "at", "nonfinite", "spike" or "signal". For "nonfinite", where the
-    NaN/Inf started: ``node`` (its graph key), ``op``, ``module`` and the ``file`` and
-    ``line`` of that module's ``forward``; ``phase`` says whether backward made it or
-    the loss was already NaN/Inf (forward). ``str()`` is one line.
+    ``reason``: "at", "nonfinite", "spike" or "signal" (an
+    :class:`~gradviz.model.events.EventKind`). For "nonfinite", where the NaN/Inf
+    started: ``node`` (its graph key), ``op``, ``module``, and the ``file`` and ``line``
+    of the user's code; ``phase`` says whether backward made it or the loss was already
+    NaN/Inf (forward). ``info`` is all of it as plain data; ``str()`` is one line.
     """
 
     def __init__(self, iteration: int, reason: str, detail: str, *, origin: Origin | None = None,
                  rank: int = 0, loss: float | None = None, grad_norm: float | None = None):
-        self.iteration = iteration
-        self.reason = reason
-        self.detail = detail
-        self.origin = origin
-        self.rank = rank
-        self.loss = loss
-        self.grad_norm = grad_norm
-        found = origin is not None and origin.node is not None
-        self.node = origin.node if found else None
-        self.op = origin.op if found else None
-        self.module = origin.module if found else None
-        self.file = origin.file if found else None
-        self.line = origin.line if found else None
-        self.phase = origin.phase if origin is not None else None
-        super().__init__(self.message)
+        self.info = BreakInfo(iteration, EventKind(reason), detail, origin, rank, loss,
+                              grad_norm)
+        super().__init__(self.info.message)
+
+    iteration = property(lambda self: self.info.iteration)
+    reason = property(lambda self: self.info.reason)
+    detail = property(lambda self: self.info.detail)
+    origin = property(lambda self: self.info.origin)
+    rank = property(lambda self: self.info.rank)
+    loss = property(lambda self: self.info.loss)
+    grad_norm = property(lambda self: self.info.grad_norm)
+    node = property(lambda self: self.info.node)
+    op = property(lambda self: self.info.op)
+    module = property(lambda self: self.info.module)
+    file = property(lambda self: self.info.file)
+    line = property(lambda self: self.info.line)
+    phase = property(lambda self: self.info.phase)
 
     @property
     def message(self) -> str:
-        text = f"iteration {self.iteration}: {self.detail}"
-        if self.origin is not None:
-            if self.node is None:
-                text += f"; origin not found: {self.origin.detail}"
-            else:
-                text += f"; it started at {self.origin.where}"
-                if self.phase == "forward":
-                    text += f" ({self.origin.detail})"
-        return text
+        return self.info.message
 
-    def event(self, detail: str | None = None) -> EventRecord:
-        return EventRecord(self.iteration, self.reason, "", detail or self.message,
-                           self.node, self.op, self.module, self.file, self.line)
+    def event(self, note: str = "") -> EventRecord:
+        """The break as the record stores it; ``note`` is added to its words."""
+        detail = self.detail + (f" ({note})" if note else "")
+        return EventRecord(self.iteration, self.reason, "", detail, self.origin)
 
 
 class TrainingStopped(GradvizError):
@@ -70,23 +60,3 @@ class TrainingStopped(GradvizError):
     def __init__(self, iteration: int):
         self.iteration = iteration
         super().__init__(f"training stopped from the app at iteration {iteration}")
-
-
-@dataclass
-class TrainingPause:
-    """What the app gets when a break opens it: plain data, and a way to stop training.
-
-    ``session`` is paused before the first node of the iteration's own graph, to be
-    stepped again on set-aside gradients (the user's ``.grad`` is put back when the
-    app closes; the optimizer is left out: the loop steps it). ``history`` is the run
-    so far. The app's "stop training" action calls :meth:`request_stop`; when the
-    app has closed, the watch raises :class:`TrainingStopped` in the loop.
-    """
-
-    brk: WatchBreak
-    history: RunHistory
-    session: object  # gradviz.session.session.Session
-    stop_requested: bool = False
-
-    def request_stop(self) -> None:
-        self.stop_requested = True

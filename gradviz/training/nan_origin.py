@@ -22,31 +22,13 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from gradviz.graph.walk import ACCUMULATE_GRAD, walk_graph
-from gradviz.model.run_history import origin_text
+from gradviz.model.events import Origin, OriginPhase
 from gradviz.engine.backward import BackwardStepper
 from gradviz.engine.events import StepEvent
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a NaN/Inf started; ``node`` is None when it could not be found (see ``detail``)."""
-
-    phase: str  # "backward" or "forward"
-    node: str | None
-    op: str | None
-    module: str | None
-    file: str | None
-    line: int | None
-    detail: str
-
-    @property
-    def where(self) -> str:
-        return self.detail if self.node is None else origin_text(self)
 
 
 def backward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.Module | None,
@@ -65,10 +47,10 @@ def backward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.
         finally:
             stepper.abort()
     if event is None:
-        return Origin("backward", None, None, None, None, None,
+        return Origin(OriginPhase.BACKWARD, None, None, None, None, None,
                       "no node made a NaN/Inf when this backward was stepped again (it came "
                       "from elsewhere, such as another rank's gradients)")
-    return _origin("backward", event.node, event.op, event.module, model,
+    return _origin(OriginPhase.BACKWARD, event.node, event.op, event.module, model,
                    f"{event.op} made a NaN/Inf gradient out of finite ones")
 
 
@@ -94,15 +76,15 @@ def forward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.M
         detail = (f"{attrs['op']} took the NaN/Inf parameter {weights[0]} (an earlier "
                   "optimizer.step() made it)" if weights
                   else f"{attrs['op']} was the first op to take a NaN/Inf input")
-        return _origin("forward", first[1], attrs["op"], attrs.get("module"), model, detail)
+        return _origin(OriginPhase.FORWARD, first[1], attrs["op"], attrs.get("module"), model, detail)
     in_backward = backward_origin(roots, gradient, model=model, modules=modules)
     if in_backward.node is not None:
-        return Origin("forward", in_backward.node, in_backward.op, in_backward.module,
+        return Origin(OriginPhase.FORWARD, in_backward.node, in_backward.op, in_backward.module,
                       in_backward.file, in_backward.line,
                       f"{in_backward.op} is the first op whose gradient is NaN/Inf")
     root = graph.graph["roots"][0]
     attrs = graph.nodes[root]
-    return _origin("forward", root, attrs["op"], attrs.get("module"), model,
+    return _origin(OriginPhase.FORWARD, root, attrs["op"], attrs.get("module"), model,
                    "the loss's own op made it out of finite inputs (an overflow?)")
 
 

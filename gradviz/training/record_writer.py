@@ -47,9 +47,13 @@ class RecordWriter:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             app = db.execute("PRAGMA application_id").fetchone()[0]
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-            if tables and (app != APPLICATION_ID or version != SCHEMA_VERSION):
-                raise RecordError(f"{self.path} exists and is not a gradviz record "
-                                  f"(schema {version}): choose another record path")
+            if tables and app != APPLICATION_ID:
+                raise RecordError(f"{self.path} exists and is not a gradviz record: choose "
+                                  "another record path")
+            if tables and version != SCHEMA_VERSION:
+                raise RecordError(f"{self.path} is a record of another gradviz (schema "
+                                  f"{version}, this one writes {SCHEMA_VERSION}): choose "
+                                  "another record path")
             for statement in SCHEMA.split(";"):  # no ';' in its comments
                 if statement.strip():
                     db.execute(statement)
@@ -114,9 +118,9 @@ class RecordWriter:
 
     def _insert_events(self, db, events: Sequence[EventRecord]) -> None:
         db.executemany(
-            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(self.run, e.iteration, e.kind, e.subject, e.detail, e.node, e.op, e.module,
-              e.file, e.line) for e in events])
+            "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(self.run, e.iteration, str(getattr(e.kind, "value", e.kind)), e.subject,
+              e.detail, *_origin_row(e.origin)) for e in events])
 
     def _transaction(self):
         return _Transaction(self._connection, self.path)
@@ -194,6 +198,14 @@ def _switch_to_wal(connection: sqlite3.Connection, patience: float = 30.0) -> No
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+
+def _origin_row(origin) -> tuple:
+    if origin is None:
+        return (None,) * 7
+    phase = getattr(origin.phase, "value", origin.phase)
+    return (phase, origin.node, origin.op, origin.module, origin.file, origin.line,
+            origin.detail or None)
 
 
 def _real(value: float | None) -> float | None:

@@ -36,43 +36,46 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import socket
 import statistics
 import sys
-import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from gradviz.training.audits import Auditor
 from gradviz.errors import GradvizError
 from gradviz.training.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
-from gradviz.training.kept_graph import ForwardSpans, SavedTensorKeeper
+from gradviz.graph.modules import ModuleSpans
+from gradviz.training.kept_graph import SavedTensorKeeper
+from gradviz.training.loop_hooks import install_backward, install_grad_scaler, install_signal
+from gradviz.training.options import (
+    WatchError,
+    check_at,
+    check_band,
+    check_break_on,
+    check_model,
+    check_on_break,
+    check_optimizer,
+    check_spike,
+    check_update_sample,
+)
 from gradviz.model.run_history import EventRecord, IterationRecord, ParamInfo, RunHistory, RunRecord
 from gradviz.training.record_writer import RecordWriter, check_record_path
-from gradviz.training.breaks import TrainingPause, TrainingStopped, WatchBreak
+from gradviz.model.events import EventKind, Origin, OriginPhase, TrainingPause
+from gradviz.training.breaks import TrainingStopped, WatchBreak
 from gradviz.model.run_report import REPORT_POINTS, WatchReport
 
-if TYPE_CHECKING:  # the NaN tracing (and networkx) load on a break, not with the watch
-    from gradviz.training.nan_origin import Origin
 
-BREAK_ON = ("nonfinite", "spike", "signal")
-ON_BREAK = ("app", "raise", "report")
 #: Iterations kept in memory when ``record=None``.
 MEMORY_ITERATIONS = 1000
 #: Iterations whose median a spike is compared with, and how many are needed first.
 SPIKE_WINDOW, SPIKE_MIN_HISTORY = 20, 5
-
-
-class WatchError(GradvizError):
-    """``gradviz.watch`` was given something it cannot watch."""
 
 
 @dataclass
@@ -137,30 +140,18 @@ class Watch:
     def __init__(self, model, optimizer=None, *, record=None, break_on=(), at=None,
                  on_break=None, spike=10.0, band=(1e-4, 1e-2), nan_origin=None,
                  update_sample=DEFAULT_SAMPLE, open_app=None):
-        self.model = _check_model(model)
-        self.optimizer = _check_optimizer(optimizer)
+        self.model = check_model(model)
+        self.optimizer = check_optimizer(optimizer)
         self.path = None if record is None else Path(record)
         if self.path is not None:
             check_record_path(self.path)
-        self.break_on = _check_break_on(break_on)
-        if at is not None and (isinstance(at, bool) or not isinstance(at, int) or at < 1):
-            raise WatchError(f"at= is the iteration to break at, counted from 1; got {at!r}")
-        self.at = at
-        self.on_break = _check_on_break(on_break)
+        self.break_on = check_break_on(break_on)
+        self.at = check_at(at)
+        self.on_break = check_on_break(on_break)
         self._app = open_app
-        if isinstance(spike, bool) or not isinstance(spike, (int, float)) or not spike > 1:
-            raise WatchError(f"spike= is a factor over the recent median, above 1; got {spike!r}")
-        self.spike = float(spike)
-        numbers = isinstance(band, (tuple, list)) and len(band) == 2 and all(
-            isinstance(b, (int, float)) and not isinstance(b, bool) for b in band)
-        if not numbers or not 0 <= band[0] < band[1]:
-            raise WatchError(f"band= is (low, high) with 0 <= low < high; got {band!r}")
-        self.band = (float(band[0]), float(band[1]))
-        if update_sample is not None and (isinstance(update_sample, bool) or
-                                          not isinstance(update_sample, int) or update_sample < 1):
-            raise WatchError(f"update_sample= is a number of elements, or None; got "
-                             f"{update_sample!r}")
-        self.update_sample = update_sample
+        self.spike = check_spike(spike)
+        self.band = check_band(band)
+        self.update_sample = check_update_sample(update_sample)
         self.rank, self.world_size = _distributed()
         if nan_origin is None:  # only where a break will use it
             nan_origin = bool({"nonfinite", "spike"} & set(self.break_on)) and self.rank == 0
@@ -180,9 +171,9 @@ class Watch:
         self._window: deque[tuple[float, float]] = deque(maxlen=SPIKE_WINDOW)
         self._last_end = 0.0
         self._keeper: SavedTensorKeeper | None = None
-        self._spans: ForwardSpans | None = None
+        self._spans: ModuleSpans | None = None
         self._scaled: tuple[weakref.ref, object] | None = None
-        self._steps_seen = 0
+        self.steps_seen = 0
         self._params: list[torch.Tensor] = []
         self._index: dict[int, int] = {}  # id(param) -> its index in the record
         self._infos: list[ParamInfo] = []
@@ -229,7 +220,7 @@ class Watch:
         """``loss.backward(...)`` as the watch sees it, for code that calls backward otherwise."""
         if not self._active:
             raise WatchError("w.backward() works inside the watch's with block")
-        self._watched_backward(loss, gradient, retain_graph, create_graph, inputs)
+        self.watched_backward(loss, gradient, retain_graph, create_graph, inputs)
 
     def history(self, *, last: int | None = None, points: int | None = None) -> RunHistory:
         """The run so far as plain data (:class:`~gradviz.model.run_history.RunHistory`)."""
@@ -307,97 +298,22 @@ class Watch:
 
     def _install(self) -> None:
         """Everything the watch hooks into; each undo goes on ``_restore``."""
-        self._patch_backward()
+        self._restore.extend(install_backward(self))
         if self.optimizer is not None:
             for handle in (self.optimizer.register_step_pre_hook(self._before_step),
                            self.optimizer.register_step_post_hook(self._after_step)):
                 self._restore.append(handle.remove)
-        self._patch_grad_scaler()
-        self._install_signal()
+        self._restore.extend(install_grad_scaler(self))
+        self._restore.extend(install_signal(self, take_over="signal" in self.break_on))
         if self.nan_origin:
             self._keeper = SavedTensorKeeper()
             self._keeper.install()
             self._restore.append(self._keeper.remove)
         if self.nan_origin or (self.rank == 0 and self.on_break == "app"
                                and (self.break_on or self.at is not None)):
-            self._spans = ForwardSpans(self.model)
+            self._spans = ModuleSpans(self.model)
+            self._spans.install()
             self._restore.append(self._spans.remove)
-
-    def _patch_backward(self) -> None:
-        """``torch.autograd.backward`` and ``Tensor.backward`` through the watch."""
-        import torch.autograd as autograd
-
-        original_backward = autograd.backward
-        original_tensor_backward = torch.Tensor.backward
-        self._original_backward = original_backward
-        watch_ref = self
-
-        def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False,
-                     grad_variables=None, inputs=None):
-            if grad_variables is not None and grad_tensors is None:
-                grad_tensors = grad_variables
-            return watch_ref._watched_backward(tensors, grad_tensors, retain_graph,
-                                               create_graph, inputs)
-
-        def tensor_backward(self, gradient=None, retain_graph=None, create_graph=False,
-                            inputs=None):
-            if torch.overrides.has_torch_function_unary(self):  # a subclass's own backward
-                return original_tensor_backward(self, gradient, retain_graph, create_graph,
-                                                inputs)
-            return watch_ref._watched_backward(self, gradient, retain_graph, create_graph,
-                                               inputs)
-
-        for wrapper, original in ((backward, original_backward),
-                                  (tensor_backward, original_tensor_backward)):
-            wrapper.__wrapped__ = original
-            wrapper.__doc__ = original.__doc__
-        autograd.backward = backward
-        self._restore.append(lambda: setattr(autograd, "backward", original_backward))
-        torch.Tensor.backward = tensor_backward
-        self._restore.append(lambda: setattr(torch.Tensor, "backward", original_tensor_backward))
-
-    def _patch_grad_scaler(self) -> None:
-        """Note which tensor a GradScaler scaled (the loss is recorded unscaled), and end
-        the iteration whose step it skips for Inf/NaN gradients."""
-        scaler_class = torch.amp.GradScaler
-        original_scale, original_step = scaler_class.scale, scaler_class.step
-        watch_ref = self
-
-        def scale(scaler, outputs):
-            scaled = original_scale(scaler, outputs)
-            if isinstance(scaled, torch.Tensor) and scaler.is_enabled():
-                watch_ref._scaled = (weakref.ref(scaled), scaler)
-            return scaled
-
-        def step(scaler, optimizer, *args, **kwargs):
-            steps = watch_ref._steps_seen
-            result = original_step(scaler, optimizer, *args, **kwargs)
-            if (watch_ref._active and optimizer is watch_ref.optimizer
-                    and watch_ref._steps_seen == steps and watch_ref._current.backwards):
-                watch_ref._skipped_step()
-            return result
-
-        scale.__wrapped__, step.__wrapped__ = original_scale, original_step
-        scaler_class.scale, scaler_class.step = scale, step
-
-        def restore():
-            scaler_class.scale, scaler_class.step = original_scale, original_step
-
-        self._restore.append(restore)
-
-    def _install_signal(self) -> None:
-        usr1 = getattr(signal, "SIGUSR1", None)
-        if usr1 is None or threading.current_thread() is not threading.main_thread():
-            return
-        previous = signal.getsignal(usr1)
-        if "signal" not in self.break_on and previous not in (signal.SIG_DFL, None):
-            return  # the program handles SIGUSR1 itself (a SLURM requeue, say)
-
-        def on_signal(signum, frame):
-            self._signalled = True
-
-        signal.signal(usr1, on_signal)
-        self._restore.append(lambda: signal.signal(usr1, previous))
 
     def _uninstall(self) -> None:
         try:
@@ -421,8 +337,8 @@ class Watch:
                 writer.close()
 
     # ------------------------------------------------------------- backward
-    def _watched_backward(self, tensors, gradient, retain_graph, create_graph, inputs):
-        original = self._original_backward
+    def watched_backward(self, tensors, gradient, retain_graph, create_graph, inputs):
+        original = self.original_backward
         if self._inside or not self._active:  # nested (reentrant checkpoint), or ours
             return original(tensors, gradient, retain_graph, create_graph, inputs=inputs)
         roots = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors)
@@ -483,7 +399,7 @@ class Watch:
         if self._groups_signature() != self._signature:  # add_param_group(), say
             self._track_params()
             self._current.events.append(EventRecord(
-                self.iteration + 1, "params-changed", "",
+                self.iteration + 1, EventKind.PARAMS_CHANGED, "",
                 f"the optimizer's param groups changed: {len(self._params)} parameters watched"))
         if not self._membership_checked:
             self._current.events.extend(self._auditor.membership(
@@ -496,15 +412,26 @@ class Watch:
     def _after_step(self, optimizer, args, kwargs) -> None:
         if not self._active or self._inside:
             return
-        self._steps_seen += 1
+        self.steps_seen += 1
         self._stats.after_step()
         self._end_iteration(stepped=True)
 
-    def _skipped_step(self) -> None:
+    # ------------------------------------------------------- the loop's hooks
+    def scaled(self, tensor: torch.Tensor, scaler) -> None:
+        """A GradScaler scaled ``tensor`` (the loss): it is recorded unscaled."""
+        self._scaled = (weakref.ref(tensor), scaler)
+
+    def signalled(self) -> None:
+        """SIGUSR1 arrived: break at the next backward."""
+        self._signalled = True
+
+    def step_skipped(self) -> None:
         """GradScaler found Inf/NaN gradients and skipped the step: an iteration all the same."""
+        if not self._active or not self._current.backwards:
+            return
         self._stats.before_step()
         self._current.events.append(EventRecord(
-            self.iteration + 1, "scaler-skip", "",
+            self.iteration + 1, EventKind.SCALER_SKIP, "",
             "GradScaler skipped optimizer.step(): Inf/NaN gradients at this loss scale"))
         self._current.checked = True  # expected with a scaler: no nonfinite break
         self._end_iteration(stepped=False, skipped=True)
@@ -583,7 +510,7 @@ class Watch:
         if not arising:
             return []
         names = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
-        return [EventRecord(iteration, "nonfinite-step", "",
+        return [EventRecord(iteration, EventKind.NONFINITE_STEP, "",
                             f"optimizer.step() made NaN/Inf weights: {names}")]
 
     def _spiked(self, loss: float | None, total: float | None) -> str:
@@ -613,12 +540,12 @@ class Watch:
 
     def _origin(self, loss_bad: bool) -> Origin | None:
         """Where the NaN/Inf started, on the kept graph (None when none is kept)."""
-        from gradviz.training.nan_origin import Origin, backward_origin, forward_origin
+        from gradviz.training.nan_origin import backward_origin, forward_origin
 
         kept = self._current.kept
         if kept is None or not kept.roots:
             return None
-        modules = self._spans.modules_of_graph(kept.roots) if self._spans is not None else {}
+        modules = self._spans.of_graph(kept.roots) if self._spans is not None else {}
         self._inside += 1
         try:
             if loss_bad:
@@ -626,7 +553,7 @@ class Watch:
                                       modules=modules)
             return backward_origin(kept.roots, kept.gradient, model=self.model, modules=modules)
         except (GradvizError, RuntimeError) as error:
-            return Origin("backward", None, None, None, None, None,
+            return Origin(OriginPhase.BACKWARD, None, None, None, None, None,
                           f"not found: {str(error).splitlines()[0]}")
         finally:
             self._inside -= 1
@@ -639,8 +566,7 @@ class Watch:
     def _hit(self, brk: WatchBreak, *, wanted: bool) -> None:
         """Record ``brk``'s event; if a break is ``wanted``, take it (on rank 0) or note it."""
         noted = wanted and not self._takes_breaks
-        self._writer.add_events([brk.event(
-            f"{brk.message} (noted: breaks are taken on rank 0)" if noted else None)])
+        self._writer.add_events([brk.event("noted: breaks are taken on rank 0" if noted else "")])
         if not wanted or noted:
             return
         self.breaks.append(brk)
@@ -668,7 +594,7 @@ class Watch:
         from gradviz.training.nan_origin import set_aside_grads
         from gradviz.session.session import Session
 
-        modules = self._spans.modules_of_graph(kept.roots) if self._spans is not None else {}
+        modules = self._spans.of_graph(kept.roots) if self._spans is not None else {}
         leaves = [fn.variable for fn in discover(root_nodes(kept.roots)).nodes
                   if fn.name().endswith("AccumulateGrad")]
         self._inside += 1
@@ -676,7 +602,7 @@ class Watch:
             with set_aside_grads(leaves):
                 session = Session.for_roots(kept.roots, model=self.model, gradient=kept.gradient,
                                             modules=modules, name=f"iteration {brk.iteration}")
-                pause = TrainingPause(brk, self.history(), session)
+                pause = TrainingPause(brk.info, self.history(), session)
                 try:
                     self._app(pause)
                 finally:
@@ -695,50 +621,6 @@ class Watch:
 
 
 # ------------------------------------------------------------------ helpers
-def _check_model(model) -> torch.nn.Module:
-    if not isinstance(model, torch.nn.Module):
-        got = "None" if model is None else type(model).__name__
-        raise WatchError(f"watch() needs the model being trained (a torch.nn.Module), got {got}")
-    return model
-
-
-def _check_optimizer(optimizer):
-    if optimizer is None:
-        return None
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise WatchError(f"watch()'s optimizer must be a torch.optim.Optimizer, got "
-                         f"{type(optimizer).__name__}")
-    if not any(group["params"] for group in optimizer.param_groups):
-        raise WatchError(f"the {type(optimizer).__name__} given to watch() has no parameters: "
-                         "build it from model.parameters()")
-    return optimizer
-
-
-def _check_break_on(break_on) -> tuple[str, ...]:
-    if isinstance(break_on, str):
-        break_on = (break_on,)
-    try:
-        reasons = tuple(break_on)
-    except TypeError:
-        raise WatchError(f"break_on= is a tuple of {', '.join(map(repr, BREAK_ON))}; "
-                         f"got {break_on!r}") from None
-    for reason in reasons:
-        if reason not in BREAK_ON:
-            raise WatchError(f"break_on: unknown {reason!r}; choose from "
-                             f"{', '.join(map(repr, BREAK_ON))} (and at=N for an iteration)")
-    return reasons
-
-
-def _check_on_break(on_break):
-    if on_break is None:
-        terminal = all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stdout))
-        return "app" if terminal else "report"
-    if callable(on_break) or on_break in ON_BREAK:
-        return on_break
-    raise WatchError(f"on_break= is one of {', '.join(map(repr, ON_BREAK))} or a callable; "
-                     f"got {on_break!r}")
-
-
 def _distributed() -> tuple[int, int]:
     import torch.distributed as dist
 

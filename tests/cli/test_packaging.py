@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gradviz.session.catalog import BUILTIN_NAMES, demos_folder
+from gradviz.model.catalog import BUILTIN_NAMES, demos_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 

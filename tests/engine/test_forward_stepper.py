@@ -13,7 +13,7 @@ from torch import nn
 
 import gradviz
 from gradviz import BackwardStepper, Exclusion, ForwardStepper, StepperError
-from gradviz.session.catalog import demos_folder
+from gradviz.model.catalog import demos_folder
 
 
 def no_forward_threads():

@@ -11,7 +11,7 @@ from torch.utils.checkpoint import checkpoint
 import gradviz
 from gradviz import BackwardStepper, GraphError, Pause, StepperError
 from gradviz.engine import threads as backward_threads
-from gradviz.session.catalog import BUILTIN_NAMES
+from gradviz.model.catalog import BUILTIN_NAMES
 from gradviz.graph.walk import walk_graph
 
 

@@ -9,7 +9,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 import gradviz
-from gradviz.graph.regions import CHECKPOINT, COMPILED
+from gradviz.model.node_facts import CHECKPOINT, COMPILED
 
 
 class TwoLayers(torch.nn.Module):

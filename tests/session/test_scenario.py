@@ -8,7 +8,7 @@ import torch
 
 import gradviz
 from gradviz import ScenarioError
-from gradviz.session.catalog import BUILTIN_NAMES
+from gradviz.model.catalog import BUILTIN_NAMES
 
 
 def backward(scenario):

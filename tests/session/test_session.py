@@ -44,7 +44,7 @@ def test_training_lowers_the_loss_and_zeroes_grads_each_time():
         p.grad = None
     session.scenario.run_forward()[0][0].backward()
     assert all(torch.equal(stepped[n], p.grad) for n, p in params.items())
-    assert session.step().events == [] and session.run_backward() is None  # finished stays so
+    assert session.step().ran == () and session.run_backward() is None  # finished stays so
 
 
 def test_forward_mid_backward_ends_the_old_backward():

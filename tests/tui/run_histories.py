@@ -22,5 +22,5 @@ def synthetic_history(layers: int, iterations: int, nan_at: int | None = None) -
     params = [ParamInfo(j, f"{n}.weight", n, (1,), 1, "float32", 0, False)
               for j, n in enumerate(names)]
     events = [] if nan_at is None else [
-        EventRecord(nan_at, "nonfinite", "", f"iteration {nan_at}: a gradient is NaN/Inf")]
+        EventRecord(nan_at, "nonfinite", "", "a gradient is NaN/Inf")]
     return RunHistory(info, params, rows, names, grads, ratios, events, iterations, nonfinite)

@@ -27,7 +27,7 @@ def text_of(app, selector):
 
 
 def inspector_text(app):
-    from gradviz.tui.widgets.panels import Inspector
+    from gradviz.tui.widgets.inspector import Inspector
 
     return app.query_one(Inspector).plain_text()
 
@@ -104,13 +104,13 @@ async def test_after_a_big_continue_every_node_in_sight_shows_its_gradient(tmp_p
         await press(app, pilot, "c")
         await pilot.pause(0.5)
         await settle(app, pilot)
-        assert all(key in app.graph_state.norms for key in view.visible_keys())
+        assert all(app.progress.norm_of(key) is not None for key in view.visible_keys())
         view.scroll_to(y=2000, animate=False)
         await pilot.pause(0.5)
         await settle(app, pilot)
         shown = view.visible_keys()
         assert view.row_of[shown[0]] == 2000
-        assert all(key in app.graph_state.norms for key in shown)
+        assert all(app.progress.norm_of(key) is not None for key in shown)
 
 
 async def test_the_graph_shows_the_last_node_after_continue_and_the_root_after_f():

@@ -8,7 +8,7 @@ from textual.widgets import Input, OptionList
 from gradviz.model.state import Phase
 from gradviz.tui.app import make_app
 from gradviz.tui.widgets.graph_view import GraphView
-from gradviz.tui.widgets.panels import Inspector
+from gradviz.tui.widgets.inspector import Inspector
 
 from .conftest import press, settle
 
@@ -146,7 +146,7 @@ async def test_an_error_inside_a_node_marks_it(scenario_file):
         await settle(app, pilot)
         await press(app, pilot, "c")
         assert "error: backward failed at SigmoidBackward0#0" in status(app)
-        assert app.graph_state.broken == "SigmoidBackward0#0"
+        assert app.progress.broken == "SigmoidBackward0#0"
         view = app.query_one(GraphView)
         assert view.row_key(view.cursor) == "SigmoidBackward0#0"
         await press(app, pilot, "f")  # the way on: a new forward clears it
@@ -303,7 +303,7 @@ async def test_timers_that_fire_while_quitting_do_nothing():
         await settle(app, pilot)
         await pilot.press("c")
         await settle(app, pilot)
-        assert app.events  # what the timers would draw
+        assert app.progress.done  # what the timers would draw
     app._describe_visible()
     app._draw_panels()
     app._show_busy()

@@ -3,7 +3,8 @@
 from gradviz.model.state import Phase
 from gradviz.tui.app import make_app
 from gradviz.tui.widgets.graph_view import GraphView
-from gradviz.tui.widgets.panels import ForwardLog, Inspector
+from gradviz.tui.widgets.forward_log import ForwardLog
+from gradviz.tui.widgets.inspector import Inspector
 
 from .conftest import cell, press, settle
 

@@ -24,7 +24,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from gradviz.model.run_history import AUDIT_KINDS, BREAK_KINDS, EventRecord, RunHistory
+from gradviz.model.events import BREAK_KINDS, EventKind, origin_text
+from gradviz.model.run_history import EventRecord, RunHistory, RunRecord, event_parts
 from gradviz.tui.widgets.heat_map import (FOOTER_LINES, HEADER_LINES, BandScale, HeatLayer,
                                   LayerHeatMap, LogScale)
 from gradviz.tui.widgets.run_plots import HistoryPlot
@@ -51,52 +52,28 @@ def band_of(history: RunHistory) -> tuple[float, float]:
 
 def break_iterations(history: RunHistory) -> list[int]:
     """Iterations drawn as lines on the plots: where a break was hit, first NaN/Inf too."""
-    return sorted({e.iteration for e in history.events if e.kind in ("at", "signal")}
+    return sorted({e.iteration for e in history.events
+                   if e.kind in (EventKind.AT, EventKind.SIGNAL)}
                   | ({history.first_nonfinite.iteration} if history.first_nonfinite else set()))
 
 
 def event_marks(history: RunHistory) -> dict[int, str]:
     """Iteration -> the weightiest break kind at it, for the heat maps' axis."""
-    marks: dict[int, str] = {}
-    order = {kind: rank for rank, kind in enumerate(("nonfinite", "spike", "at", "signal"))}
+    marks: dict[int, EventKind] = {}
     for event in history.events:
-        if event.kind in BREAK_KINDS:
+        if event.is_break:
             old = marks.get(event.iteration)
-            if old is None or order[event.kind] < order[old]:
+            if old is None or BREAK_KINDS.index(event.kind) < BREAK_KINDS.index(old):
                 marks[event.iteration] = event.kind
-    return marks
+    return {iteration: kind.value for iteration, kind in marks.items()}
 
 
 def event_row(event: EventRecord) -> tuple[str, str, str, str, str]:
-    """(iteration, kind, subject, detail, where) as the events table shows them: the
-    detail without what other columns say (its iteration, its subject, its origin)."""
-    detail = event.detail
-    detail = detail.removeprefix(f"iteration {event.iteration}: ")
-    if event.subject:
-        detail = detail.removeprefix(f"{event.subject}: ")
-    if event.kind in AUDIT_KINDS:  # the kind says it: "|Δ|/|p| above the band, ...: "
-        detail = detail.removeprefix(f"{AUDIT_KINDS[event.kind]}: ")
-    if event.node is not None:
-        detail = detail.split("; it started at ", 1)[0]
-    return (str(event.iteration), event.kind, event.subject, detail,
-            origin_text(event, short=True))
-
-
-def origin_text(event: EventRecord, *, short: bool = False) -> str:
-    """Where a NaN/Inf started: ``node (op) in 'module' file:line``, the op only where
-    the node's name does not say it; ``short``: the file's name without its folder."""
-    if event.node is None:
-        return ""
-    text = event.node
-    if event.op and not event.node.startswith(event.op):
-        text += f" ({event.op})"
-    if event.module:
-        text += f" in {event.module!r}"
-    elif event.module is not None:
-        text += " in the model's own forward"
-    if event.file:
-        text += f" {os.path.basename(event.file) if short else event.file}:{event.line}"
-    return text
+    """(iteration, kind, subject, detail, where) as the events table shows them: each
+    field of the event in its column, the file of its origin without its folder."""
+    kind = event.kind.value if isinstance(event.kind, EventKind) else event.kind
+    where = "" if event.origin is None else origin_text(event.origin, short=True)
+    return (str(event.iteration), kind, event.subject, event.detail, where)
 
 
 def headline(history: RunHistory, source: str = "") -> Text:
@@ -119,12 +96,12 @@ def headline(history: RunHistory, source: str = "") -> Text:
     first = history.first_nonfinite
     if first is not None:
         text.append("\nfirst NaN/Inf: ", "bold #ff5f87")
-        text.append(f"iteration {first.iteration}, {event_row(first)[3]}")
-        if first.node is not None:
-            text.append(f"; it started at {origin_text(first)}")
-        if first.node is None and "origin" not in first.detail:
+        text.append(f"iteration {first.iteration}, {first.detail}")
+        if first.origin is None:
             text.append(" · origin not traced (break_on 'nonfinite' or nan_origin=True "
                         "traces it)", "grey62")
+        else:
+            text.append(f"; {event_parts(first)[2]}")
     return text
 
 
@@ -215,13 +192,10 @@ class RunView(Vertical):
         if index is None or not 0 <= index < len(self._events):
             line.update("")
             return
-        event = self._events[index]
-        iteration, kind, subject, detail, _ = event_row(event)
-        text = Text(f"iteration {iteration} · {kind}", "bold")
-        text.append(f" · {subject}" if subject else "", "bold")
-        text.append(f": {detail}")
-        if event.node is not None:
-            text.append(f"; it started at {origin_text(event)}", "grey70")
+        head, words, where = event_parts(self._events[index])
+        text = Text(head, "bold")
+        text.append(f": {words}" if words else "")
+        text.append(f"; {where}" if where else "", "grey70")
         line.update(text)
 
     def on_data_table_row_highlighted(self, message: DataTable.RowHighlighted) -> None:
@@ -303,18 +277,9 @@ def make_record_app(path: str | os.PathLike, run: int | None = None) -> RunRecor
     """The app on the record at ``path`` (its latest run, or ``run``), for the CLI and
     the tests; the file is read here, so a bad one raises a one-line RecordError
     before anything takes the screen."""
-    from gradviz.model.run_history import RunRecord
-
     with RunRecord(path) as record:
         history = record.history(run, points=VIEW_POINTS)
     return RunRecordApp(history, source=str(path))
-
-
-def run_record_app(path: str | os.PathLike, run: int | None = None) -> int:
-    """Show the record at ``path`` in this terminal until closed; the exit code."""
-    app = make_record_app(path, run)
-    app.run()
-    return app.return_code or 0
 
 
 def _cut(text: str, width: int) -> str:

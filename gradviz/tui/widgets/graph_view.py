@@ -1,4 +1,4 @@
-"""GraphView: the autograd graph, one row per node, drawn with lanes (see core.layout).
+"""GraphView: the autograd graph, one row per node, drawn with lanes (see model.layout).
 
 A Line API widget (``ScrollView.render_line``): only the visible rows are built,
 so a 6,000-node LSTM scrolls as fast as the tutorial's six nodes. Modules can be
@@ -9,7 +9,6 @@ followed.
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass, field
 
 import networkx as nx
 from rich.segment import Segment
@@ -23,34 +22,13 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from gradviz.model.layout import GROUP, LEFT, NODE, RIGHT, GraphLayout, Row, cell_char
+from gradviz.model.progress import BackwardProgress, NodeState, group_progress
 
 
-DONE, READY, PENDING, WAITING, BROKEN, NEW = "done", "ready", "pending", "waiting", "broken", "new"
-_GLYPH = {DONE: ("●", "green"), READY: ("◉", "yellow"), PENDING: ("▶", "bold reverse magenta"),
-          WAITING: ("○", "grey50"), BROKEN: ("✖", "bold red"), NEW: ("✚", "bold magenta")}
-
-
-@dataclass
-class GraphState:
-    """What the engine has done so far, as the graph view shows it."""
-
-    done: set[str] = field(default_factory=set)
-    ready: set[str] = field(default_factory=set)
-    pending: str | None = None
-    broken: str | None = None  # where a NaN started, or where backward raised
-    norms: dict[str, float] = field(default_factory=dict)  # |grad sent| per run node
-    new: frozenset[str] = frozenset()  # nodes the last forward operation recorded
-
-    def of(self, key: str) -> str:
-        if key == self.broken:
-            return BROKEN
-        if key in self.new:
-            return NEW
-        if key == self.pending:
-            return PENDING
-        if key in self.done:
-            return DONE
-        return READY if key in self.ready else WAITING
+#: Each node state's glyph and style in the graph (the help screen's legend says them).
+GLYPHS = {NodeState.DONE: ("●", "green"), NodeState.READY: ("◉", "yellow"),
+          NodeState.PENDING: ("▶", "bold reverse magenta"), NodeState.WAITING: ("○", "grey50"),
+          NodeState.BROKEN: ("✖", "bold red"), NodeState.NEW: ("✚", "bold magenta")}
 
 
 class GraphView(ScrollView, can_focus=True):
@@ -95,7 +73,7 @@ class GraphView(ScrollView, can_focus=True):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.graph = nx.DiGraph()
-        self.state = GraphState()
+        self.progress = BackwardProgress()  # what ran on it: read as rows are drawn
         self.rows: list[Row] = []
         self.members: dict[str, list[str]] = {}  # row key -> original nodes in it
         self.row_of: dict[str, int] = {}  # original node -> row index
@@ -114,9 +92,11 @@ class GraphView(ScrollView, can_focus=True):
         self._strips.clear()
         self.refresh()
 
-    def show_state(self, state: GraphState, changed: set[str] | None = None) -> None:
-        """Show ``state``; ``changed`` (node keys) limits the rows redrawn, None redraws all."""
-        self.state = state
+    def show_progress(self, progress: BackwardProgress,
+                      changed: set[str] | frozenset[str] | None = None) -> None:
+        """Show ``progress``; ``changed`` (node keys) limits the rows redrawn, None redraws
+        all."""
+        self.progress = progress
         if changed is None:
             self._strips.clear()
             self.refresh()
@@ -130,8 +110,8 @@ class GraphView(ScrollView, can_focus=True):
                     strips.pop(row, None)
                     if top <= row < bottom:  # rows out of sight are drawn when scrolled to
                         self.refresh_line(row)
-        if self.follow and state.pending in self.row_of:
-            self._move_to(self.row_of[state.pending], announce=False)
+        if self.follow and progress.pending in self.row_of:
+            self._move_to(self.row_of[progress.pending], announce=False)
 
     def row_key(self, index: int) -> str | None:
         return self.rows[index].node if 0 <= index < len(self.rows) else None
@@ -216,7 +196,7 @@ class GraphView(ScrollView, can_focus=True):
         key = row.node
         text = Text(no_wrap=True, overflow="ellipsis")
         state = self._row_state(key)
-        glyph, style = _GLYPH[state]
+        glyph, style = GLYPHS[state]
         for lane, cell in enumerate(row.cells):
             if cell & NODE:
                 text.append(glyph, style)
@@ -228,25 +208,21 @@ class GraphView(ScrollView, can_focus=True):
         text.append_text(self._label(key, state))
         return text
 
-    def _row_state(self, key: str) -> str:
+    def _row_state(self, key: str) -> NodeState:
         if not key.startswith(GROUP):
-            return self.state.of(key)
-        states = {self.state.of(k) for k in self.members.get(key, ())}
-        for state in (BROKEN, NEW, PENDING, READY):
-            if state in states:
-                return state
-        return DONE if states == {DONE} else WAITING
+            return self.progress.state_of(key)
+        return group_progress(self.progress, self.members.get(key, ())).state
 
-    def _label(self, key: str, state: str) -> Text:
+    def _label(self, key: str, state: NodeState) -> Text:
         if key.startswith(GROUP):
-            members = self.members.get(key, [])
-            run = sum(1 for k in members if k in self.state.done)
+            group = group_progress(self.progress, self.members.get(key, ()))
             return Text.assemble(("▸ ", "bold"), (key.removeprefix(GROUP), "bold cyan"),
-                                 (f"  {_count(len(members), 'node')}, {run} run", "grey62"))
+                                 (f"  {_count(group.members, 'node')}, {group.run} run",
+                                  "grey62"))
         attrs = self.graph.nodes[key]
         label = Text()
         if attrs["kind"] == "op":
-            label.append(attrs["op"], "bold" if state == PENDING else "")
+            label.append(attrs["op"], "bold" if state is NodeState.PENDING else "")
             if attrs.get("module"):
                 label.append(f"  {attrs['module']}", "cyan")
         else:
@@ -254,9 +230,9 @@ class GraphView(ScrollView, can_focus=True):
             label.append("  " + ("parameter" if attrs["kind"] == "param" else "leaf"), "grey50")
         if attrs.get("shape") is not None:
             label.append(f"  {tuple(attrs['shape'])}", "grey62")
-        norm = self.state.norms.get(key)
+        norm = self.progress.norm_of(key)
         if norm is not None:
-            label.append(f"  |g|={norm:.3g}", "red" if state == BROKEN else "green")
+            label.append(f"  |g|={norm:.3g}", "red" if state is NodeState.BROKEN else "green")
         return label
 
 

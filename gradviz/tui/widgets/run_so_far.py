@@ -9,8 +9,6 @@ and the break's attributes); the "stop training" action itself is the app's.
 
 from __future__ import annotations
 
-import math
-import os
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -18,51 +16,39 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
+from gradviz.model.events import BreakInfo, EventKind, number_text, origin_text
 from gradviz.tui.widgets.run_plots import HistoryPlot
 
 if TYPE_CHECKING:
     from gradviz.model.run_history import RunHistory
-    from gradviz.training.breaks import WatchBreak
 
 #: What the break's keys do, as the panel's subtitle says it (the app binds them).
 KEYS_HINT = "q resume training · x stop it · r whole run"
 
 
-def break_text(brk: WatchBreak) -> Text:
+def break_text(brk: BreakInfo) -> Text:
     """The break in a few short lines: the reason and detail, the loss and gradient
     norm it saw, where a NaN/Inf started (the iteration is in the panel's title)."""
     text = Text()
-    text.append(brk.reason, "bold #ff5f87" if brk.reason == "nonfinite" else "bold yellow")
+    reason = brk.reason.value if isinstance(brk.reason, EventKind) else str(brk.reason)
+    text.append(reason, "bold #ff5f87" if brk.reason == EventKind.NONFINITE else "bold yellow")
     text.append(f": {brk.detail}")
     values = []
     if brk.loss is not None:
-        values.append(f"loss {_number(brk.loss)}")
+        values.append(f"loss {number_text(brk.loss)}")
     if brk.grad_norm is not None:
-        values.append(f"total |grad| {_number(brk.grad_norm)}")
+        values.append(f"total |grad| {number_text(brk.grad_norm)}")
     if values:
         text.append(f" · {' · '.join(values)}", "grey70")
-    if brk.node is not None:
+    origin = brk.origin
+    if origin is not None and origin.found:
         text.append("\nstarted at ", "grey70")
-        text.append(brk.node, "bold")
-        if brk.op and not brk.node.startswith(brk.op):
-            text.append(f" ({brk.op})")
-        if brk.module:
-            text.append(f" in {brk.module!r}")
-        elif brk.module is not None:
-            text.append(" in the model's own forward")
-        if brk.file:
-            text.append(f" · {os.path.basename(brk.file)}:{brk.line}", "grey70")
-    elif brk.origin is not None:
-        text.append(f"\norigin not found: {brk.origin.detail}", "grey70")
+        text.append(origin_text(origin, short=True))
+    elif origin is not None:
+        text.append(f"\norigin not found: {origin.detail}", "grey70")
     if brk.rank:
         text.append(f" · rank {brk.rank}", "grey70")
     return text
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    return f"{value:.4g}" if math.isfinite(value) else "Inf"
 
 
 class RunSoFar(Vertical):
@@ -78,7 +64,7 @@ class RunSoFar(Vertical):
         self.border_title = "the run so far"
         self.border_subtitle = KEYS_HINT
 
-    def show(self, history: RunHistory, brk: WatchBreak) -> None:
+    def show(self, history: RunHistory, brk: BreakInfo) -> None:
         """``history``: the iterations before the break (``TrainingPause.history``);
         ``brk``: the break (``TrainingPause.brk``)."""
         self.query_one("#run-so-far-reason", Static).update(break_text(brk))

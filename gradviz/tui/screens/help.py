@@ -1,4 +1,4 @@
-"""Screens over the main one: the help, and the scenario picker."""
+"""The help screen: every key, and the legend of the graph's glyphs."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, OptionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Static
+
+from gradviz.model.progress import NodeState
+from gradviz.tui.widgets.graph_view import GLYPHS
 
 HELP_KEYS = [
     ("n / space", "step: run the next autograd node in PyTorch's engine "
@@ -33,11 +35,12 @@ HELP_KEYS = [
     ("q", "quit"),
 ]
 
-LEGEND = [("▶", "bold reverse magenta", "the node the engine waits at"),
-          ("◉", "yellow", "ready: all its gradients have arrived"),
-          ("●", "green", "done"), ("○", "grey50", "waiting for gradients"),
-          ("✖", "bold red", "where a NaN/Inf started, or where backward failed"),
-          ("✚", "bold magenta", "recorded by the forward operation that just ran")]
+#: What each node glyph of the graph means, in the order the legend lists them.
+LEGEND = [(NodeState.PENDING, "the node the engine waits at"),
+          (NodeState.READY, "ready: all its gradients have arrived"),
+          (NodeState.DONE, "done"), (NodeState.WAITING, "waiting for gradients"),
+          (NodeState.BROKEN, "where a NaN/Inf started, or where backward failed"),
+          (NodeState.NEW, "recorded by the forward operation that just ran")]
 
 
 class HelpScreen(ModalScreen[None]):
@@ -51,7 +54,8 @@ class HelpScreen(ModalScreen[None]):
         for key, what in HELP_KEYS:
             keys.add_row(key, what)
         legend = Text()
-        for glyph, style, what in LEGEND:
+        for state, what in LEGEND:
+            glyph, style = GLYPHS[state]
             legend.append(f"  {glyph} ", style)
             legend.append(f"{what}\n")
         with VerticalScroll(id="help"):
@@ -59,32 +63,3 @@ class HelpScreen(ModalScreen[None]):
                                        ("   escape closes, ↑ ↓ scroll", "grey50")))
             yield Static(keys)
             yield Static(legend)
-
-
-class PickerScreen(ModalScreen[str | None]):
-    """Choose a built-in demo, or type the path of a scenario file (tab reaches it)."""
-
-    BINDINGS = [Binding("escape", "dismiss(None)", "close")]
-    AUTO_FOCUS = "#demos"
-
-    def __init__(self, scenarios: list[tuple[str, str]]) -> None:
-        super().__init__()
-        self.scenarios = scenarios
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="picker"):
-            yield Label(Text("gradviz: choose a scenario (enter), or tab to type a file's path",
-                             "bold"))
-            yield OptionList(*[Option(Text.assemble((name, "bold cyan"), "\n  ",
-                                                    (description, "grey70")), id=name)
-                               for name, description in self.scenarios], id="demos")
-            yield Label("or open a scenario file (.py defining build()):")
-            yield Input(placeholder="path/to/scenario.py", id="path")
-            yield Label(Text("escape closes", "grey50"))
-
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.value.strip():
-            self.dismiss(event.value.strip())

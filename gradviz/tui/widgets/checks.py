@@ -1,0 +1,29 @@
+"""The scenario's checks, after backward: pass or FAIL, and what each saw."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from gradviz.model.views import CheckResult
+
+
+class ChecksPanel(Static):
+    """Each check of the scenario: pending until backward ends, then pass or FAIL."""
+
+    def show_checks(self, checks: list[CheckResult], expected: list[str]) -> None:
+        if not expected:
+            self.update(Text("no checks in this scenario", "grey50"), layout=False)
+            return
+        text = Text("checks\n", "bold")
+        results = {c.name: c for c in checks}
+        for name in expected:
+            result = results.get(name)
+            if result is None:
+                text.append("  …  ", "grey50")
+                text.append(f"{name}  (after backward)\n", "grey50")
+            else:
+                text.append(" pass " if result.passed else " FAIL ",
+                            "bold black on green" if result.passed else "bold white on red")
+                text.append(f" {name} {result.detail}\n")
+        self.update(text, layout=False)
