@@ -53,11 +53,11 @@ _EXPORTS = {
     "WatchBreak": "gradviz.training.breaks",
     "WatchError": "gradviz.training.options",
     "TrainingStopped": "gradviz.training.breaks",
-    "TrainingPause": "gradviz.model.events",
-    "WatchReport": "gradviz.model.run_report",
-    "RunRecord": "gradviz.model.run_history",
-    "RunHistory": "gradviz.model.run_history",
-    "RecordError": "gradviz.model.record_schema",
+    "TrainingPause": "gradviz.model.runs.events",
+    "WatchReport": "gradviz.model.runs.report",
+    "RunRecord": "gradviz.model.runs.history",
+    "RunHistory": "gradviz.model.runs.history",
+    "RecordError": "gradviz.model.runs.schema",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -97,14 +97,14 @@ if TYPE_CHECKING:
     from gradviz.graph.record import Recording, record
     from gradviz.session.session import Session
     from gradviz.show import show
-    from gradviz.model.record_schema import RecordError
-    from gradviz.model.run_history import RunHistory, RunRecord
+    from gradviz.model.runs.schema import RecordError
+    from gradviz.model.runs.history import RunHistory, RunRecord
     from gradviz.show import watch
     from gradviz.training.options import WatchError
     from gradviz.training.watch import Watch
-    from gradviz.model.events import TrainingPause
+    from gradviz.model.runs.events import TrainingPause
     from gradviz.training.breaks import TrainingStopped, WatchBreak
-    from gradviz.model.run_report import WatchReport
+    from gradviz.model.runs.report import WatchReport
     from gradviz.model.views import CheckResult
     from gradviz.session.scenario import (
         Scenario,

@@ -157,7 +157,7 @@ def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "demo" and scenario not in BUILTIN_NAMES:
         parser.error(f"no demo named {scenario!r}: choose one of {', '.join(BUILTIN_NAMES)}")
     # Arguments fail here, in one line, before the app takes the screen.
-    from gradviz.model.record_schema import looks_like_record
+    from gradviz.model.runs.schema import looks_like_record
 
     if args.command == "open" and looks_like_record(scenario):  # gradviz.watch's record
         from gradviz.tui.screens.run_view import make_record_app  # no torch: a record is plain data
@@ -381,8 +381,8 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from rich.console import Console
     from rich.table import Table
 
-    from gradviz.model.run_history import RunRecord
-    from gradviz.model.run_report import REPORT_POINTS, WatchReport
+    from gradviz.model.runs.history import RunRecord
+    from gradviz.model.runs.report import REPORT_POINTS, WatchReport
 
     with RunRecord(args.record) as record:
         report = WatchReport(record.history(args.run, points=REPORT_POINTS), source=args.record)

@@ -15,7 +15,7 @@ import torch
 from gradviz.graph.record import recorded_modules
 from gradviz.session.session import Session
 from gradviz.training import watch as training_watch
-from gradviz.model.events import TrainingPause
+from gradviz.model.runs.events import TrainingPause
 
 
 def show(

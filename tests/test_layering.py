@@ -69,7 +69,7 @@ def test_nothing_below_the_app_imports_textual():
     modules = imported_after(
         "import gradviz.graph.walk, gradviz.graph.record, gradviz.graph.export, "
         "gradviz.session.scenario, gradviz.session.session, gradviz.engine.forward, "
-        "gradviz.engine.why_no_grad, gradviz.training.watch, gradviz.model.run_history")
+        "gradviz.engine.why_no_grad, gradviz.training.watch, gradviz.model.runs.history")
     assert "torch" in modules and "textual" not in modules
 
 

@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 
 from gradviz.training.iteration_stats import Measurement
-from gradviz.model.record_schema import (
+from gradviz.model.runs.schema import (
     FROZEN,
     MOVED,
     NO_GRAD,
@@ -29,8 +29,8 @@ from gradviz.model.record_schema import (
     NOT_IN_OPTIMIZER,
     ZERO_GRAD,
 )
-from gradviz.model.events import EventKind
-from gradviz.model.run_history import EventRecord
+from gradviz.model.runs.events import EventKind
+from gradviz.model.runs.history import EventRecord
 
 IN_A_ROW = 10
 

@@ -1,7 +1,7 @@
 """A :func:`gradviz.watch` break as the loop meets it: raised, given to a callable, or
 ending training from the app.
 
-The break itself is plain data (:class:`~gradviz.model.events.BreakInfo`): what the
+The break itself is plain data (:class:`~gradviz.model.runs.events.BreakInfo`): what the
 record stores, the report and the app's break panel read. :class:`WatchBreak` is that
 data as an exception (``on_break="raise"``); :class:`TrainingStopped` is raised in the
 loop after the app's "stop training".
@@ -10,15 +10,15 @@ loop after the app's "stop training".
 from __future__ import annotations
 
 from gradviz.errors import GradvizError
-from gradviz.model.events import BreakInfo, EventKind, Origin
-from gradviz.model.run_history import EventRecord
+from gradviz.model.runs.events import BreakInfo, EventKind, Origin
+from gradviz.model.runs.history import EventRecord
 
 
 class WatchBreak(GradvizError):
     """A breakpoint of :func:`watch` was hit (raised with ``on_break="raise"``).
 
     ``reason``: "at", "nonfinite", "spike" or "signal" (an
-    :class:`~gradviz.model.events.EventKind`). For "nonfinite", where the NaN/Inf
+    :class:`~gradviz.model.runs.events.EventKind`). For "nonfinite", where the NaN/Inf
     started: ``node`` (its graph key), ``op``, ``module``, and the ``file`` and ``line``
     of the user's code; ``phase`` says whether backward made it or the loss was already
     NaN/Inf (forward). ``info`` is all of it as plain data; ``str()`` is one line.

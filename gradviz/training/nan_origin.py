@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from gradviz.graph.walk import ACCUMULATE_GRAD, walk_graph
-from gradviz.model.events import Origin, OriginPhase
+from gradviz.model.runs.events import Origin, OriginPhase
 from gradviz.engine.backward import BackwardStepper
 from gradviz.engine.events import StepEvent
 

@@ -3,7 +3,7 @@
 A committed iteration is in the WAL before ``optimizer.step()`` returns, so a process
 killed with ``kill -9`` leaves every iteration before the one it was in. Several
 processes (the ranks of one job on one host) can write one file; each watch is a row
-of ``runs``. The format is :mod:`gradviz.model.record_schema`.
+of ``runs``. The format is :mod:`gradviz.model.runs.schema`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from gradviz.model.record_schema import APPLICATION_ID, SCHEMA, SCHEMA_VERSION, RecordError
-from gradviz.model.run_history import (
+from gradviz.model.runs.schema import APPLICATION_ID, SCHEMA, SCHEMA_VERSION, RecordError
+from gradviz.model.runs.history import (
     EventRecord,
     IterationRecord,
     ParamInfo,

@@ -21,7 +21,7 @@ Per iteration it measures (:mod:`gradviz.training.iteration_stats`, one host syn
 loss, the wall time, the total gradient norm and, per parameter, the gradient norm,
 the parameter and update norms, |Δ|/|p| and flags; runs the audits
 (:mod:`gradviz.training.audits`); checks the breakpoints; and commits it all to the
-record (:mod:`gradviz.model.run_history`) in one transaction.
+record (:mod:`gradviz.model.runs.history`) in one transaction.
 
 Breakpoints: ``at=N``; ``"nonfinite"`` (the loss or a gradient NaN/Inf, checked before
 ``optimizer.step()`` so that the weights are still clean when it breaks);
@@ -65,11 +65,11 @@ from gradviz.training.options import (
     check_spike,
     check_update_sample,
 )
-from gradviz.model.run_history import EventRecord, IterationRecord, ParamInfo, RunHistory, RunRecord
+from gradviz.model.runs.history import EventRecord, IterationRecord, ParamInfo, RunHistory, RunRecord
 from gradviz.training.record_writer import RecordWriter, check_record_path
-from gradviz.model.events import EventKind, Origin, OriginPhase, TrainingPause
+from gradviz.model.runs.events import EventKind, Origin, OriginPhase, TrainingPause
 from gradviz.training.breaks import TrainingStopped, WatchBreak
-from gradviz.model.run_report import REPORT_POINTS, WatchReport
+from gradviz.model.runs.report import REPORT_POINTS, WatchReport
 
 
 #: Iterations kept in memory when ``record=None``.
@@ -223,7 +223,7 @@ class Watch:
         self.watched_backward(loss, gradient, retain_graph, create_graph, inputs)
 
     def history(self, *, last: int | None = None, points: int | None = None) -> RunHistory:
-        """The run so far as plain data (:class:`~gradviz.model.run_history.RunHistory`)."""
+        """The run so far as plain data (:class:`~gradviz.model.runs.history.RunHistory`)."""
         if self._writer is None:
             raise WatchError("this watch has not started: use it as `with gradviz.watch(...)`")
         if self._writer.closed:

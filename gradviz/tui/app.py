@@ -47,7 +47,7 @@ from gradviz.tui.widgets.plots import GradFlow, LossPlot
 from gradviz.tui.widgets.run_so_far import RunSoFar
 
 if TYPE_CHECKING:
-    from gradviz.model.events import TrainingPause
+    from gradviz.model.runs.events import TrainingPause
 
 #: ``c`` on a graph up to this many nodes is spread over ANIMATE_SECONDS to be watched.
 ANIMATE_UP_TO = 2000

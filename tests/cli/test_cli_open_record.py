@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from gradviz.model.record_schema import looks_like_record
+from gradviz.model.runs.schema import looks_like_record
 
 RECORD = """
 import sys, torch

@@ -40,4 +40,8 @@ def test_a_built_wheel_carries_the_demos_and_the_styles(tmp_path):
     for name in BUILTIN_NAMES:
         assert f"gradviz/demos/{name.replace('-', '_')}.py" in names, name
     assert "gradviz/tui/app.tcss" in names
+    packages = {str(init.parent.relative_to(ROOT)) for init in (ROOT / "gradviz").rglob(
+        "__init__.py")}
+    assert all(f"{package}/__init__.py" in names for package in packages), (
+        "a package is missing from [tool.setuptools] packages in pyproject.toml")
     assert not any(n.startswith(("tests/", "benchmarks/", "demos/")) for n in names)

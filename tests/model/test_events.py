@@ -2,8 +2,8 @@
 
 import sqlite3
 
-from gradviz.model.events import BreakInfo, EventKind, Origin, OriginPhase, origin_text
-from gradviz.model.run_history import EventRecord, RunRecord, event_text
+from gradviz.model.runs.events import BreakInfo, EventKind, Origin, OriginPhase, origin_text
+from gradviz.model.runs.history import EventRecord, RunRecord, event_text
 
 ORIGIN = Origin(OriginPhase.BACKWARD, "SqrtBackward0#0", "SqrtBackward0", "abs",
                 "/home/me/train.py", 27, "SqrtBackward0 made a NaN/Inf gradient out of finite ones")
@@ -66,3 +66,12 @@ def test_a_schema_1_record_is_still_read(tmp_path):
     first = history.first_nonfinite
     assert first.kind is EventKind.NONFINITE and first.node == "SqrtBackward0#0"
     assert first.origin.file == "train.py" and first.origin.phase is None
+
+
+def test_the_readme_shows_the_schema_the_code_writes():
+    from pathlib import Path
+
+    from gradviz.model.runs.schema import SCHEMA
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert SCHEMA.strip() in readme

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import gradviz
-from gradviz.model.run_history import RunRecord
+from gradviz.model.runs.history import RunRecord
 
 
 class NaiveAbs(nn.Module):

@@ -2,7 +2,7 @@
 
 import math
 
-from gradviz.model.run_history import EventRecord, IterationRecord, ParamInfo, RunHistory, RunInfo
+from gradviz.model.runs.history import EventRecord, IterationRecord, ParamInfo, RunHistory, RunInfo
 
 
 def synthetic_history(layers: int, iterations: int, nan_at: int | None = None) -> RunHistory:

@@ -4,7 +4,7 @@ import math
 
 from textual.app import App, ComposeResult
 
-from gradviz.model.events import Origin
+from gradviz.model.runs.events import Origin
 from gradviz.training.breaks import WatchBreak
 from gradviz.tui.widgets.run_plots import HistoryPlot
 from gradviz.tui.widgets.run_so_far import RunSoFar

@@ -9,7 +9,7 @@ from textual.app import App
 from torch import nn
 
 import gradviz
-from gradviz.model.run_history import RunRecord
+from gradviz.model.runs.history import RunRecord
 from gradviz.tui.widgets.heat_map import MISSING, NONFINITE, LayerHeatMap
 from gradviz.tui.widgets.run_plots import HistoryPlot
 from gradviz.tui.screens.run_view import CSS_PATH as RUN_VIEW_CSS

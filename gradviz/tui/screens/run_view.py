@@ -1,6 +1,6 @@
 """RunView: a training run recorded by :func:`gradviz.watch`, on one screen.
 
-From a :class:`~gradviz.model.run_history.RunHistory` (plain data: this module
+From a :class:`~gradviz.model.runs.history.RunHistory` (plain data: this module
 reads no file and imports no torch): the loss and the total gradient norm over
 iterations, the gradient norm of every layer and its update ratio |Δ|/|p| against
 the band as heat maps (layers x iterations), and the events and audits in a
@@ -24,8 +24,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from gradviz.model.events import BREAK_KINDS, EventKind, origin_text
-from gradviz.model.run_history import EventRecord, RunHistory, RunRecord, event_parts
+from gradviz.model.runs.events import BREAK_KINDS, EventKind, origin_text
+from gradviz.model.runs.history import EventRecord, RunHistory, RunRecord, event_parts
 from gradviz.tui.widgets.heat_map import (FOOTER_LINES, HEADER_LINES, BandScale, HeatLayer,
                                   LayerHeatMap, LogScale)
 from gradviz.tui.widgets.run_plots import HistoryPlot

@@ -16,11 +16,11 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from gradviz.model.events import BreakInfo, EventKind, number_text, origin_text
+from gradviz.model.runs.events import BreakInfo, EventKind, number_text, origin_text
 from gradviz.tui.widgets.run_plots import HistoryPlot
 
 if TYPE_CHECKING:
-    from gradviz.model.run_history import RunHistory
+    from gradviz.model.runs.history import RunHistory
 
 #: What the break's keys do, as the panel's subtitle says it (the app binds them).
 KEYS_HINT = "q resume training · x stop it · r whole run"

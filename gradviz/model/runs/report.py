@@ -11,8 +11,8 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime
 
-from gradviz.model.events import EventKind, origin_text
-from gradviz.model.run_history import EventRecord, RunHistory
+from gradviz.model.runs.events import EventKind, origin_text
+from gradviz.model.runs.history import EventRecord, RunHistory
 
 #: Rows shown per table; the rest are counted in its note.
 ROWS_SHOWN = 12

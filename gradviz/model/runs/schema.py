@@ -1,7 +1,7 @@
 """The training record's file format: an SQLite file with :data:`SCHEMA` (also in the README).
 
 Shared by its writing side (:mod:`gradviz.training.record_writer`) and its reading side
-(:mod:`gradviz.model.run_history`). SQLite has no NaN: a NaN is stored as NULL.
+(:mod:`gradviz.model.runs.history`). SQLite has no NaN: a NaN is stored as NULL.
 """
 
 from __future__ import annotations

@@ -195,7 +195,7 @@ class TrainingPause:
     ``session`` is paused before the first node of the iteration's own graph, to be
     stepped again on set-aside gradients (the user's ``.grad`` is put back when the
     app closes; the optimizer is left out: the loop steps it). ``history`` is the run
-    so far (a :class:`~gradviz.model.run_history.RunHistory`). The app's "stop
+    so far (a :class:`~gradviz.model.runs.history.RunHistory`). The app's "stop
     training" action calls :meth:`request_stop`; when the app has closed, the watch
     raises :class:`gradviz.TrainingStopped` in the loop.
     """

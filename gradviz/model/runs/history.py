@@ -24,8 +24,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gradviz.model.events import EventKind, Origin, OriginPhase, origin_text
-from gradviz.model.record_schema import (
+from gradviz.model.runs.events import EventKind, Origin, OriginPhase, origin_text
+from gradviz.model.runs.schema import (
     APPLICATION_ID,
     NO_GRAD,
     NONFINITE_GRAD,
@@ -99,7 +99,7 @@ class EventRecord:
 
     @property
     def where(self) -> str:
-        """Where its NaN/Inf started (:func:`~gradviz.model.events.origin_text`), or ''."""
+        """Where its NaN/Inf started (:func:`~gradviz.model.runs.events.origin_text`), or ''."""
         return "" if self.origin is None else origin_text(self.origin)
 
     # the origin's fields, flat, None without one
