@@ -43,17 +43,20 @@ class Auditor:
         self.names: list[str] = []
         self.layers: list[str] = []
         self.in_optimizer: list[bool] = []
+        self.orphans: set[int] = set()
         self._zero_runs: list[int] = []
         self._band_runs: dict[tuple[str, str], int] = {}  # (kind, layer) -> steps in a row
         self._seen: set[tuple[str, str]] = set()
         self._layer_members: dict[str, list[int]] = {}
 
     def set_params(self, names: Sequence[str], layers: Sequence[str],
-                   in_optimizer: Sequence[bool]) -> None:
-        """The parameters audited, by index; indices already known keep their history."""
+                   in_optimizer: Sequence[bool], orphans: Sequence[int] = ()) -> None:
+        """The parameters audited, by index; indices already known keep their history.
+        ``orphans``: parameters the model no longer has (replaced): no gradient is expected."""
         self.names = list(names)
         self.layers = list(layers)
         self.in_optimizer = list(in_optimizer)
+        self.orphans = set(orphans)
         self._zero_runs += [0] * (len(self.names) - len(self._zero_runs))
         self._layer_members = {}
         for index, layer in enumerate(self.layers):
@@ -106,7 +109,8 @@ class Auditor:
                 yield from self._maybe(iteration, "moved-without-grad", name, f"|Δ| {update:.3g}")
             elif flags & ZERO_GRAD:
                 yield from self._maybe(iteration, "moved-zero-grad", name, f"|Δ| {update:.3g}")
-        if flags & NO_GRAD and not flags & (FROZEN | NOT_IN_OPTIMIZER):
+        if flags & NO_GRAD and not flags & (FROZEN | NOT_IN_OPTIMIZER) \
+                and index not in self.orphans:
             yield from self._maybe(iteration, "no-grad", name, "")
         if self._zero_runs[index] == IN_A_ROW:
             yield from self._maybe(iteration, "zero-grad-run", name,

@@ -40,9 +40,10 @@ class Measurement:
     """One iteration's numbers as plain floats, in the tracked parameters' order."""
 
     loss: float | None  # None: no backward gave a scalar loss
-    grad_norms: list[float | None]  # None: no gradient
+    grad_norms: list[float | None]  # None: no gradient; as backward made them (before clipping)
     param_norms: list[float] | None = None  # before the step; None until read
     update_norms: list[float] | None = None
+    clipped_norms: list[float | None] | None = None  # what the step saw, when the loop clipped
 
 
 class _Group:
@@ -87,6 +88,12 @@ class IterationStats:
         self._by_device: dict[torch.device, list[int]] = {}
         self._losses: dict[torch.device, torch.Tensor] = {}
         self._grad_norms: list[tuple[torch.device, list[int], torch.Tensor]] = []
+        # Clipping: the norms read just before the loop changed its gradients, and how it
+        # changed them (a coefficient per parameter, or "read them again").
+        self._before_clip: list[tuple[torch.device, list[int], torch.Tensor]] | None = None
+        self._clip_coefficients: dict[int, torch.Tensor] = {}
+        self._clip_unknown = False
+        self._clipped_norms: list[tuple[torch.device, list[int], torch.Tensor]] = []
         self._grads_read: Measurement | None = None
         self._stepped = False
         self.set_params(params)
@@ -104,11 +111,69 @@ class IterationStats:
         previous = self._losses.get(value.device)
         self._losses[value.device] = value if previous is None else previous + value
 
+    def backward_ran(self) -> None:
+        """A backward added to the gradients: what was read before a clip is of the past."""
+        self._before_clip = None
+        self._clip_coefficients = {}
+        self._clip_unknown = False
+
+    # ---------------------------------------------------------- clipping
+    def grads_will_change(self) -> None:
+        """The loop is about to clip its gradients: read their norms as backward made them
+        (no sync), once until the next backward."""
+        if self._before_clip is None:
+            self._before_clip = self._launch_grad_norms()
+
+    def clipped_by(self, params, coefficient: torch.Tensor) -> None:
+        """``clip_grad_norm_`` scaled these parameters' gradients by ``coefficient`` (a
+        0-d tensor): their norms after the clip are the ones before, times it."""
+        index = {id(p): i for i, p in enumerate(self.params)}
+        for param in params:
+            position = index.get(id(param))
+            if position is not None:
+                self._clip_coefficients[position] = coefficient
+
+    def clipped_otherwise(self) -> None:
+        """Clipped by value (or another way): the norms after it are read again."""
+        self._clip_unknown = True
+
     # ---------------------------------------------------------- around a step
     def before_step(self) -> None:
         """Launch the gradient norms and copy the parameters' samples (no sync)."""
         if self._pointers != tuple(p.data_ptr() for p in self.params):
             self._build()  # a parameter got new storage (module.to(), p.data = ...)
+        self._clipped_norms = []
+        if self._before_clip is None:
+            self._grad_norms = self._launch_grad_norms()
+        else:  # the norms of record are those from before the clip
+            self._grad_norms = self._before_clip
+            if self._clip_unknown:
+                self._clipped_norms = self._launch_grad_norms()
+            else:
+                self._clipped_norms = self._scaled_norms(self._before_clip)
+        with torch.no_grad():
+            for group in self._groups:
+                torch._foreach_copy_(group.before_slices, group.views)
+        self._grads_read = None
+        self._stepped = False
+        self._before_clip = None
+        self._clip_coefficients = {}
+        self._clip_unknown = False
+
+    def _scaled_norms(self, norms):
+        """Each parameter's norm after a clip by norm: before, times its coefficient."""
+        scaled = []
+        for device, indices, values in norms:
+            factors = [self._clip_coefficients.get(i) for i in indices]
+            if any(f is not None for f in factors):
+                ones = torch.ones((), dtype=values.dtype, device=device)
+                values = values * torch.stack([ones if f is None else f.to(device, values.dtype)
+                                               for f in factors])
+            scaled.append((device, indices, values))
+        return scaled
+
+    def _launch_grad_norms(self) -> list[tuple[torch.device, list[int], torch.Tensor]]:
+        """Every gradient's norm as a device tensor, per (device, half): no sync."""
         by_key: dict[tuple, tuple[list[int], list[torch.Tensor]]] = {}
         sparse: list[tuple[int, torch.Tensor]] = []
         for index, param in enumerate(self.params):
@@ -121,20 +186,17 @@ class IterationStats:
             indices, grads = by_key.setdefault((grad.device, grad.dtype in _HALF), ([], []))
             indices.append(index)
             grads.append(grad)
-        self._grad_norms = []
+        launched = []
         with torch.no_grad():
             for (device, half), (indices, grads) in by_key.items():
                 # half-precision norms in float32: a finite gradient must not read as Inf
                 norms = torch._foreach_norm(grads, 2, dtype=torch.float32 if half else None)
-                self._grad_norms.append((device, indices, torch.stack(norms).double()))
+                launched.append((device, indices, torch.stack(norms).double()))
             for index, grad in sparse:  # rare: nn.Embedding(sparse=True)
                 values = grad.coalesce().values().double()
-                self._grad_norms.append(
+                launched.append(
                     (values.device, [index], torch.linalg.vector_norm(values).reshape(1)))
-            for group in self._groups:
-                torch._foreach_copy_(group.before_slices, group.views)
-        self._grads_read = None
-        self._stepped = False
+        return launched
 
     def after_step(self) -> None:
         """Copy the samples again and launch the parameter and update norms (no sync)."""
@@ -160,7 +222,8 @@ class IterationStats:
         """The loss and gradient norms so far (one sync per device); no parameter norms."""
         if self._grads_read is None:
             values = self._fetch(with_params=False)
-            self._grads_read = Measurement(values["loss"], values["grads"])
+            self._grads_read = Measurement(values["loss"], values["grads"],
+                                           clipped_norms=values.get("clipped"))
         return self._grads_read
 
     def read(self) -> Measurement:
@@ -170,9 +233,11 @@ class IterationStats:
         measurement = Measurement(
             early.loss if early is not None else values["loss"],
             early.grad_norms if early is not None else values["grads"],
-            values.get("params"), values.get("updates"))
+            values.get("params"), values.get("updates"),
+            early.clipped_norms if early is not None else values.get("clipped"))
         self._losses = {}
         self._grad_norms = []
+        self._clipped_norms = []
         self._grads_read = None
         self._stepped = False
         for group in self._groups:
@@ -191,6 +256,9 @@ class IterationStats:
             for device, indices, norms in self._grad_norms:
                 parts.setdefault(device, []).append(norms)
                 layout.append(("grads", device, indices))
+            for device, indices, norms in self._clipped_norms:
+                parts.setdefault(device, []).append(norms)
+                layout.append(("clipped", device, indices))
         if with_params:
             for group in self._groups:
                 device = group.before.device
@@ -208,6 +276,7 @@ class IterationStats:
         count = len(self.params)
         loss = None if not self._losses else 0.0
         grads: list[float | None] = [None] * count
+        clipped: list[float | None] | None = [None] * count if self._clipped_norms else None
         params: list[float] = [math.nan] * count
         updates: list[float | None] = [None] * count
         for kind, device, detail in layout:
@@ -216,6 +285,9 @@ class IterationStats:
             elif kind == "grads":
                 for index, norm in zip(detail, take(device, len(detail))):
                     grads[index] = norm
+            elif kind == "clipped":
+                for index, norm in zip(detail, take(device, len(detail))):
+                    clipped[index] = norm
             else:
                 group = detail
                 n = len(group.indices)
@@ -224,7 +296,7 @@ class IterationStats:
                                                     update_sq):
                     params[index] = math.sqrt(p_sq) * scale
                     updates[index] = math.sqrt(u_sq) * scale
-        values = {"loss": loss, "grads": grads}
+        values = {"loss": loss, "grads": grads, "clipped": clipped}
         if with_params:
             values.update(params=params, updates=updates)
         return values

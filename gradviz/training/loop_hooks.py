@@ -87,3 +87,58 @@ def install_signal(watch, *, take_over: bool) -> list[Undo]:
 
     signal.signal(usr1, on_signal)
     return [lambda: signal.signal(usr1, previous)]
+
+
+def install_clipping(watch) -> list[Undo]:
+    """Clipping changes the gradients between backward and the step: read their norms just
+    before it (the norm of record is the one backward made, as ``clip_grad_norm_`` returns
+    it and the trainers log it), and learn how it scaled them.
+
+    ``clip_grad_norm_`` calls ``_clip_grads_with_norm_`` of its own module (torch 2.6 on),
+    which is patched there, so a loop that bound ``clip_grad_norm_`` at import time is seen
+    too; the public names are patched as well, for ``clip_grad_value_`` and older torch.
+    """
+    from torch.nn.utils import clip_grad as module
+
+    undo: list[Undo] = []
+    inner = getattr(module, "_clip_grads_with_norm_", None)
+    if inner is not None:
+        def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
+            parameters = [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+            watch.clipping()
+            # torch's own factor, so the norms after the clip are the ones before times it
+            coefficient = torch.clamp(max_norm / (total_norm.detach().double() + 1e-6), max=1.0)
+            watch.clipped_by_norm(parameters, coefficient)
+            return inner(parameters, max_norm, total_norm, foreach)
+
+        clip_grads_with_norm_.__wrapped__ = inner
+        module._clip_grads_with_norm_ = clip_grads_with_norm_
+        undo.append(lambda: setattr(module, "_clip_grads_with_norm_", inner))
+
+    def wrap(owner, name: str, by_norm: bool) -> None:
+        original = getattr(owner, name, None)
+        if original is None or getattr(original, "__gradviz_clip__", False):
+            return
+
+        def clip(parameters, *args, **kwargs):
+            if isinstance(parameters, torch.Tensor):
+                parameters = [parameters]
+            elif not isinstance(parameters, (list, tuple)):
+                parameters = list(parameters)  # a generator must not be used up here
+            watch.clipping()
+            if not by_norm:
+                watch.clipped_otherwise()
+            elif inner is None:  # older torch: no coefficient to learn; read them again
+                watch.clipped_otherwise()
+            return original(parameters, *args, **kwargs)
+
+        clip.__wrapped__ = original
+        clip.__gradviz_clip__ = True
+        clip.__doc__ = original.__doc__
+        setattr(owner, name, clip)
+        undo.append(lambda: setattr(owner, name, original))
+
+    for owner in (module, torch.nn.utils):
+        wrap(owner, "clip_grad_value_", by_norm=False)
+        wrap(owner, "clip_grad_norm_", by_norm=True)
+    return undo

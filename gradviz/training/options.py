@@ -24,11 +24,22 @@ def check_model(model) -> torch.nn.Module:
 
 
 def check_optimizer(optimizer):
+    """The ``torch.optim.Optimizer`` that steps: a wrapper's own (accelerate's
+    ``AcceleratedOptimizer``, Lightning's ``LightningOptimizer``, anything whose
+    ``.optimizer`` is one) is taken from inside it."""
     if optimizer is None:
         return None
+    given, seen = optimizer, 0
+    while not isinstance(optimizer, torch.optim.Optimizer) and seen < 8:
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None:
+            inner = getattr(optimizer, "_optimizer", None)
+        if inner is None or inner is optimizer:
+            break
+        optimizer, seen = inner, seen + 1
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise WatchError(f"watch()'s optimizer must be a torch.optim.Optimizer, got "
-                         f"{type(optimizer).__name__}")
+        raise WatchError(f"watch()'s optimizer must be a torch.optim.Optimizer (or a wrapper "
+                         f"whose .optimizer is one), got {type(given).__name__}")
     if not any(group["params"] for group in optimizer.param_groups):
         raise WatchError(f"the {type(optimizer).__name__} given to watch() has no parameters: "
                          "build it from model.parameters()")

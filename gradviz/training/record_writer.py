@@ -81,10 +81,11 @@ class RecordWriter:
         ratio, flags)`` and its events, in one transaction."""
         run = self.run
         with self._lock, self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO iterations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            db.execute("INSERT OR REPLACE INTO iterations VALUES "
+                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (run, row.iteration, rank, _real(row.loss), _real(row.grad_norm),
-                        row.seconds, row.time, row.backwards, _real(row.lr),
-                        int(row.nonfinite), int(row.skipped)))
+                        _real(row.grad_norm_clipped), row.seconds, row.time, row.backwards,
+                        _real(row.lr), int(row.nonfinite), int(row.skipped)))
             db.executemany("INSERT OR REPLACE INTO param_stats VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            [(run, row.iteration, *values) for values in param_rows])
             self._insert_events(db, events)
@@ -97,6 +98,14 @@ class RecordWriter:
     def add_events(self, events: Sequence[EventRecord]) -> None:
         with self._lock, self._transaction() as db:
             self._insert_events(db, events)
+
+    def discard(self) -> None:
+        """Take this run out of the record again (the watch could not start)."""
+        if self.run is None:
+            return
+        with self._lock, self._transaction() as db:
+            for table in ("events", "param_stats", "iterations", "params", "runs"):
+                db.execute(f"DELETE FROM {table} WHERE run = ?", (self.run,))
 
     def finish(self, status: str, ended: float) -> None:
         with self._lock, self._transaction() as db:

@@ -37,11 +37,9 @@ from __future__ import annotations
 import math
 import os
 import socket
-import statistics
 import sys
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +51,14 @@ from gradviz.errors import GradvizError
 from gradviz.training.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
 from gradviz.graph.modules import ModuleSpans
 from gradviz.training.kept_graph import SavedTensorKeeper
-from gradviz.training.loop_hooks import install_backward, install_grad_scaler, install_signal
+from gradviz.training.loop_hooks import (
+    install_backward,
+    install_clipping,
+    install_grad_scaler,
+    install_signal,
+)
+from gradviz.training.bands import default_band
+from gradviz.training.spikes import SpikeWatch
 from gradviz.training.options import (
     WatchError,
     check_at,
@@ -72,10 +77,10 @@ from gradviz.training.breaks import TrainingStopped, WatchBreak
 from gradviz.model.runs.report import REPORT_POINTS, WatchReport
 
 
+#: Iterations the app opened by a break reads of the run so far (evenly spaced).
+PAUSE_POINTS = 4000
 #: Iterations kept in memory when ``record=None``.
 MEMORY_ITERATIONS = 1000
-#: Iterations whose median a spike is compared with, and how many are needed first.
-SPIKE_WINDOW, SPIKE_MIN_HISTORY = 20, 5
 
 
 @dataclass
@@ -103,12 +108,13 @@ class _Iteration:
     checked: bool = False  # loss and gradients checked before the step
     scaled: bool = False  # a GradScaler scaled a loss: Inf gradients are its business
     events: list[EventRecord] = field(default_factory=list)
+    measured: Measurement | None = None  # the loss and gradients as read before the step
 
 
 def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
           record: str | os.PathLike | None = None, break_on: Iterable[str] = (),
           at: int | None = None, on_break: str | Callable[[WatchBreak], object] | None = None,
-          spike: float = 10.0, band: tuple[float, float] = (1e-4, 1e-2),
+          spike: float = 10.0, band: tuple[float, float] | None = None,
           nan_origin: bool | None = None, update_sample: int | None = DEFAULT_SAMPLE,
           open_app: Callable[[TrainingPause], None] | None = None) -> Watch:
     """Watch a training loop: ``with gradviz.watch(model, optimizer) as w:`` around it.
@@ -119,7 +125,8 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
     ``at``: break at iteration N. ``on_break``: "app" (the default on a terminal),
     "raise", "report" (the default otherwise) or a callable given the
     :class:`WatchBreak`. ``spike``: how many times the recent median counts as a
-    spike. ``band``: the |update|/|param| range per layer; outside it, an audit.
+    spike (see gradviz.training.spikes). ``band``: the |update|/|param| range per
+    layer; outside it, an audit (default: by optimizer family, gradviz.training.bands).
     ``nan_origin``: keep each backward's graph until its gradients are checked, to
     name where a NaN/Inf started on the same iteration (default: on when breaking on
     "nonfinite" or "spike"; activations then live to the end of backward).
@@ -138,9 +145,10 @@ class Watch:
     """The context manager :func:`watch` returns; see the module docstring."""
 
     def __init__(self, model, optimizer=None, *, record=None, break_on=(), at=None,
-                 on_break=None, spike=10.0, band=(1e-4, 1e-2), nan_origin=None,
+                 on_break=None, spike=10.0, band=None, nan_origin=None,
                  update_sample=DEFAULT_SAMPLE, open_app=None):
         self.model = check_model(model)
+        self.inner = _unwrapped(self.model)  # what names come from
         self.optimizer = check_optimizer(optimizer)
         self.path = None if record is None else Path(record)
         if self.path is not None:
@@ -150,7 +158,7 @@ class Watch:
         self.on_break = check_on_break(on_break)
         self._app = open_app
         self.spike = check_spike(spike)
-        self.band = check_band(band)
+        self.band = default_band(self.optimizer) if band is None else check_band(band)
         self.update_sample = check_update_sample(update_sample)
         self.rank, self.world_size = _distributed()
         if nan_origin is None:  # only where a break will use it
@@ -168,7 +176,10 @@ class Watch:
         self._signalled = False
         self._nonfinite_before = False
         self._weights_bad = False
-        self._window: deque[tuple[float, float]] = deque(maxlen=SPIKE_WINDOW)
+        self._spikes = SpikeWatch(self.spike)
+        #: Break kinds not broken on any more (the app's "no more of these" key); their
+        #: events are still recorded.
+        self.muted: set[EventKind] = set()
         self._last_end = 0.0
         self._keeper: SavedTensorKeeper | None = None
         self._spans: ModuleSpans | None = None
@@ -180,7 +191,10 @@ class Watch:
         self._stats = IterationStats([], sample=update_sample)
         self._auditor = Auditor(self.band)
         self._signature: tuple = ()
+        self._model_signature: tuple = ()
         self._membership_checked = False
+        self._left: set[int] = set()  # optimizers the watch followed away from
+        self._companions: set[int] = set()  # optimizers stepping the model that are not followed
 
     # ------------------------------------------------------------ public API
     def __enter__(self) -> Watch:
@@ -194,6 +208,7 @@ class Watch:
             self._install()
         except BaseException:
             self._uninstall()
+            self._writer.discard()  # no run that never ran is left in the record
             self._writer.close()
             raise
         self._active = True
@@ -204,10 +219,12 @@ class Watch:
         self._active = False
         try:
             self._uninstall()
+            if kind is not None and issubclass(kind, WatchBreak):
+                self._record_broken_iteration()
         finally:
             if kind is None:
                 status = "finished"
-            elif issubclass(kind, TrainingStopped):
+            elif issubclass(kind, (TrainingStopped, KeyboardInterrupt)):
                 status = "stopped"
             elif issubclass(kind, WatchBreak):
                 status = "break"
@@ -243,7 +260,7 @@ class Watch:
         return {
             "rank": self.rank, "world_size": self.world_size, "started": time.time(),
             "host": socket.gethostname(), "pid": os.getpid(), "argv": list(sys.argv),
-            "model": type(self.model).__name__,
+            "model": type(self.inner).__name__,
             "optimizer": None if self.optimizer is None else type(self.optimizer).__name__,
             "versions": {"torch": torch.__version__, "gradviz": __version__,
                          "python": sys.version.split()[0]},
@@ -253,19 +270,21 @@ class Watch:
                          "nan_origin": self.nan_origin, "update_sample": self.update_sample},
         }
 
-    def _track_params(self) -> None:
+    def _track_params(self) -> list[EventRecord]:
         """The parameters measured: the optimizer's, then the model's other trainable ones
         (measured, never stepped: the not-in-optimizer audit). A parameter keeps its index
-        when the param groups change."""
+        when the param groups or the model change; one the model no longer has (a layer
+        replaced after the optimizer was built) keeps its old name, marked replaced. The
+        events that says what changed."""
         names: dict[int, str] = {}
-        for name, param in self.model.named_parameters(remove_duplicate=False):
+        for name, param in self.inner.named_parameters(remove_duplicate=False):
             names.setdefault(id(param), name)
+        in_model = set(names)
         group_of: dict[int, int] = {}
         order: list[torch.Tensor] = []
         if self.optimizer is not None:
             for g, group in enumerate(self.optimizer.param_groups):
                 for i, param in enumerate(group["params"]):
-                    names.setdefault(id(param), f"group{g}[{i}]")
                     group_of.setdefault(id(param), g)
                     order.append(param)
         for param in self.model.parameters():
@@ -275,21 +294,49 @@ class Watch:
             if id(param) not in self._index:
                 self._index[id(param)] = len(self._params)
                 self._params.append(param)
+        events = []
+        before = {info.index: info.name for info in self._infos}
         self._signature = self._groups_signature()
+        self._model_signature = self._model_params()
         self._stats.set_params(self._params)
         self._infos = []
+        orphans = []
         for index, param in enumerate(self._params):
-            name = names.get(id(param), f"param{index}")
+            name = names.get(id(param))
+            if name is None and index in before:  # the model lets go of it: replaced
+                name = before[index].removesuffix(REPLACED) + REPLACED
+                orphans.append(index)
+                if not before[index].endswith(REPLACED):
+                    events.append(self._replaced(before[index], group_of, names))
+            elif name is None:
+                g = group_of.get(id(param))
+                name = f"param{index}" if g is None else \
+                    f"group{g}[{self.optimizer.param_groups[g]['params'].index(param)}]"
             self._infos.append(ParamInfo(
-                index, name, name.rpartition(".")[0], tuple(param.shape), param.numel(),
-                str(param.dtype).removeprefix("torch."), group_of.get(id(param)),
+                index, name, name.removesuffix(REPLACED).rpartition(".")[0], tuple(param.shape),
+                param.numel(), str(param.dtype).removeprefix("torch."), group_of.get(id(param)),
                 self._stats.sampled[index]))
         in_optimizer = [info.param_group is not None or self.optimizer is None
                         for info in self._infos]
         self._auditor.set_params([i.name for i in self._infos], [i.layer for i in self._infos],
-                                 in_optimizer)
+                                 in_optimizer, [i for i in orphans if id(self._params[i])
+                                                not in in_model])
         self._writer.add_params(self._infos)
         self._membership_checked = False
+        return events
+
+    def _replaced(self, name: str, group_of: dict[int, int], names: dict[int, str]
+                  ) -> EventRecord:
+        new = next((p for p in self.model.parameters() if names.get(id(p)) == name), None)
+        where = ("the new one is in no optimizer group: it is not trained" if new is not None
+                 and id(new) not in group_of else "the new one is stepped too")
+        if new is None:
+            where = "the model has no parameter of that name any more"
+        return EventRecord(self.iteration + 1, EventKind.PARAM_REPLACED, name,
+                           f"the optimizer still steps the old tensor; {where}")
+
+    def _model_params(self) -> tuple[int, ...]:
+        return tuple(map(id, self.model.parameters()))
 
     def _groups_signature(self) -> tuple:
         if self.optimizer is None:
@@ -299,11 +346,17 @@ class Watch:
     def _install(self) -> None:
         """Everything the watch hooks into; each undo goes on ``_restore``."""
         self._restore.extend(install_backward(self))
-        if self.optimizer is not None:
-            for handle in (self.optimizer.register_step_pre_hook(self._before_step),
-                           self.optimizer.register_step_post_hook(self._after_step)):
+        if self.optimizer is not None:  # every optimizer's steps: a new one may take over
+            from torch.optim.optimizer import (
+                register_optimizer_step_post_hook,
+                register_optimizer_step_pre_hook,
+            )
+
+            for handle in (register_optimizer_step_pre_hook(self._any_step_before),
+                           register_optimizer_step_post_hook(self._any_step_after)):
                 self._restore.append(handle.remove)
         self._restore.extend(install_grad_scaler(self))
+        self._restore.extend(install_clipping(self))
         self._restore.extend(install_signal(self, take_over="signal" in self.break_on))
         if self.nan_origin:
             self._keeper = SavedTensorKeeper()
@@ -311,7 +364,7 @@ class Watch:
             self._restore.append(self._keeper.remove)
         if self.nan_origin or (self.rank == 0 and self.on_break == "app"
                                and (self.break_on or self.at is not None)):
-            self._spans = ModuleSpans(self.model)
+            self._spans = ModuleSpans(self.inner)
             self._spans.install()
             self._restore.append(self._spans.remove)
 
@@ -369,6 +422,7 @@ class Watch:
                 self._keeper.stop_noting()
         if tensors_only:
             self._add_loss(roots, gradients)
+        self._stats.backward_ran()
         current.backwards += 1
         if keep:
             current.kept = _Kept(roots, gradients, boxes)
@@ -393,11 +447,48 @@ class Watch:
                 self._stats.add_loss(value)
 
     # --------------------------------------------------------- optimizer step
+    def _any_step_before(self, optimizer, args, kwargs) -> None:
+        """Any optimizer's step (torch's global hook): the watched one's is an iteration; a
+        new one over the model's parameters takes over (stage 2 of a fine-tune)."""
+        if optimizer is not self.optimizer and self._active and not self._inside:
+            self._maybe_follow(optimizer)
+        if optimizer is self.optimizer:
+            self._before_step(optimizer, args, kwargs)
+
+    def _any_step_after(self, optimizer, args, kwargs) -> None:
+        if optimizer is self.optimizer:
+            self._after_step(optimizer, args, kwargs)
+
+    def _maybe_follow(self, optimizer) -> None:
+        if id(optimizer) in self._companions:
+            return
+        ours = {id(p) for p in self.model.parameters()}
+        stepped = sum(1 for group in optimizer.param_groups for p in group["params"]
+                      if id(p) in ours)
+        if not stepped:
+            return  # another model's optimizer
+        previous = self.optimizer
+        if id(optimizer) in self._left:  # two optimizers take turns (a GAN): keep the first
+            self._companions.add(id(previous))
+            detail = (f"{type(optimizer).__name__} and {type(previous).__name__} both step this "
+                      f"model: the watch follows the {type(optimizer).__name__} it was given")
+        else:
+            detail = (f"a new {type(optimizer).__name__} steps {stepped} of the model's "
+                      f"parameters (the watch had a {type(previous).__name__}): iterations are "
+                      "its steps from here on")
+        self._left.add(id(previous))
+        self.optimizer = optimizer
+        events = self._track_params()
+        self._current.events += [EventRecord(self.iteration + 1, EventKind.OPTIMIZER_CHANGED, "",
+                                             detail), *events]
+
     def _before_step(self, optimizer, args, kwargs) -> None:
         if not self._active or self._inside:
             return
+        if self._model_params() != self._model_signature:  # a layer replaced, say
+            self._current.events += self._track_params()
         if self._groups_signature() != self._signature:  # add_param_group(), say
-            self._track_params()
+            self._current.events += self._track_params()
             self._current.events.append(EventRecord(
                 self.iteration + 1, EventKind.PARAMS_CHANGED, "",
                 f"the optimizer's param groups changed: {len(self._params)} parameters watched"))
@@ -425,6 +516,19 @@ class Watch:
         """SIGUSR1 arrived: break at the next backward."""
         self._signalled = True
 
+    def clipping(self) -> None:
+        """The loop is about to clip its gradients (clip_grad_norm_ or _value_)."""
+        if self._active and not self._inside:
+            self._stats.grads_will_change()
+
+    def clipped_by_norm(self, params, coefficient) -> None:
+        if self._active and not self._inside:
+            self._stats.clipped_by(params, coefficient)
+
+    def clipped_otherwise(self) -> None:
+        if self._active and not self._inside:
+            self._stats.clipped_otherwise()
+
     def step_skipped(self) -> None:
         """GradScaler found Inf/NaN gradients and skipped the step: an iteration all the same."""
         if not self._active or not self._current.backwards:
@@ -435,6 +539,35 @@ class Watch:
             "GradScaler skipped optimizer.step(): Inf/NaN gradients at this loss scale"))
         self._current.checked = True  # expected with a scaler: no nonfinite break
         self._end_iteration(stepped=False, skipped=True)
+
+    def _record_broken_iteration(self) -> None:
+        """``on_break="raise"`` left the loop before the step: record what the iteration
+        measured (its loss and gradients), so the record holds the iteration it broke at."""
+        current = self._current
+        if current.measured is None or self._writer is None or self._writer.closed:
+            return
+        measured = current.measured
+        total = _total_norm(measured.grad_norms)
+        rows, audits = self._auditor.iteration(self.iteration + 1, measured,
+                                               [p.requires_grad for p in self._params])
+        self._write_iteration(measured, total, rows, [*current.events, *audits],
+                              skipped=False)
+
+    def _write_iteration(self, measured: Measurement, total: float | None, rows, events,
+                         *, skipped: bool) -> None:
+        iteration = self.iteration + 1
+        now = time.perf_counter()
+        clipped = (None if measured.clipped_norms is None
+                   else _total_norm(measured.clipped_norms))
+        row = IterationRecord(
+            iteration=iteration, loss=_nan(measured.loss), grad_norm=_nan(total),
+            seconds=now - self._last_end, time=time.time(),
+            backwards=self._current.backwards, lr=_lr(self.optimizer),
+            nonfinite=not _finite(measured.loss, total), skipped=skipped,
+            grad_norm_clipped=clipped)
+        self._writer.write_iteration(row, self.rank, rows, events)
+        self.iteration = iteration
+        self._last_end = now
 
     def _end_iteration(self, *, stepped: bool, skipped: bool = False) -> None:
         iteration = self.iteration + 1
@@ -451,15 +584,8 @@ class Watch:
                                                    [p.requires_grad for p in self._params])
             if stepped:
                 audits.extend(self._weights_check(iteration, measured))
-            now = time.perf_counter()
-            row = IterationRecord(
-                iteration=iteration, loss=_nan(measured.loss), grad_norm=_nan(total),
-                seconds=now - self._last_end, time=time.time(), backwards=current.backwards,
-                lr=_lr(self.optimizer), nonfinite=not _finite(measured.loss, total),
-                skipped=skipped)
-            self._writer.write_iteration(row, self.rank, rows, [*current.events, *audits])
-            self.iteration = iteration
-            self._last_end = now
+            self._write_iteration(measured, total, rows, [*current.events, *audits],
+                                  skipped=skipped)
             self._release_kept()
             if self._spans is not None:
                 self._spans.clear()
@@ -473,6 +599,7 @@ class Watch:
         if early:
             self._stats.before_step()
         measured = self._stats.read_grads()
+        self._current.measured = measured
         try:
             self._check(iteration, measured, final=not early)
         finally:
@@ -494,11 +621,10 @@ class Watch:
             self._hit(brk, wanted="nonfinite" in self.break_on)
         if nonfinite or not final:
             return
-        spiked = self._spiked(measured.loss, total)
-        self._window.append((_nan(measured.loss), _nan(total)))
-        if spiked:
-            brk = WatchBreak(iteration, "spike", spiked, rank=self.rank, loss=measured.loss,
-                             grad_norm=total)
+        spike = self._spikes.see(measured.loss, total)
+        if spike is not None:
+            brk = WatchBreak(iteration, "spike", spike.detail, rank=self.rank,
+                             loss=measured.loss, grad_norm=total)
             self._hit(brk, wanted="spike" in self.break_on)
 
     def _weights_check(self, iteration: int, measured: Measurement) -> list[EventRecord]:
@@ -512,21 +638,6 @@ class Watch:
         names = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
         return [EventRecord(iteration, EventKind.NONFINITE_STEP, "",
                             f"optimizer.step() made NaN/Inf weights: {names}")]
-
-    def _spiked(self, loss: float | None, total: float | None) -> str:
-        if len(self._window) < SPIKE_MIN_HISTORY:
-            return ""
-        for name, value, position in (("gradient norm", total, 1), ("loss", loss, 0)):
-            recent = [w[position] for w in self._window if math.isfinite(w[position])]
-            if value is None or not recent:
-                continue
-            median = statistics.median(recent)
-            if median > 0 and value > self.spike * median:
-                size = (f"{value:.4g} is {value / median:.3g}x" if math.isfinite(value) else
-                        "overflows (finite elements too large to square) against")
-                return (f"{name} {size} the median of the last {len(recent)} iterations "
-                        f"({median:.4g})")
-        return ""
 
     def _overflow_only(self, measured: Measurement) -> bool:
         """Inf norms of finite gradients (elements near the dtype's limit) are not NaN/Inf."""
@@ -549,9 +660,9 @@ class Watch:
         self._inside += 1
         try:
             if loss_bad:
-                return forward_origin(kept.roots, kept.gradient, model=self.model,
+                return forward_origin(kept.roots, kept.gradient, model=self.inner,
                                       modules=modules)
-            return backward_origin(kept.roots, kept.gradient, model=self.model, modules=modules)
+            return backward_origin(kept.roots, kept.gradient, model=self.inner, modules=modules)
         except (GradvizError, RuntimeError) as error:
             return Origin(OriginPhase.BACKWARD, None, None, None, None, None,
                           f"not found: {str(error).splitlines()[0]}")
@@ -566,8 +677,11 @@ class Watch:
     def _hit(self, brk: WatchBreak, *, wanted: bool) -> None:
         """Record ``brk``'s event; if a break is ``wanted``, take it (on rank 0) or note it."""
         noted = wanted and not self._takes_breaks
-        self._writer.add_events([brk.event("noted: breaks are taken on rank 0" if noted else "")])
-        if not wanted or noted:
+        muted = wanted and brk.reason in self.muted
+        note = ("noted: breaks are taken on rank 0" if noted
+                else f"no break: {brk.reason.value} breaks were turned off" if muted else "")
+        self._writer.add_events([brk.event(note)])
+        if not wanted or noted or muted:
             return
         self.breaks.append(brk)
         action = self.on_break
@@ -600,15 +714,18 @@ class Watch:
         self._inside += 1
         try:
             with set_aside_grads(leaves):
-                session = Session.for_roots(kept.roots, model=self.model, gradient=kept.gradient,
+                session = Session.for_roots(kept.roots, model=self.inner, gradient=kept.gradient,
                                             modules=modules, name=f"iteration {brk.iteration}")
-                pause = TrainingPause(brk.info, self.history(), session)
+                # thinned as the run view reads it: a 100k-iteration run read whole took 20 s
+                pause = TrainingPause(brk.info, self.history(points=PAUSE_POINTS), session)
                 try:
                     self._app(pause)
                 finally:
                     session.close()
         finally:
             self._inside -= 1
+        if pause.mute_requested:
+            self.muted.add(brk.reason)
         if pause.stop_requested:
             self.stopped = True
             raise TrainingStopped(brk.iteration)
@@ -649,6 +766,26 @@ def _finite(loss: float | None, total: float | None) -> bool:
 
 def _nan(value: float | None) -> float:
     return math.nan if value is None else value
+
+
+#: How a parameter the model let go of is named in the record.
+REPLACED = " (replaced)"
+
+
+def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
+    """The module the user wrote, inside the wrappers that torch.compile (``_orig_mod``)
+    and DDP / DataParallel (``module``) put around it: its parameter and module names
+    are the user's own, without their prefixes."""
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    for _ in range(8):
+        if isinstance(model, (DistributedDataParallel, DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        else:
+            break
+    return model
 
 
 def _lr(optimizer) -> float | None:

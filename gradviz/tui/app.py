@@ -94,6 +94,7 @@ class GradvizApp(App[int]):
         Binding("escape", "stop", "stop", show=False, id="stop"),
         Binding("question_mark", "help", "help", id="help"),
         Binding("x", "stop_training", "stop training", id="stop-training"),
+        Binding("i", "mute_breaks", "no more", id="mute-breaks"),
         Binding("r", "run_so_far", "run", id="run-so-far", show=False),
         Binding("q", "quit", "quit", id="quit"),
     ]
@@ -479,7 +480,7 @@ class GradvizApp(App[int]):
             return True if self.state.view().available(wanted) else None
         if action in ("modules", "find"):
             return True if self._shown_graph is not None else None
-        if action in ("stop_training", "run_so_far"):
+        if action in ("stop_training", "run_so_far", "mute_breaks"):
             return self.pause is not None  # False hides them: no training loop behind the app
         return True
 
@@ -578,6 +579,14 @@ class GradvizApp(App[int]):
         if self.pause is not None:
             self.pause.request_stop()
             self.action_quit()
+
+    def action_mute_breaks(self) -> None:
+        """No more breaks of this kind for the rest of the run (closing resumes training)."""
+        if self.pause is not None and not self.pause.mute_requested:
+            self.pause.request_mute()
+            kind = self.pause.brk.reason
+            self.notify(f"no more {getattr(kind, 'value', kind)} breaks in this run: they are "
+                        "still recorded (q resumes training)", timeout=5)
 
     def action_run_so_far(self) -> None:
         if self.pause is not None:

@@ -213,7 +213,10 @@ def test_a_nan_is_caught_on_the_iteration_it_arose_with_its_origin(tmp_path):
     assert all(bool(p.isfinite().all()) for p in model.parameters())
     assert bool(model.hidden.weight.grad.isnan().any())
     history = read(tmp_path / "run.db")
-    assert history.iteration_numbers == list(range(1, 7)) and history.info.status == "break"
+    # the iteration it broke at is recorded too (what it measured before the step)
+    assert history.iteration_numbers == list(range(1, 8)) and history.info.status == "break"
+    assert history.iterations[-1].nonfinite and not any(r.nonfinite for r in
+                                                        history.iterations[:-1])
     first = history.first_nonfinite
     assert (first.iteration, first.node, first.module) == (7, "SqrtBackward0#0", "abs")
 
@@ -403,15 +406,53 @@ def test_audit_a_frozen_layer_moved_by_momentum_and_one_moved_without_a_gradient
 
 
 def test_audit_update_ratios_out_of_band_per_layer_ten_steps_in_a_row():
+    band = (1e-4, 1e-2)  # the mechanism, on a narrow band given by the user
     model = mlp()
-    audits = audits_of(model, torch.optim.SGD(model.parameters(), lr=1e-7), steps=12)
+    audits = audits_of(model, torch.optim.SGD(model.parameters(), lr=1e-7), steps=12, band=band)
     assert audits[("ratio-low", "0")] == 10 and audits[("ratio-low", "2")] == 10
     model = mlp()
-    audits = audits_of(model, torch.optim.SGD(model.parameters(), lr=1e-7), steps=9)
+    audits = audits_of(model, torch.optim.SGD(model.parameters(), lr=1e-7), steps=9, band=band)
     assert not audits
     model = mlp()
-    audits = audits_of(model, torch.optim.Adam(model.parameters(), lr=0.3), steps=12)
+    audits = audits_of(model, torch.optim.Adam(model.parameters(), lr=0.3), steps=12, band=band)
     assert audits[("ratio-high", "0")] == 10
+
+
+def test_the_default_band_follows_the_optimizer_family():
+    """Healthy Adam and SGD-with-momentum runs raise nothing; a layer rewritten at every
+    step (SGD at lr 50 on this MLP) or one that stopped learning (lr 1e-9) does."""
+    from gradviz.training.bands import ADAPTIVE_BAND, OTHER_BAND
+
+    for make in (lambda p: torch.optim.Adam(p, lr=3e-3), lambda p: torch.optim.AdamW(p, lr=1e-4),
+                 lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)):
+        model = mlp()
+        assert not audits_of(model, make(model.parameters()), steps=15)
+    model = mlp()
+    with gradviz.watch(model, torch.optim.Adam(model.parameters(), lr=1e-3)) as w:
+        pass
+    assert w.band == ADAPTIVE_BAND and tuple(w.history().info.settings["band"]) == ADAPTIVE_BAND
+    model = mlp()
+    audits = audits_of(model, torch.optim.SGD(model.parameters(), lr=1e-9), steps=12)
+    assert audits[("ratio-low", "0")] == 10
+    model = mlp()
+    with gradviz.watch(model, Flip(model.parameters())) as w:
+        train(model, w.optimizer, 12, *data())
+    assert w.band == OTHER_BAND
+    assert {(e.kind, e.subject) for e in w.history().audits} >= {("ratio-high", "0"),
+                                                                  ("ratio-high", "2")}
+
+
+class Flip(torch.optim.Optimizer):
+    """Negates every parameter at each step: |Δ|/|p| = 2, a layer rewritten, not trained."""
+
+    def __init__(self, params):
+        super().__init__(params, {})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for param in group["params"]:
+                param.neg_()
 
 
 def test_each_audit_is_reported_once():

@@ -32,7 +32,8 @@ def record_a_run(path):
     at = [0]
     model[2].weight.register_hook(lambda g: g * math.nan if at[0] == GRAD_NAN_AT else g)
     losses = []
-    with gradviz.watch(model, optimizer, record=path, on_break="report"):
+    # the band the heat map's cursor is read against: (1e-4, 1e-2), given
+    with gradviz.watch(model, optimizer, record=path, on_break="report", band=(1e-4, 1e-2)):
         optimizer.register_step_pre_hook(lambda *_: _clean(model))  # after the watch's check
         for i in range(1, ITERATIONS + 1):
             at[0] = i

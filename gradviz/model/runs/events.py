@@ -26,6 +26,8 @@ class EventKind(str, enum.Enum):
     NONFINITE_STEP = "nonfinite-step"
     SCALER_SKIP = "scaler-skip"
     PARAMS_CHANGED = "params-changed"
+    OPTIMIZER_CHANGED = "optimizer-changed"
+    PARAM_REPLACED = "param-replaced"
     # audits, each reported once per run and subject
     NOT_IN_OPTIMIZER = "not-in-optimizer"
     NO_GRAD = "no-grad"
@@ -80,6 +82,9 @@ _TITLES = {
     EventKind.NONFINITE_STEP: "optimizer.step() made NaN/Inf weights",
     EventKind.SCALER_SKIP: "GradScaler skipped optimizer.step()",
     EventKind.PARAMS_CHANGED: "the optimizer's param groups changed",
+    EventKind.OPTIMIZER_CHANGED: "another optimizer steps the model: the watch follows it",
+    EventKind.PARAM_REPLACED: "a parameter of the model was replaced after the optimizer "
+                              "was built",
 }
 
 
@@ -204,6 +209,12 @@ class TrainingPause:
     history: object
     session: object  # gradviz.session.session.Session
     stop_requested: bool = False
+    mute_requested: bool = False  # no more breaks of this kind in this run
 
     def request_stop(self) -> None:
         self.stop_requested = True
+
+    def request_mute(self) -> None:
+        """No more breaks of this kind (spike, nonfinite, ...) for the rest of the run; their
+        events are still recorded."""
+        self.mute_requested = True

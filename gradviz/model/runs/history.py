@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,7 @@ class IterationRecord:
     lr: float | None
     nonfinite: bool
     skipped: bool
+    grad_norm_clipped: float | None = None  # after clipping, when the loop clipped
 
 
 @dataclass(frozen=True)
@@ -272,8 +274,31 @@ _RUN_COLUMNS = ("run, rank, world_size, started, ended, status, host, pid, argv,
 def _run_info(row) -> RunInfo:
     (run, rank, world_size, started, ended, status, host, pid, argv, model, optimizer,
      versions, settings) = row
+    if status == "running" and ended is None and _gone(host, pid, started):
+        status = "died"
     return RunInfo(run, rank, world_size, started, ended, status, host, pid, json.loads(argv),
                    model, optimizer, json.loads(versions), json.loads(settings))
+
+
+def _gone(host: str, pid: int, started: float) -> bool:
+    """The process that wrote a run marked running is no more (killed with kill -9, the
+    machine restarted): told on the host that ran it; on another host it stays running."""
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError):
+        return False
+    # The pid is in use: by the same process, or by a later one that got its number.
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK") > started + 1.0
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
 
 
 def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
@@ -295,12 +320,14 @@ def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
         step = (len(numbers) - 1) / (points - 1)
         numbers = sorted({numbers[round(i * step)] for i in range(points)})
     chosen = json.dumps(numbers)  # the iterations read, through json_each
+    clipped = "grad_norm_clipped" if _has_column(db, "iterations", "grad_norm_clipped") \
+        else "NULL"
     iterations = [
         IterationRecord(it, _nan(loss), _nan(grad), seconds, time, backwards, lr,
-                        bool(nonfinite), bool(skipped))
-        for it, loss, grad, seconds, time, backwards, lr, nonfinite, skipped in db.execute(
+                        bool(nonfinite), bool(skipped), clip)
+        for it, loss, grad, seconds, time, backwards, lr, nonfinite, skipped, clip in db.execute(
             "SELECT iteration, loss, grad_norm, seconds, time, backwards, lr, nonfinite, "
-            "skipped FROM iterations WHERE run = ? AND iteration IN "
+            f"skipped, {clipped} FROM iterations WHERE run = ? AND iteration IN "
             "(SELECT value FROM json_each(?)) ORDER BY iteration", (run, chosen))]
     layers = sorted({p.layer for p in params}, key=[p.layer for p in params].index)
     layer_of = {p.index: layers.index(p.layer) for p in params}
@@ -340,11 +367,15 @@ def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
                       nonfinite)
 
 
+def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    """Schema 1 records lack some columns (read as NULL)."""
+    return any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})"))
+
+
 def _origin_columns(db: sqlite3.Connection) -> str:
     """A schema 1 record has no ``phase`` or ``note``: its origin's words are in ``detail``."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(events)")}
-    phase = "phase" if "phase" in columns else "NULL"
-    note = "note" if "note" in columns else "NULL"
+    phase = "phase" if _has_column(db, "events", "phase") else "NULL"
+    note = "note" if _has_column(db, "events", "note") else "NULL"
     return f"{phase}, node, op, module, file, line, {note}"
 
 

@@ -61,11 +61,14 @@ class WatchReport:
 
     @property
     def layers_out_of_band(self) -> list[LayerBand]:
-        """Layers whose median |update|/|param| over the run is outside the band."""
+        """Layers whose median |update|/|param| is outside the band, over the run after its
+        first quarter (Adam's first steps move every layer by about lr / rms(p), far more
+        than it settles at)."""
         low, high = self.band
         found = []
         for layer, ratios in zip(self.history.layers, self.history.layer_update_ratios):
             finite = [r for r in ratios if math.isfinite(r)]
+            finite = finite[len(finite) // 4:]
             if not finite:
                 continue
             median = statistics.median(finite)

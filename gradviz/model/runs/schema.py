@@ -14,7 +14,8 @@ from gradviz.errors import GradvizError
 #: ``PRAGMA application_id`` of a gradviz record ("gdvz").
 APPLICATION_ID = 0x67647A76
 #: ``PRAGMA user_version``: the schema's version. 2: events carry their origin's phase
-#: and note, and their detail is the event's own words (1: one sentence with it all).
+#: and note, and their detail is the event's own words (1: one sentence with it all);
+#: iterations keep the norm after clipping apart from the one backward made.
 SCHEMA_VERSION = 2
 #: The versions this gradviz reads.
 READABLE_VERSIONS = (1, 2)
@@ -26,7 +27,9 @@ CREATE TABLE IF NOT EXISTS runs (
     world_size  INTEGER NOT NULL,
     started     REAL NOT NULL,        -- unix time
     ended       REAL,                 -- NULL while running, or if the process died
-    status      TEXT NOT NULL,        -- running, finished, failed, stopped
+    status      TEXT NOT NULL,        -- running, finished, failed, stopped (ctrl+c, the app's
+                                      -- x), break (on_break="raise"), read as died when its
+                                      -- process is gone
     host        TEXT NOT NULL,
     pid         INTEGER NOT NULL,
     argv        TEXT NOT NULL,        -- JSON list
@@ -52,7 +55,10 @@ CREATE TABLE IF NOT EXISTS iterations (
     iteration   INTEGER NOT NULL,     -- 1 for the first optimizer.step()
     rank        INTEGER NOT NULL,
     loss        REAL,                 -- sum of the losses backwarded (unscaled), NULL for NaN
-    grad_norm   REAL,                 -- total gradient norm, NULL for NaN or none
+    grad_norm   REAL,                 -- total gradient norm backward made (before clipping),
+                                      -- NULL for NaN or none
+    grad_norm_clipped REAL,           -- the total norm the optimizer stepped with, when the
+                                      -- loop clipped (clip_grad_norm_/_value_), else NULL
     seconds     REAL NOT NULL,        -- wall time since the previous iteration ended
     time        REAL NOT NULL,        -- unix time at its end
     backwards   INTEGER NOT NULL,     -- backward calls (gradient accumulation: several)

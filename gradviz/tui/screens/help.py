@@ -30,6 +30,8 @@ HELP_KEYS = [
     ("tab", "move between the graph, the node inspector (scrolls) and the tabs: "
             "parameters / forward ops (← → switch tabs)"),
     ("escape", "stop what is running (a forward too), close find, dismiss an error"),
+    ("x i r", "when a gradviz.watch break opened the app: stop training, no more breaks "
+              "of this kind in this run, the whole run so far"),
     ("ctrl+p", "command palette"),
     ("?", "this help"),
     ("q", "quit"),

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from gradviz.model.runs.history import RunHistory
 
 #: What the break's keys do, as the panel's subtitle says it (the app binds them).
-KEYS_HINT = "q resume training · x stop it · r whole run"
+KEYS_HINT = "q resume training · x stop it · i no more of these · r whole run"
 
 
 def break_text(brk: BreakInfo) -> Text:
