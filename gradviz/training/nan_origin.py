@@ -1,4 +1,12 @@
-"""Where a NaN/Inf started, found on the graph of the very iteration that made it.
+"""Where a NaN/Inf started, found on the very iteration that made it.
+
+Forward: when the loss itself is NaN/Inf, backward only carries it. The iteration's
+forward is replayed (:mod:`gradviz.training.replay`): the origin is the first op that
+made a NaN/Inf out of finite inputs, or, when none did, the first that took one (the
+model's input, a parameter an earlier step spoiled). Where the forward cannot be
+replayed (FSDP) or the NaN was made outside the model's forward (in the loss), the
+kept graph tells what it can: the earliest op (by sequence number, forward order)
+that saved a NaN/Inf tensor, which is the op *after* the one that made it.
 
 Backward: the kept graph (see :mod:`gradviz.training.kept_graph`) is stepped again by a
 :class:`~gradviz.engine.backward.BackwardStepper` on restored gradient state: every
@@ -8,13 +16,9 @@ the user's gradients are exactly those of their own backward. The stepper stops 
 the first node that made a NaN/Inf gradient out of finite ones (its
 ``first_nonfinite``) and the rest of backward is not run.
 
-Forward: when the loss itself is NaN/Inf, backward only carries it. The origin is
-then the earliest op (by autograd sequence number, i.e. forward order) that saved a
-NaN/Inf tensor for backward: the first op that took one as input (failing that, the
-first node of a backward re-step to make one, or else the loss's own op).
-
 The origin names the node (its graph key, as the app shows it), its op, the module
-whose forward made it, and the file and line of that module's ``forward``.
+whose forward made it, and the user's own line that called the op, from the replay
+(without one, the module's ``forward`` line, said to be only that).
 """
 
 from __future__ import annotations
@@ -23,17 +27,20 @@ import inspect
 import os
 from collections.abc import Sequence
 
+import networkx as nx
 import torch
 
-from gradviz.graph.walk import ACCUMULATE_GRAD, walk_graph
-from gradviz.model.runs.events import Origin, OriginPhase
 from gradviz.engine.backward import BackwardStepper
 from gradviz.engine.events import StepEvent
+from gradviz.graph.walk import ACCUMULATE_GRAD, walk_graph
+from gradviz.model.runs.events import Origin, OriginPhase
+from gradviz.training.replay import Replay, ReplayedOp
 
 
 def backward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.Module | None,
-                    modules: dict[int, str]) -> Origin:
-    """Step the kept graph of ``roots`` again and name its first node to make a NaN/Inf.
+                    modules, lines: Replay | None = None) -> Origin:
+    """Step the kept graph of ``roots`` again and name its first node to make a NaN/Inf;
+    ``lines``: a replay of the forward, which knows each node's line.
 
     The graph stays retained (the app may step it once more); ``.grad`` is restored.
     """
@@ -50,17 +57,18 @@ def backward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.
         return Origin(OriginPhase.BACKWARD, None, None, None, None, None,
                       "no node made a NaN/Inf when this backward was stepped again (it came "
                       "from elsewhere, such as another rank's gradients)")
-    return _origin(OriginPhase.BACKWARD, event.node, event.op, event.module, model,
+    return _origin(OriginPhase.BACKWARD, graph, event.node, model, lines,
                    f"{event.op} made a NaN/Inf gradient out of finite ones")
 
 
 def forward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.Module | None,
-                   modules: dict[int, str]) -> Origin:
-    """Where a NaN/Inf loss came from: the earliest op of the forward pass that saved a
-    NaN/Inf tensor for backward (the first to take one as input); failing that (an op
-    that saves nothing took it), the first node of a backward re-step to make one;
-    failing that, the loss's own op, which made it out of finite inputs (an overflow)."""
+                   modules, replayed: Replay | None = None) -> Origin:
+    """Where a NaN/Inf loss came from: what the replay of the forward found; failing that,
+    the earliest op of the kept graph that saved a NaN/Inf tensor; failing that, the
+    first node of a backward re-step to make one; failing that, the loss's own op."""
     graph, walk = walk_graph(list(roots), model=model, modules=modules)
+    if replayed is not None and (replayed.made or replayed.took):
+        return _replayed_origin(graph, replayed)
     first: tuple[int, str, list[torch.Tensor]] | None = None
     for key, fn in zip(graph.nodes, walk.nodes):
         seq = graph.nodes[key]["seq"]
@@ -75,18 +83,35 @@ def forward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.M
         weights = [names[id(t)] for t in first[2] if id(t) in names]
         detail = (f"{attrs['op']} took the NaN/Inf parameter {weights[0]} (an earlier "
                   "optimizer.step() made it)" if weights
-                  else f"{attrs['op']} was the first op to take a NaN/Inf input")
-        return _origin(OriginPhase.FORWARD, first[1], attrs["op"], attrs.get("module"), model, detail)
-    in_backward = backward_origin(roots, gradient, model=model, modules=modules)
+                  else f"{attrs['op']} was the first op to save a NaN/Inf input: the op "
+                  "before it made it")
+        return _origin(OriginPhase.FORWARD, graph, first[1], model, replayed, detail)
+    in_backward = backward_origin(roots, gradient, model=model, modules=modules,
+                                  lines=replayed)
     if in_backward.node is not None:
         return Origin(OriginPhase.FORWARD, in_backward.node, in_backward.op, in_backward.module,
                       in_backward.file, in_backward.line,
                       f"{in_backward.op} is the first op whose gradient is NaN/Inf")
     root = graph.graph["roots"][0]
-    attrs = graph.nodes[root]
-    return _origin(OriginPhase.FORWARD, root, attrs["op"], attrs.get("module"), model,
+    return _origin(OriginPhase.FORWARD, graph, root, model, replayed,
                    "the loss's own op made it out of finite inputs (an overflow?)")
 
+
+def _replayed_origin(graph: nx.DiGraph, replayed: Replay) -> Origin:
+    """The replay's op, named by its node in the kept graph where it made one."""
+    op: ReplayedOp = replayed.made or replayed.took
+    key = None
+    if op.seq is not None:
+        key = next((k for k, attrs in graph.nodes(data=True) if attrs.get("seq") == op.seq
+                    and attrs["op"] == op.node_type), None)
+    module = graph.nodes[key].get("module") if key is not None else op.module
+    if replayed.made is not None:
+        detail = f"{op.op} made a NaN/Inf out of finite inputs"
+    else:
+        detail = f"{op.op} was the first op to take a NaN/Inf: {replayed.what} held it"
+    file, line = _where(op)
+    return Origin(OriginPhase.FORWARD, key, op.node_type or op.op,
+                  module if module is not None else op.module, file, line, detail)
 
 class set_aside_grads:
     """Set each tensor's ``.grad`` to None for the ``with`` block, then put it back."""
@@ -128,9 +153,27 @@ def _made_nonfinite(event: StepEvent) -> bool:
     return event.nonfinite
 
 
-def _origin(phase, node, op, module, model, detail) -> Origin:
-    file, line = forward_location(model, module)
-    return Origin(phase, node, op, module, file, line, detail)
+def _origin(phase, graph: nx.DiGraph, node: str, model, lines: Replay | None,
+            detail: str) -> Origin:
+    """``node`` of ``graph`` as an origin, at the user's line that made it: from the replay
+    where there is one, else (said so) the line of its module's ``forward``."""
+    attrs = graph.nodes[node]
+    module = attrs.get("module")
+    replayed = lines.by_seq.get(attrs.get("seq")) if lines is not None else None
+    if replayed is not None and replayed.source is not None:
+        file, line = _where(replayed)
+    else:
+        file, line = forward_location(model, module)
+        if file is not None:
+            detail += f" (the line is {module or 'the model'}'s forward: no replay told the op's)"
+    return Origin(phase, node, attrs["op"], module, file, line, detail)
+
+
+def _where(op: ReplayedOp) -> tuple[str | None, int | None]:
+    if op.source is None:
+        return None, None
+    relative = os.path.relpath(op.source.file)
+    return (op.source.file if relative.startswith("..") else relative), op.source.line
 
 
 _SAVED_ATTRS: dict[type, tuple[str, ...]] = {}

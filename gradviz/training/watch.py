@@ -51,6 +51,7 @@ from gradviz.errors import GradvizError
 from gradviz.training.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
 from gradviz.graph.modules import ModuleSpans
 from gradviz.training.kept_graph import SavedTensorKeeper
+from gradviz.training.replay import ForwardCalls, replay
 from gradviz.training.loop_hooks import (
     install_backward,
     install_clipping,
@@ -183,6 +184,7 @@ class Watch:
         self._last_end = 0.0
         self._keeper: SavedTensorKeeper | None = None
         self._spans: ModuleSpans | None = None
+        self._calls: ForwardCalls | None = None
         self._scaled: tuple[weakref.ref, object] | None = None
         self.steps_seen = 0
         self._params: list[torch.Tensor] = []
@@ -362,6 +364,8 @@ class Watch:
             self._keeper = SavedTensorKeeper()
             self._keeper.install()
             self._restore.append(self._keeper.remove)
+            self._calls = ForwardCalls(self.model)  # outside DDP and compile: what was called
+            self._restore.append(self._calls.remove)
         if self.nan_origin or (self.rank == 0 and self.on_break == "app"
                                and (self.break_on or self.at is not None)):
             self._spans = ModuleSpans(self.inner)
@@ -589,6 +593,8 @@ class Watch:
             self._release_kept()
             if self._spans is not None:
                 self._spans.clear()
+            if self._calls is not None:
+                self._calls.clear()
             self._current = _Iteration()
 
     # -------------------------------------------------------------- checks
@@ -659,10 +665,14 @@ class Watch:
         modules = self._spans.of_graph(kept.roots) if self._spans is not None else {}
         self._inside += 1
         try:
+            # the iteration's forward again: the op that made it, and every op's line
+            replayed = (replay(self.inner, self._calls, self._spans, find=loss_bad)
+                        if self._calls is not None else None)
             if loss_bad:
                 return forward_origin(kept.roots, kept.gradient, model=self.inner,
-                                      modules=modules)
-            return backward_origin(kept.roots, kept.gradient, model=self.inner, modules=modules)
+                                      modules=modules, replayed=replayed)
+            return backward_origin(kept.roots, kept.gradient, model=self.inner, modules=modules,
+                                   lines=replayed)
         except (GradvizError, RuntimeError) as error:
             return Origin(OriginPhase.BACKWARD, None, None, None, None, None,
                           f"not found: {str(error).splitlines()[0]}")
