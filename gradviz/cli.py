@@ -7,6 +7,7 @@ traceback), 2 usage error.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -382,10 +383,11 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from rich.table import Table
 
     from gradviz.model.runs.history import RunRecord
-    from gradviz.model.runs.report import REPORT_POINTS, WatchReport
+    from gradviz.model.runs.report import WatchReport
 
     with RunRecord(args.record) as record:
-        report = WatchReport(record.history(args.run, points=REPORT_POINTS), source=args.record)
+        run = args.run if args.run is not None else record.latest_run().run
+        report = WatchReport.of(functools.partial(record.history, run), source=args.record)
     console = Console()
     console.print(report.headline(), soft_wrap=True, highlight=False)
     for section in report.sections():

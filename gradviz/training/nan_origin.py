@@ -81,10 +81,17 @@ def forward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.M
         attrs = graph.nodes[first[1]]
         names = {id(p): name for name, p in model.named_parameters()} if model is not None else {}
         weights = [names[id(t)] for t in first[2] if id(t) in names]
-        detail = (f"{attrs['op']} took the NaN/Inf parameter {weights[0]} (an earlier "
-                  "optimizer.step() made it)" if weights
-                  else f"{attrs['op']} was the first op to save a NaN/Inf input: the op "
-                  "before it made it")
+        if weights:
+            detail = (f"{attrs['op']} took the NaN/Inf parameter {weights[0]} (an earlier "
+                      "optimizer.step() made it)")
+        elif replayed is not None:  # the model's forward ran again and made none
+            between = _after_the_model(graph, first[0])
+            detail = (f"the model's forward made no NaN/Inf (run again): it was made after it, "
+                      f"in the loop's own code, before {attrs['op']} took it"
+                      + (f", by one of {', '.join(between)}" if between else ""))
+        else:
+            detail = (f"{attrs['op']} was the first op to save a NaN/Inf input: the op "
+                      "before it made it")
         return _origin(OriginPhase.FORWARD, graph, first[1], model, replayed, detail)
     in_backward = backward_origin(roots, gradient, model=model, modules=modules,
                                   lines=replayed)
@@ -95,6 +102,17 @@ def forward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.M
     root = graph.graph["roots"][0]
     return _origin(OriginPhase.FORWARD, graph, root, model, replayed,
                    "the loss's own op made it out of finite inputs (an overflow?)")
+
+
+def _after_the_model(graph: nx.DiGraph, before: int) -> list[str]:
+    """The ops made outside the model after its forward and before sequence number
+    ``before``, in forward order: where a NaN made in the loop's own code can be."""
+    inside = [a["seq"] for _, a in graph.nodes(data=True)
+              if a.get("module") is not None and a.get("seq", -1) >= 0]
+    start = max(inside, default=-1)
+    found = sorted((a["seq"], a["op"]) for _, a in graph.nodes(data=True)
+                   if a.get("module") is None and a["kind"] == "op" and start < a["seq"] < before)
+    return [op for _, op in found][:6]
 
 
 def _replayed_origin(graph: nx.DiGraph, replayed: Replay) -> Origin:

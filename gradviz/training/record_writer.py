@@ -112,9 +112,11 @@ class RecordWriter:
             db.execute("UPDATE runs SET status = ?, ended = ? WHERE run = ?",
                        (status, ended, self.run))
 
-    def history(self, *, last: int | None = None, points: int | None = None) -> RunHistory:
+    def history(self, *, last: int | None = None, points: int | None = None,
+                span: tuple[int, int] | None = None) -> RunHistory:
         with self._lock:
-            return read_history(self._connection, self.run, last=last, points=points)
+            return read_history(self._connection, self.run, last=last, points=points,
+                                span=span)
 
     @property
     def closed(self) -> bool:

@@ -196,9 +196,12 @@ class _Watcher(TorchFunctionMode):
 
 
 def _finite(tensor: torch.Tensor) -> bool:
+    """Read without making nodes: ``isfinite`` is built of differentiable ops, which would
+    take sequence numbers the replayed forward's nodes must keep."""
     if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.numel() == 0:
         return True
-    return bool(torch.isfinite(tensor).all())
+    with torch.no_grad():
+        return bool(torch.isfinite(tensor.detach()).all())
 
 
 def _op_name(func) -> str:

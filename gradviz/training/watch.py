@@ -241,19 +241,20 @@ class Watch:
             raise WatchError("w.backward() works inside the watch's with block")
         self.watched_backward(loss, gradient, retain_graph, create_graph, inputs)
 
-    def history(self, *, last: int | None = None, points: int | None = None) -> RunHistory:
+    def history(self, *, last: int | None = None, points: int | None = None,
+                span: tuple[int, int] | None = None) -> RunHistory:
         """The run so far as plain data (:class:`~gradviz.model.runs.history.RunHistory`)."""
         if self._writer is None:
             raise WatchError("this watch has not started: use it as `with gradviz.watch(...)`")
         if self._writer.closed:
             with RunRecord(self.path) as record:
-                return record.history(self._writer.run, last=last, points=points)
-        return self._writer.history(last=last, points=points)
+                return record.history(self._writer.run, last=last, points=points, span=span)
+        return self._writer.history(last=last, points=points, span=span)
 
     def report(self) -> WatchReport:
         """The run as a report; ``print(w.report())`` shows it as tables."""
         source = str(self.path) if self.path is not None else "memory"
-        return WatchReport(self.history(points=REPORT_POINTS), source=source)
+        return WatchReport.of(self.history, source=source)
 
     # -------------------------------------------------------------- set-up
     def _run_info(self) -> dict:
