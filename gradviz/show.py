@@ -7,6 +7,8 @@ The training layer never imports the app: :func:`watch` hands it :func:`open_bre
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import inspect
 from collections.abc import Sequence
 
@@ -42,9 +44,25 @@ def show(
 
 @functools.wraps(training_watch.watch)
 def watch(model, optimizer=None, **options) -> training_watch.Watch:
+    if options.get("on_break") is None:  # the app where there is a terminal to draw it on
+        options["on_break"] = {"terminal": "app", "notebook": "keep"}.get(where(), "report")
     # open_break is looked up when a break opens the app, so a test can replace it
     return training_watch.watch(model, optimizer, open_app=lambda pause: open_break(pause),
                                 **options)
+
+
+def where() -> str | None:
+    """"notebook" in a Jupyter kernel, "terminal" where the app can draw (Textual draws on
+    stderr: stdin and stderr must be terminals), else None (a pipe, nohup, a scheduler)."""
+    ipython = sys.modules.get("IPython")
+    if ipython is not None:
+        shell = ipython.get_ipython()
+        if shell is not None and getattr(shell, "kernel", None) is not None:
+            return "notebook"
+    streams = (sys.__stdin__, sys.__stderr__)
+    if all(s is not None and s.isatty() for s in streams) and os.environ.get("TERM") != "dumb":
+        return "terminal"
+    return None
 
 
 _signature = inspect.signature(training_watch.watch)
@@ -53,7 +71,14 @@ watch.__signature__ = _signature.replace(
 
 
 def open_break(pause: TrainingPause) -> None:
-    """Open the app on a watch break's session; returns when it is closed."""
+    """Open the app on a watch break's session: in this terminal (returns when it is
+    closed), or in a notebook's cell output (returns at once: the kernel stays free)."""
+    if where() == "notebook":
+        from gradviz.notebook import show_app
+        from gradviz.tui.app import make_app
+
+        show_app(make_app(pause=pause))
+        return
     from gradviz.tui.app import run_app
 
     run_app(pause=pause)

@@ -140,8 +140,20 @@ class IterationStats:
     # ---------------------------------------------------------- around a step
     def before_step(self) -> None:
         """Launch the gradient norms and copy the parameters' samples (no sync)."""
+        self.snapshot_params()
+        self.launch_grads()
+
+    def snapshot_params(self) -> None:
+        """Copy the parameters' samples, as they are before the update (no sync)."""
         if self._pointers != tuple(p.data_ptr() for p in self.params):
             self._build()  # a parameter got new storage (module.to(), p.data = ...)
+        with torch.no_grad():
+            for group in self._groups:
+                torch._foreach_copy_(group.before_slices, group.views)
+        self._stepped = False
+
+    def launch_grads(self) -> None:
+        """Launch the gradient norms (no sync): as backward made them, and after a clip."""
         self._clipped_norms = []
         if self._before_clip is None:
             self._grad_norms = self._launch_grad_norms()
@@ -151,11 +163,7 @@ class IterationStats:
                 self._clipped_norms = self._launch_grad_norms()
             else:
                 self._clipped_norms = self._scaled_norms(self._before_clip)
-        with torch.no_grad():
-            for group in self._groups:
-                torch._foreach_copy_(group.before_slices, group.views)
         self._grads_read = None
-        self._stepped = False
         self._before_clip = None
         self._clip_coefficients = {}
         self._clip_unknown = False

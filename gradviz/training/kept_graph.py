@@ -51,6 +51,19 @@ class SavedTensorKeeper:
         self._noting = None
 
     @staticmethod
+    def freeze(boxes: Iterable[_Box], params: Iterable[torch.Tensor]) -> None:
+        """Copy the saved tensors that training goes on to change in place (the
+        parameters, which ``optimizer.step()`` updates, and their views, such as the
+        ``weight.t()`` a linear layer saves), so that the graph can be stepped later and
+        still give this iteration's gradients: a saved tensor unpacked through a hook is
+        not checked against its version."""
+        storages = {p.untyped_storage().data_ptr() for p in params}
+        for box in boxes:
+            tensor = box.tensor
+            if tensor is not None and tensor.untyped_storage().data_ptr() in storages:
+                box.tensor = tensor.detach().clone()
+
+    @staticmethod
     def release(boxes: Iterable[_Box]) -> None:
         """Free the tensors in ``boxes`` (the graph they belong to can no longer run)."""
         for box in boxes:

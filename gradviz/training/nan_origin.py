@@ -57,8 +57,17 @@ def backward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.
         return Origin(OriginPhase.BACKWARD, None, None, None, None, None,
                       "no node made a NaN/Inf when this backward was stepped again (it came "
                       "from elsewhere, such as another rank's gradients)")
-    return _origin(OriginPhase.BACKWARD, graph, event.node, model, lines,
-                   f"{event.op} made a NaN/Inf gradient out of finite ones")
+    detail = f"{event.op} made a NaN/Inf gradient out of finite ones"
+    fn = dict(zip(graph.nodes, walk.nodes)).get(event.node)
+    backward = getattr(getattr(type(fn), "_forward_cls", None), "backward", None)
+    if backward is not None:  # a custom autograd.Function: its own backward did it
+        try:
+            file = os.path.relpath(inspect.getsourcefile(backward))
+            line = inspect.getsourcelines(backward)[1]
+            detail += f" (in {backward.__qualname__}, {file}:{line})"
+        except (OSError, TypeError):
+            pass
+    return _origin(OriginPhase.BACKWARD, graph, event.node, model, lines, detail)
 
 
 def forward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.Module | None,
@@ -118,9 +127,10 @@ def _after_the_model(graph: nx.DiGraph, before: int) -> list[str]:
 def _replayed_origin(graph: nx.DiGraph, replayed: Replay) -> Origin:
     """The replay's op, named by its node in the kept graph where it made one."""
     op: ReplayedOp = replayed.made or replayed.took
+    seq = replayed.graph_seq(op, (a.get("seq", -1) for _, a in graph.nodes(data=True)))
     key = None
-    if op.seq is not None:
-        key = next((k for k, attrs in graph.nodes(data=True) if attrs.get("seq") == op.seq
+    if seq is not None:
+        key = next((k for k, attrs in graph.nodes(data=True) if attrs.get("seq") == seq
                     and attrs["op"] == op.node_type), None)
     module = graph.nodes[key].get("module") if key is not None else op.module
     if replayed.made is not None:
@@ -177,7 +187,10 @@ def _origin(phase, graph: nx.DiGraph, node: str, model, lines: Replay | None,
     where there is one, else (said so) the line of its module's ``forward``."""
     attrs = graph.nodes[node]
     module = attrs.get("module")
-    replayed = lines.by_seq.get(attrs.get("seq")) if lines is not None else None
+    replayed = None
+    if lines is not None and attrs.get("seq") is not None:
+        relative = lines.in_graph(attrs["seq"])
+        replayed = lines.by_seq.get(relative) if relative is not None else None
     if replayed is not None and replayed.source is not None:
         file, line = _where(replayed)
     else:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 
 import torch
 
 from gradviz.errors import GradvizError
 
 BREAK_ON = ("nonfinite", "spike", "signal")
-ON_BREAK = ("app", "raise", "report")
+ON_BREAK = ("app", "raise", "report", "keep")
 
 
 class WatchError(GradvizError):
@@ -62,9 +61,10 @@ def check_break_on(break_on) -> tuple[str, ...]:
 
 
 def check_on_break(on_break):
+    """``on_break=None`` is "report" here; ``gradviz.watch`` (the entry layer, which knows
+    a terminal from a notebook) chooses "app" or "keep" for it first."""
     if on_break is None:
-        terminal = all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stdout))
-        return "app" if terminal else "report"
+        return "report"
     if callable(on_break) or on_break in ON_BREAK:
         return on_break
     raise WatchError(f"on_break= is one of {', '.join(map(repr, ON_BREAK))} or a callable; "

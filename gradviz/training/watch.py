@@ -75,7 +75,7 @@ from gradviz.model.runs.history import EventRecord, IterationRecord, ParamInfo, 
 from gradviz.training.record_writer import RecordWriter, check_record_path
 from gradviz.model.runs.events import EventKind, Origin, OriginPhase, TrainingPause
 from gradviz.training.breaks import TrainingStopped, WatchBreak
-from gradviz.model.runs.report import REPORT_POINTS, WatchReport
+from gradviz.model.runs.report import WatchReport
 
 
 #: Iterations the app opened by a break reads of the run so far (evenly spaced).
@@ -100,6 +100,23 @@ class _Kept:
         self.gradient = None
 
 
+@dataclass(frozen=True)
+class LastIteration:
+    """The latest iteration, for the loop's own logger (``w.last``): its loss, the total
+    gradient norm backward made and the one the step saw (when the loop clipped), the
+    learning rate, and per layer (a module's own parameters) its gradient norm and
+    |update| / |param|."""
+
+    iteration: int
+    loss: float | None
+    grad_norm: float | None
+    grad_norm_clipped: float | None
+    lr: float | None
+    seconds: float
+    layer_grad_norms: dict[str, float]
+    layer_update_ratios: dict[str, float]
+
+
 @dataclass
 class _Iteration:
     """What the iteration in progress has seen so far."""
@@ -110,6 +127,8 @@ class _Iteration:
     scaled: bool = False  # a GradScaler scaled a loss: Inf gradients are its business
     events: list[EventRecord] = field(default_factory=list)
     measured: Measurement | None = None  # the loss and gradients as read before the step
+    closure: bool = False  # the step computes the gradients itself (a closure)
+    grads_read: bool = False  # the gradients' norms are launched for this iteration
 
 
 def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
@@ -167,6 +186,7 @@ class Watch:
         self.nan_origin = bool(nan_origin)
 
         self.iteration = 0  # iterations completed
+        self.last: LastIteration | None = None  # the latest one, for the loop's own logger
         self.breaks: list[WatchBreak] = []  # breaks taken (rank 0)
         self.stopped = False
         self._active = False
@@ -185,6 +205,7 @@ class Watch:
         self._keeper: SavedTensorKeeper | None = None
         self._spans: ModuleSpans | None = None
         self._calls: ForwardCalls | None = None
+        self._shelved: tuple | None = None  # (break, its kept graph, modules) for show()
         self._scaled: tuple[weakref.ref, object] | None = None
         self.steps_seen = 0
         self._params: list[torch.Tensor] = []
@@ -195,6 +216,10 @@ class Watch:
         self._signature: tuple = ()
         self._model_signature: tuple = ()
         self._membership_checked = False
+        #: The caller says when the gradients are whole (:meth:`before_update`), not the
+        #: optimizer's step pre-hook: Lightning's accumulation runs the last micro-batch's
+        #: backward inside step(), after that hook.
+        self.updates_told = False
         self._left: set[int] = set()  # optimizers the watch followed away from
         self._companions: set[int] = set()  # optimizers stepping the model that are not followed
 
@@ -367,7 +392,7 @@ class Watch:
             self._restore.append(self._keeper.remove)
             self._calls = ForwardCalls(self.model)  # outside DDP and compile: what was called
             self._restore.append(self._calls.remove)
-        if self.nan_origin or (self.rank == 0 and self.on_break == "app"
+        if self.nan_origin or (self.rank == 0 and self.on_break in ("app", "keep")
                                and (self.break_on or self.at is not None)):
             self._spans = ModuleSpans(self.inner)
             self._spans.install()
@@ -413,7 +438,7 @@ class Watch:
             reason = "at"
         user_keeps = bool(retain_graph) or (retain_graph is None and bool(create_graph))
         keep = tensors_only and (self._keeper is not None or (
-            reason is not None and self._takes_breaks and self.on_break == "app"))
+            reason is not None and self._takes_breaks and self.on_break in ("app", "keep")))
         boxes = None
         self._inside += 1
         try:
@@ -501,7 +526,25 @@ class Watch:
             self._current.events.extend(self._auditor.membership(
                 self.iteration + 1, [p.requires_grad for p in self._params]))
             self._membership_checked = True
-        self._stats.before_step()
+        self._stats.snapshot_params()
+        if self.updates_told or not self._current.backwards:
+            # The gradients are made inside step() (a closure: LBFGS, Lightning) or the
+            # caller tells when they are whole (before_update): read them then.
+            self._current.closure = True
+            return
+        self._gradients_whole()
+
+    def before_update(self) -> None:
+        """The gradients of this iteration are whole and the optimizer is about to update
+        the weights: read and check them now. For integrations whose optimizer.step() runs
+        the forward and backward itself (Lightning calls it from on_before_optimizer_step);
+        a loop that calls backward then step() needs nothing of this."""
+        if self._active and not self._inside and not self._current.checked:
+            self._gradients_whole()
+
+    def _gradients_whole(self) -> None:
+        self._stats.launch_grads()
+        self._current.grads_read = True
         if self.nan_origin or {"nonfinite", "spike"} & set(self.break_on):
             self._check_before_step(self.iteration + 1, early=False)
 
@@ -509,6 +552,8 @@ class Watch:
         if not self._active or self._inside:
             return
         self.steps_seen += 1
+        if not self._current.grads_read:  # a closure made them inside step(): read them now
+            self._gradients_whole()
         self._stats.after_step()
         self._end_iteration(stepped=True)
 
@@ -539,10 +584,16 @@ class Watch:
         if not self._active or not self._current.backwards:
             return
         self._stats.before_step()
-        self._current.events.append(EventRecord(
-            self.iteration + 1, EventKind.SCALER_SKIP, "",
-            "GradScaler skipped optimizer.step(): Inf/NaN gradients at this loss scale"))
-        self._current.checked = True  # expected with a scaler: no nonfinite break
+        measured = self._stats.read_grads()
+        if measured.loss is not None and not math.isfinite(measured.loss):
+            # the (unscaled) loss itself is NaN/Inf: no loss scale makes that right
+            self._current.measured = measured
+            self._check(self.iteration + 1, measured, final=True)
+        else:
+            self._current.events.append(EventRecord(
+                self.iteration + 1, EventKind.SCALER_SKIP, "",
+                "GradScaler skipped optimizer.step(): Inf/NaN gradients at this loss scale"))
+        self._current.checked = True  # gradients that overflow the scale are its business
         self._end_iteration(stepped=False, skipped=True)
 
     def _record_broken_iteration(self) -> None:
@@ -573,6 +624,27 @@ class Watch:
         self._writer.write_iteration(row, self.rank, rows, events)
         self.iteration = iteration
         self._last_end = now
+        self.last = self._summary(row, measured)
+
+    def _summary(self, row: IterationRecord, measured: Measurement) -> LastIteration:
+        grads: dict[str, float] = {}
+        updates: dict[str, float] = {}
+        params: dict[str, float] = {}
+        for index, info in enumerate(self._infos):
+            layer = info.layer or "(model)"
+            grad = measured.grad_norms[index] if index < len(measured.grad_norms) else None
+            if grad is not None:
+                grads[layer] = grads.get(layer, 0.0) + grad * grad
+            if measured.update_norms is not None and measured.param_norms is not None:
+                update, param = measured.update_norms[index], measured.param_norms[index]
+                if update is not None and param is not None and math.isfinite(param):
+                    updates[layer] = updates.get(layer, 0.0) + update * update
+                    params[layer] = params.get(layer, 0.0) + param * param
+        return LastIteration(
+            row.iteration, None if math.isnan(row.loss) else row.loss,
+            None if math.isnan(row.grad_norm) else row.grad_norm, row.grad_norm_clipped,
+            row.lr, row.seconds, {k: math.sqrt(v) for k, v in grads.items()},
+            {k: math.sqrt(updates[k] / params[k]) for k in updates if params[k] > 0})
 
     def _end_iteration(self, *, stepped: bool, skipped: bool = False) -> None:
         iteration = self.iteration + 1
@@ -702,44 +774,95 @@ class Watch:
             print(f"gradviz: {brk.message}; training goes on", file=sys.stderr, flush=True)
         elif action == "app":
             self._open_app(brk)
+        elif action == "keep":
+            self._keep(brk)
         else:
             action(brk)
 
     def _open_app(self, brk: WatchBreak) -> None:
+        """The app on the break's graph, here and now: training waits until it closes."""
+        pause = self._pause(brk, self._current.kept)
+        if pause is None:
+            return
+        self._inside += 1
+        try:
+            self._app(pause)
+        finally:
+            self._inside -= 1
+            pause.closed()
+        self._after_pause(pause)
+
+    def _keep(self, brk: WatchBreak) -> None:
+        """``on_break="keep"`` (a notebook, whose kernel must not wait on an app): the break
+        is recorded and said; its graph is kept, frozen, for :meth:`show` to open later."""
+        kept = self._current.kept
+        if kept is None or not kept.roots:
+            print(f"gradviz: {brk.message} (no graph kept: nan_origin=False); training goes "
+                  "on", file=sys.stderr, flush=True)
+            return
+        if self._shelved is not None:
+            self._shelved[1].release()
+        if kept.boxes is not None:
+            SavedTensorKeeper.freeze(kept.boxes, self._params)  # training goes on updating
+        self._current.kept = None  # it outlives its iteration now
+        modules = self._spans.of_graph(kept.roots) if self._spans is not None else {}
+        self._shelved = (brk, kept, modules)
+        print(f"gradviz: {brk.message}; training goes on; w.show() opens that iteration's "
+              "graph", file=sys.stderr, flush=True)
+
+    def show(self) -> None:
+        """Open the app on the graph of the last break kept (``on_break="keep"``, the default
+        in a notebook): its backward stepped again, the model's ``.grad`` set aside until
+        the app closes. A second break replaces the graph kept."""
+        if self._shelved is None:
+            raise WatchError("no break has been kept to show: w.show() opens the graph of a "
+                             "break taken with on_break='keep' (the default in a notebook)")
+        brk, kept, modules = self._shelved
+        pause = self._pause(brk, kept, modules)
+        if pause is not None:
+            self._app(pause)
+
+    def _pause(self, brk: WatchBreak, kept: _Kept | None, modules=None) -> TrainingPause | None:
+        """What the app gets: the break, the run so far, and a session on the kept graph
+        (the leaves' ``.grad`` set aside until the app closes)."""
         if self._app is None:
             print(f"gradviz: {brk.message} (no app to open: use gradviz.watch); training "
                   "goes on", file=sys.stderr, flush=True)
-            return
-        kept = self._current.kept
+            return None
         if kept is None or not kept.roots:
             print(f"gradviz: {brk.message} (no graph kept to open: nan_origin=False); "
                   "training goes on", file=sys.stderr, flush=True)
-            return
+            return None
         from gradviz.graph.walk import discover, root_nodes
-        from gradviz.training.nan_origin import set_aside_grads
         from gradviz.session.session import Session
+        from gradviz.training.nan_origin import set_aside_grads
 
-        modules = self._spans.of_graph(kept.roots) if self._spans is not None else {}
+        if modules is None:
+            modules = self._spans.of_graph(kept.roots) if self._spans is not None else {}
         leaves = [fn.variable for fn in discover(root_nodes(kept.roots)).nodes
                   if fn.name().endswith("AccumulateGrad")]
-        self._inside += 1
+        aside = set_aside_grads(leaves).__enter__()
         try:
-            with set_aside_grads(leaves):
-                session = Session.for_roots(kept.roots, model=self.inner, gradient=kept.gradient,
-                                            modules=modules, name=f"iteration {brk.iteration}")
-                # thinned as the run view reads it: a 100k-iteration run read whole took 20 s
-                pause = TrainingPause(brk.info, self.history(points=PAUSE_POINTS), session)
-                try:
-                    self._app(pause)
-                finally:
-                    session.close()
-        finally:
-            self._inside -= 1
+            session = Session.for_roots(kept.roots, model=self.inner, gradient=kept.gradient,
+                                        modules=modules, name=f"iteration {brk.iteration}")
+        except BaseException:
+            aside.__exit__(None, None, None)
+            raise
+
+        def close() -> None:
+            session.close()
+            aside.__exit__(None, None, None)
+
+        # thinned as the run view reads it: a 100k-iteration run read whole took 20 s
+        return TrainingPause(brk.info, self.history(points=PAUSE_POINTS), session,
+                             on_close=close)
+
+    def _after_pause(self, pause: TrainingPause) -> None:
         if pause.mute_requested:
-            self.muted.add(brk.reason)
+            self.muted.add(pause.brk.reason)
         if pause.stop_requested:
             self.stopped = True
-            raise TrainingStopped(brk.iteration)
+            raise TrainingStopped(pause.brk.iteration)
 
     def _release_kept(self) -> None:
         kept = self._current.kept

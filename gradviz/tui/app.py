@@ -619,6 +619,8 @@ class GradvizApp(App[int]):
         # finalizes aborts the process ("terminate called without an active exception",
         # exit 134), seen on quitting right after opening a second scenario.
         self.engine.shutdown(timeout=ENGINE_EXIT_SECONDS)
+        if self.pause is not None:
+            self.pause.closed()  # the model's .grad put back (a break's graph was stepped)
 
     def on_resize(self, event) -> None:
         self._narrow(event.size.width, event.size.height)

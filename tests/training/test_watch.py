@@ -592,3 +592,42 @@ def test_a_break_at_an_iteration_opens_the_app_on_its_graph_and_training_resumes
         seen = train(model, optimizer, 4, *data())
     assert opened == [("at", 2, "MseLossBackward0", [])]
     assert w.history().losses == seen
+
+
+def test_a_break_kept_in_a_notebook_opens_later_with_that_iterations_gradients(monkeypatch):
+    """on_break="keep": training goes on; w.show() steps the break's own graph afterwards,
+    with the weights of that iteration (frozen), and puts the loop's .grad back."""
+    import gradviz.show
+
+    torch.manual_seed(0)
+    model = DeadUnitNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    opened = []
+
+    def app(pause):
+        session = pause.session
+        assert all(p.grad is None for p in model.parameters())  # set aside while it is open
+        session.run_backward()
+        opened.append((pause.brk.iteration, session.stepper.first_nonfinite.node,
+                       model.out.weight.grad.clone()))
+        pause.closed()
+
+    monkeypatch.setattr(gradviz.show, "open_break", app)
+    x, y = data()
+    zero, seen = zero_unit_at(model, 4), {}
+
+    def before(i):
+        zero(i)
+        if i == 5:  # the loop's own gradient of iteration 4, before iteration 5 replaces it
+            seen["grad"] = model.out.weight.grad.clone()
+
+    with gradviz.watch(model, optimizer, break_on=("nonfinite",), on_break="keep") as w:
+        train(model, optimizer, 6, x, y, before=before)
+    assert w.iteration == 6 and not opened  # training went on, nothing opened yet
+    loop_grad = model.out.weight.grad
+    w.show()
+    (iteration, node, grad), = opened
+    assert (iteration, node) == (4, "SqrtBackward0#0")
+    assert model.out.weight.grad is loop_grad  # put back
+    # the break's own backward, with that iteration's weights (not those of iteration 6)
+    torch.testing.assert_close(grad, seen["grad"], equal_nan=True)

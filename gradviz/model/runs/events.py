@@ -211,6 +211,13 @@ class TrainingPause:
     session: object  # gradviz.session.session.Session
     stop_requested: bool = False
     mute_requested: bool = False  # no more breaks of this kind in this run
+    on_close: object = None  # called once when the app that shows it closes
+
+    def closed(self) -> None:
+        """The app showing this pause has closed (called by the app, once)."""
+        callback, self.on_close = self.on_close, None
+        if callable(callback):
+            callback()
 
     def request_stop(self) -> None:
         self.stop_requested = True
