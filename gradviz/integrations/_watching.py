@@ -14,10 +14,10 @@ _open: weakref.WeakSet = weakref.WeakSet()
 
 def enter(model, optimizer, options: dict):
     """A watch around the training about to start (a stale one is closed first)."""
-    import gradviz
+    from gradviz.show import watch as gradviz_watch
 
     close_stale()
-    watch = gradviz.watch(model, optimizer, **options)
+    watch = gradviz_watch(model, optimizer, **options)
     watch.__enter__()
     _open.add(watch)
     return watch
