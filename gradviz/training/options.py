@@ -28,14 +28,14 @@ def check_optimizer(optimizer):
     ``.optimizer`` is one) is taken from inside it."""
     if optimizer is None:
         return None
-    given, seen = optimizer, 0
-    while not isinstance(optimizer, torch.optim.Optimizer) and seen < 8:
+    given = optimizer
+    for _ in range(8):  # accelerate's wrapper is an Optimizer itself: the inner one steps
         inner = getattr(optimizer, "optimizer", None)
-        if inner is None:
+        if not isinstance(inner, torch.optim.Optimizer):
             inner = getattr(optimizer, "_optimizer", None)
-        if inner is None or inner is optimizer:
+        if not isinstance(inner, torch.optim.Optimizer) or inner is optimizer:
             break
-        optimizer, seen = inner, seen + 1
+        optimizer = inner
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise WatchError(f"watch()'s optimizer must be a torch.optim.Optimizer (or a wrapper "
                          f"whose .optimizer is one), got {type(given).__name__}")

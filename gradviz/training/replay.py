@@ -139,7 +139,7 @@ def replay(model: torch.nn.Module, noted: ForwardCalls, spans: ModuleSpans | Non
         for number, call in enumerate(calls):
             mode = _Watcher(found, call, spans, model, find=find)
             try:
-                with _as_called(call), mode, _no_saved_tensors():
+                with _as_called(call), mode, _no_saved_tensors(), _seeing_functions(mode):
                     model(*call.args, **call.kwargs)
             except _Found:
                 pass
@@ -180,6 +180,13 @@ class _Watcher(TorchFunctionMode):
             self._note(func, args, kwargs, outputs)
         return out
 
+    def function_applied(self, cls, args, out) -> None:
+        """A custom ``autograd.Function`` ran (its node is made outside any torch function)."""
+        outputs = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        if outputs:
+            with torch._C.DisableTorchFunction():
+                self._note(_Applied(cls), args, {}, outputs)
+
     def _note(self, func, args, kwargs, outputs) -> None:
         node = outputs[0].grad_fn
         seq = None
@@ -211,6 +218,33 @@ class _Watcher(TorchFunctionMode):
             if value is tensor:
                 return f"the model's input {key}"
         return "a NaN/Inf input"
+
+
+class _Applied:
+    """A custom Function's ``apply``, named as forward events name it."""
+
+    def __init__(self, cls):
+        self.__name__ = f"{cls.__name__}.apply"
+
+
+@contextlib.contextmanager
+def _seeing_functions(watcher: _Watcher) -> Iterator[None]:
+    """Custom ``autograd.Function`` s run their forward under no_grad and make their node
+    after it, where a TorchFunctionMode sees nothing: their ``apply`` is watched too, for
+    the replay only."""
+    function = torch.autograd.Function
+    original = function.__dict__["apply"]
+
+    def apply(cls, *args, **kwargs):
+        out = original.__get__(None, cls)(*args, **kwargs)  # a C classmethod, bound
+        watcher.function_applied(cls, args, out)
+        return out
+
+    function.apply = classmethod(apply)
+    try:
+        yield
+    finally:
+        function.apply = original
 
 
 def _finite(tensor: torch.Tensor) -> bool:

@@ -504,8 +504,8 @@ class Watch:
                       f"model: the watch follows the {type(optimizer).__name__} it was given")
         else:
             detail = (f"a new {type(optimizer).__name__} steps {stepped} of the model's "
-                      f"parameters (the watch had a {type(previous).__name__}): iterations are "
-                      "its steps from here on")
+                      f"parameters, not the {type(previous).__name__} the watch followed: "
+                      "iterations are its steps from here on")
         self._left.add(id(previous))
         self.optimizer = optimizer
         events = self._track_params()
