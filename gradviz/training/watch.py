@@ -849,6 +849,10 @@ class Watch:
             aside.__exit__(None, None, None)
             raise
 
+        origin = brk.origin
+        if origin is not None and origin.node is not None and origin.node in session.graph:
+            session.progress.mark_broken(origin.node)  # ✖ where it started, from the start
+
         def close() -> None:
             session.close()
             aside.__exit__(None, None, None)
