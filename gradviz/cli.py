@@ -151,8 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The app: a picker with no argument, else straight into the scenario."""
-    from gradviz.model.catalog import BUILTIN_NAMES, check_file
     from gradviz.errors import GradvizError
+    from gradviz.model.catalog import BUILTIN_NAMES, check_file
 
     scenario = getattr(args, "scenario", None)
     if args.command == "demo" and scenario not in BUILTIN_NAMES:
@@ -161,7 +161,9 @@ def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from gradviz.model.runs.schema import looks_like_record
 
     if args.command == "open" and looks_like_record(scenario):  # gradviz.watch's record
-        from gradviz.tui.screens.run_view import make_record_app  # no torch: a record is plain data
+        from gradviz.tui.screens.run_view import (
+            make_record_app,  # no torch: a record is plain data
+        )
 
         record_app = make_record_app(scenario)  # reads it; RecordError on a bad file
         if not has_terminal():
@@ -228,7 +230,13 @@ def cmd_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
 def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from gradviz.session.scenario import load_scenario
     from gradviz.session.session import Session
@@ -314,8 +322,8 @@ def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The app in a browser: textual-serve runs ``gradviz demo|open`` per tab."""
     import shlex
 
-    from gradviz.model.catalog import BUILTIN_NAMES
     from gradviz.errors import GradvizError, ScenarioError
+    from gradviz.model.catalog import BUILTIN_NAMES
 
     command = [sys.executable, "-m", "gradviz.cli"]
     if args.scenario in BUILTIN_NAMES:

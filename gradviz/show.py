@@ -7,17 +7,17 @@ The training layer never imports the app: :func:`watch` hands it :func:`open_bre
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
-import inspect
 from collections.abc import Sequence
 
 import torch
 
 from gradviz.graph.record import recorded_modules
+from gradviz.model.runs.events import TrainingPause
 from gradviz.session.session import Session
 from gradviz.training import watch as training_watch
-from gradviz.model.runs.events import TrainingPause
 
 
 def show(

@@ -21,7 +21,6 @@ from collections.abc import Iterable
 import torch
 
 
-
 class _Box:
     __slots__ = ("tensor",)
 

@@ -17,13 +17,18 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from gradviz.model.runs.schema import APPLICATION_ID, SCHEMA, SCHEMA_VERSION, RecordError
 from gradviz.model.runs.history import (
     EventRecord,
     IterationRecord,
     ParamInfo,
     RunHistory,
     read_history,
+)
+from gradviz.model.runs.schema import (
+    APPLICATION_ID,
+    SCHEMA,
+    SCHEMA_VERSION,
+    RecordError,
 )
 
 

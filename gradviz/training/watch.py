@@ -46,20 +46,28 @@ from pathlib import Path
 
 import torch
 
-from gradviz.training.audits import Auditor
-from gradviz.errors import GradvizError
-from gradviz.training.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
 from gradviz.graph.modules import ModuleSpans
+from gradviz.model.runs.events import EventKind, TrainingPause
+from gradviz.model.runs.history import (
+    EventRecord,
+    IterationRecord,
+    ParamInfo,
+    RunHistory,
+    RunRecord,
+)
+from gradviz.model.runs.report import WatchReport
+from gradviz.training.audits import Auditor
+from gradviz.training.bands import default_band
+from gradviz.training.breaks import BreakTaking, TrainingStopped, WatchBreak
+from gradviz.training.following import Following, unwrapped
+from gradviz.training.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
 from gradviz.training.kept_graph import SavedTensorKeeper
-from gradviz.training.replay import ForwardCalls, replay
 from gradviz.training.loop_hooks import (
     install_backward,
     install_clipping,
     install_grad_scaler,
     install_signal,
 )
-from gradviz.training.bands import default_band
-from gradviz.training.spikes import SpikeWatch
 from gradviz.training.options import (
     WatchError,
     check_at,
@@ -71,15 +79,10 @@ from gradviz.training.options import (
     check_spike,
     check_update_sample,
 )
-from gradviz.model.runs.history import EventRecord, IterationRecord, ParamInfo, RunHistory, RunRecord
 from gradviz.training.record_writer import RecordWriter, check_record_path
-from gradviz.model.runs.events import EventKind, Origin, OriginPhase, TrainingPause
-from gradviz.training.breaks import TrainingStopped, WatchBreak
-from gradviz.model.runs.report import WatchReport
+from gradviz.training.replay import ForwardCalls
+from gradviz.training.spikes import SpikeWatch
 
-
-#: Iterations the app opened by a break reads of the run so far (evenly spaced).
-PAUSE_POINTS = 4000
 #: Iterations kept in memory when ``record=None``.
 MEMORY_ITERATIONS = 1000
 
@@ -161,14 +164,14 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
                  open_app=open_app)
 
 
-class Watch:
+class Watch(Following, BreakTaking):
     """The context manager :func:`watch` returns; see the module docstring."""
 
     def __init__(self, model, optimizer=None, *, record=None, break_on=(), at=None,
                  on_break=None, spike=10.0, band=None, nan_origin=None,
                  update_sample=DEFAULT_SAMPLE, open_app=None):
         self.model = check_model(model)
-        self.inner = _unwrapped(self.model)  # what names come from
+        self.inner = unwrapped(self.model)  # what names come from
         self.optimizer = check_optimizer(optimizer)
         self.path = None if record is None else Path(record)
         if self.path is not None:
@@ -298,79 +301,6 @@ class Watch:
                          "nan_origin": self.nan_origin, "update_sample": self.update_sample},
         }
 
-    def _track_params(self) -> list[EventRecord]:
-        """The parameters measured: the optimizer's, then the model's other trainable ones
-        (measured, never stepped: the not-in-optimizer audit). A parameter keeps its index
-        when the param groups or the model change; one the model no longer has (a layer
-        replaced after the optimizer was built) keeps its old name, marked replaced. The
-        events that says what changed."""
-        names: dict[int, str] = {}
-        for name, param in self.inner.named_parameters(remove_duplicate=False):
-            names.setdefault(id(param), name)
-        in_model = set(names)
-        group_of: dict[int, int] = {}
-        order: list[torch.Tensor] = []
-        if self.optimizer is not None:
-            for g, group in enumerate(self.optimizer.param_groups):
-                for i, param in enumerate(group["params"]):
-                    group_of.setdefault(id(param), g)
-                    order.append(param)
-        for param in self.model.parameters():
-            if id(param) not in group_of and (param.requires_grad or self.optimizer is None):
-                order.append(param)
-        for param in order:
-            if id(param) not in self._index:
-                self._index[id(param)] = len(self._params)
-                self._params.append(param)
-        events = []
-        before = {info.index: info.name for info in self._infos}
-        self._signature = self._groups_signature()
-        self._model_signature = self._model_params()
-        self._stats.set_params(self._params)
-        self._infos = []
-        orphans = []
-        for index, param in enumerate(self._params):
-            name = names.get(id(param))
-            if name is None and index in before:  # the model lets go of it: replaced
-                name = before[index].removesuffix(REPLACED) + REPLACED
-                orphans.append(index)
-                if not before[index].endswith(REPLACED):
-                    events.append(self._replaced(before[index], group_of, names))
-            elif name is None:
-                g = group_of.get(id(param))
-                name = f"param{index}" if g is None else \
-                    f"group{g}[{self.optimizer.param_groups[g]['params'].index(param)}]"
-            self._infos.append(ParamInfo(
-                index, name, name.removesuffix(REPLACED).rpartition(".")[0], tuple(param.shape),
-                param.numel(), str(param.dtype).removeprefix("torch."), group_of.get(id(param)),
-                self._stats.sampled[index]))
-        in_optimizer = [info.param_group is not None or self.optimizer is None
-                        for info in self._infos]
-        self._auditor.set_params([i.name for i in self._infos], [i.layer for i in self._infos],
-                                 in_optimizer, [i for i in orphans if id(self._params[i])
-                                                not in in_model])
-        self._writer.add_params(self._infos)
-        self._membership_checked = False
-        return events
-
-    def _replaced(self, name: str, group_of: dict[int, int], names: dict[int, str]
-                  ) -> EventRecord:
-        new = next((p for p in self.model.parameters() if names.get(id(p)) == name), None)
-        where = ("the new one is in no optimizer group: it is not trained" if new is not None
-                 and id(new) not in group_of else "the new one is stepped too")
-        if new is None:
-            where = "the model has no parameter of that name any more"
-        return EventRecord(self.iteration + 1, EventKind.PARAM_REPLACED, name,
-                           f"the optimizer still steps the old tensor; {where}")
-
-    def _model_params(self) -> tuple[int, ...]:
-        return tuple(map(id, self.model.parameters()))
-
-    def _groups_signature(self) -> tuple:
-        if self.optimizer is None:
-            return ()
-        return tuple(len(group["params"]) for group in self.optimizer.param_groups)
-
     def _install(self) -> None:
         """Everything the watch hooks into; each undo goes on ``_restore``."""
         self._restore.extend(install_backward(self))
@@ -488,29 +418,6 @@ class Watch:
     def _any_step_after(self, optimizer, args, kwargs) -> None:
         if optimizer is self.optimizer:
             self._after_step(optimizer, args, kwargs)
-
-    def _maybe_follow(self, optimizer) -> None:
-        if id(optimizer) in self._companions:
-            return
-        ours = {id(p) for p in self.model.parameters()}
-        stepped = sum(1 for group in optimizer.param_groups for p in group["params"]
-                      if id(p) in ours)
-        if not stepped:
-            return  # another model's optimizer
-        previous = self.optimizer
-        if id(optimizer) in self._left:  # two optimizers take turns (a GAN): keep the first
-            self._companions.add(id(previous))
-            detail = (f"{type(optimizer).__name__} and {type(previous).__name__} both step this "
-                      f"model: the watch follows the {type(optimizer).__name__} it was given")
-        else:
-            detail = (f"a new {type(optimizer).__name__} steps {stepped} of the model's "
-                      f"parameters, not the {type(previous).__name__} the watch followed: "
-                      "iterations are its steps from here on")
-        self._left.add(id(previous))
-        self.optimizer = optimizer
-        events = self._track_params()
-        self._current.events += [EventRecord(self.iteration + 1, EventKind.OPTIMIZER_CHANGED, "",
-                                             detail), *events]
 
     def _before_step(self, optimizer, args, kwargs) -> None:
         if not self._active or self._inside:
@@ -728,146 +635,6 @@ class Watch:
             math.isinf(norm) and param.grad is not None and bool(torch.isfinite(param.grad).all())
             for param, norm in bad)
 
-    def _origin(self, loss_bad: bool) -> Origin | None:
-        """Where the NaN/Inf started, on the kept graph (None when none is kept)."""
-        from gradviz.training.nan_origin import backward_origin, forward_origin
-
-        kept = self._current.kept
-        if kept is None or not kept.roots:
-            return None
-        modules = self._spans.of_graph(kept.roots) if self._spans is not None else {}
-        self._inside += 1
-        try:
-            # the iteration's forward again: the op that made it, and every op's line
-            replayed = (replay(self.inner, self._calls, self._spans, find=loss_bad)
-                        if self._calls is not None else None)
-            if loss_bad:
-                return forward_origin(kept.roots, kept.gradient, model=self.inner,
-                                      modules=modules, replayed=replayed)
-            return backward_origin(kept.roots, kept.gradient, model=self.inner, modules=modules,
-                                   lines=replayed)
-        except (GradvizError, RuntimeError) as error:
-            return Origin(OriginPhase.BACKWARD, None, None, None, None, None,
-                          f"not found: {str(error).splitlines()[0]}")
-        finally:
-            self._inside -= 1
-
-    # -------------------------------------------------------------- breaks
-    @property
-    def _takes_breaks(self) -> bool:
-        return self.rank == 0
-
-    def _hit(self, brk: WatchBreak, *, wanted: bool) -> None:
-        """Record ``brk``'s event; if a break is ``wanted``, take it (on rank 0) or note it."""
-        noted = wanted and not self._takes_breaks
-        muted = wanted and brk.reason in self.muted
-        note = ("noted: breaks are taken on rank 0" if noted
-                else f"no break: {brk.reason.value} breaks were turned off" if muted else "")
-        self._writer.add_events([brk.event(note)])
-        if not wanted or noted or muted:
-            return
-        self.breaks.append(brk)
-        action = self.on_break
-        if action == "raise":
-            raise brk
-        if action == "report":
-            print(f"gradviz: {brk.message}; training goes on", file=sys.stderr, flush=True)
-        elif action == "app":
-            self._open_app(brk)
-        elif action == "keep":
-            self._keep(brk)
-        else:
-            action(brk)
-
-    def _open_app(self, brk: WatchBreak) -> None:
-        """The app on the break's graph, here and now: training waits until it closes."""
-        pause = self._pause(brk, self._current.kept)
-        if pause is None:
-            return
-        self._inside += 1
-        try:
-            self._app(pause)
-        finally:
-            self._inside -= 1
-            pause.closed()
-        self._after_pause(pause)
-
-    def _keep(self, brk: WatchBreak) -> None:
-        """``on_break="keep"`` (a notebook, whose kernel must not wait on an app): the break
-        is recorded and said; its graph is kept, frozen, for :meth:`show` to open later."""
-        kept = self._current.kept
-        if kept is None or not kept.roots:
-            print(f"gradviz: {brk.message} (no graph kept: nan_origin=False); training goes "
-                  "on", file=sys.stderr, flush=True)
-            return
-        if self._shelved is not None:
-            self._shelved[1].release()
-        if kept.boxes is not None:
-            SavedTensorKeeper.freeze(kept.boxes, self._params)  # training goes on updating
-        self._current.kept = None  # it outlives its iteration now
-        modules = self._spans.of_graph(kept.roots) if self._spans is not None else {}
-        self._shelved = (brk, kept, modules)
-        print(f"gradviz: {brk.message}; training goes on; w.show() opens that iteration's "
-              "graph", file=sys.stderr, flush=True)
-
-    def show(self) -> None:
-        """Open the app on the graph of the last break kept (``on_break="keep"``, the default
-        in a notebook): its backward stepped again, the model's ``.grad`` set aside until
-        the app closes. A second break replaces the graph kept."""
-        if self._shelved is None:
-            raise WatchError("no break has been kept to show: w.show() opens the graph of a "
-                             "break taken with on_break='keep' (the default in a notebook)")
-        brk, kept, modules = self._shelved
-        pause = self._pause(brk, kept, modules)
-        if pause is not None:
-            self._app(pause)
-
-    def _pause(self, brk: WatchBreak, kept: _Kept | None, modules=None) -> TrainingPause | None:
-        """What the app gets: the break, the run so far, and a session on the kept graph
-        (the leaves' ``.grad`` set aside until the app closes)."""
-        if self._app is None:
-            print(f"gradviz: {brk.message} (no app to open: use gradviz.watch); training "
-                  "goes on", file=sys.stderr, flush=True)
-            return None
-        if kept is None or not kept.roots:
-            print(f"gradviz: {brk.message} (no graph kept to open: nan_origin=False); "
-                  "training goes on", file=sys.stderr, flush=True)
-            return None
-        from gradviz.graph.walk import discover, root_nodes
-        from gradviz.session.session import Session
-        from gradviz.training.nan_origin import set_aside_grads
-
-        if modules is None:
-            modules = self._spans.of_graph(kept.roots) if self._spans is not None else {}
-        leaves = [fn.variable for fn in discover(root_nodes(kept.roots)).nodes
-                  if fn.name().endswith("AccumulateGrad")]
-        aside = set_aside_grads(leaves).__enter__()
-        try:
-            session = Session.for_roots(kept.roots, model=self.inner, gradient=kept.gradient,
-                                        modules=modules, name=f"iteration {brk.iteration}")
-        except BaseException:
-            aside.__exit__(None, None, None)
-            raise
-
-        origin = brk.origin
-        if origin is not None and origin.node is not None and origin.node in session.graph:
-            session.progress.mark_broken(origin.node)  # ✖ where it started, from the start
-
-        def close() -> None:
-            session.close()
-            aside.__exit__(None, None, None)
-
-        # thinned as the run view reads it: a 100k-iteration run read whole took 20 s
-        return TrainingPause(brk.info, self.history(points=PAUSE_POINTS), session,
-                             on_close=close)
-
-    def _after_pause(self, pause: TrainingPause) -> None:
-        if pause.mute_requested:
-            self.muted.add(pause.brk.reason)
-        if pause.stop_requested:
-            self.stopped = True
-            raise TrainingStopped(pause.brk.iteration)
-
     def _release_kept(self) -> None:
         kept = self._current.kept
         if kept is not None:
@@ -904,26 +671,6 @@ def _finite(loss: float | None, total: float | None) -> bool:
 
 def _nan(value: float | None) -> float:
     return math.nan if value is None else value
-
-
-#: How a parameter the model let go of is named in the record.
-REPLACED = " (replaced)"
-
-
-def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
-    """The module the user wrote, inside the wrappers that torch.compile (``_orig_mod``)
-    and DDP / DataParallel (``module``) put around it: its parameter and module names
-    are the user's own, without their prefixes."""
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
-
-    for _ in range(8):
-        if isinstance(model, (DistributedDataParallel, DataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
-            model = model._orig_mod
-        else:
-            break
-    return model
 
 
 def _lr(optimizer) -> float | None:

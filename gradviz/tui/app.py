@@ -26,13 +26,13 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from gradviz.errors import one_line
+from gradviz.model.catalog import builtin_scenarios
 from gradviz.model.find import find_nodes
 from gradviz.model.layout import GROUP, GraphLayout
 from gradviz.model.progress import BackwardProgress, group_progress
 from gradviz.model.state import Action, Activity, Failure, Phase, SessionState, Verdict
 from gradviz.model.views import node_view
 from gradviz.runtime.serial_worker import SerialWorker
-from gradviz.model.catalog import builtin_scenarios
 from gradviz.tui import jobs, messages
 from gradviz.tui.screens.help import HELP_KEYS, HelpScreen
 from gradviz.tui.screens.picker import PickerScreen

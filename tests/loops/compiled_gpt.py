@@ -8,10 +8,8 @@ with data-dependent Python does. Returns dynamo's counters in ``extra``.
 Faults: log, sqrt0, overflow (gpt_model), lr5.
 """
 
-import time
 
 import torch
-import torch.nn.functional as F
 
 from tests.loops.common import Log, faults, watching
 from tests.loops.gpt_model import GPT, Block, GPTConfig, get_batch

@@ -11,7 +11,6 @@ turn NaN only through the all-reduce), "log0@N" on rank 0 only, "lr5@N+".
 import json
 import os
 import socket
-import sys
 import tempfile
 
 import torch

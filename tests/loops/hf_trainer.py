@@ -15,7 +15,6 @@ Faults: log (log(|h|-100) in the first encoder layer's intermediate output, via 
 forward hook, followed by the layer's GELU... see _inject), lr5.
 """
 
-import os
 import tempfile
 
 import torch

@@ -6,7 +6,6 @@ zerolr (lr 0 for good, ratio-low), newopt (a second optimizer from iteration N).
 """
 
 import math
-import time
 from contextlib import nullcontext
 
 import torch

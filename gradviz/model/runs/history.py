@@ -35,6 +35,7 @@ from gradviz.model.runs.schema import (
     RecordError,
 )
 
+
 #: Event kinds that are audits (each reported once per run and subject).
 @dataclass(frozen=True)
 class RunInfo:
