@@ -22,6 +22,8 @@ REPORT_POINTS = 2000
 FOCUS_BEFORE = 4
 #: Layers shown at the bad iteration.
 LAYERS_SHOWN = 8
+#: Iterations a layer's |Δ|/|p| needs (after the first quarter) to be called out of band.
+BAND_ITERATIONS = 10
 
 
 def first_bad(history: RunHistory) -> EventRecord | None:
@@ -91,7 +93,7 @@ class WatchReport:
         for layer, ratios in zip(self.history.layers, self.history.layer_update_ratios):
             finite = [r for r in ratios if math.isfinite(r)]
             finite = finite[len(finite) // 4:]
-            if not finite:
+            if len(finite) < BAND_ITERATIONS:  # as the audit: a few steps say nothing
                 continue
             median = statistics.median(finite)
             if low <= median <= high:
@@ -185,8 +187,10 @@ class WatchReport:
         if not rows:
             return None
         values = [r.lr for r in rows]
-        jumps = [(rows[i - 1], rows[i]) for i in range(1, len(rows))
-                 if _jumped(rows[i - 1].lr, rows[i].lr)]
+        # a jump breaks a steady lr (a step schedule, a restart), not a warmup's ramp
+        jumps = [(rows[i - 1], rows[i]) for i in range(2, len(rows))
+                 if _jumped(rows[i - 1].lr, rows[i].lr) and not _jumped(rows[i - 2].lr,
+                                                                          rows[i - 1].lr, 1.2)]
         table = [("first -> last", f"{values[0]:.3g} -> {values[-1]:.3g}"),
                  ("range", f"{min(values):.3g} .. {max(values):.3g}")]
         table += [("jump", f"{a.lr:.3g} at {a.iteration} -> {b.lr:.3g} at {b.iteration}")
@@ -266,7 +270,8 @@ class WatchReport:
         low, high = self.band
         rows = [(b.layer, _num(b.median), _num(b.last), f"{b.outside:.0%}", str(b.iterations))
                 for b in bands[:ROWS_SHOWN]]
-        title = f"layers out of band (|Δ|/|p| outside {low:g}..{high:g}, median over the run)"
+        title = (f"layers out of band (|Δ|/|p| outside {low:g}..{high:g}, median over the run "
+                 "after its first quarter)")
         return Section(title,
                        ("layer", "median |Δ|/|p|", "last", "iterations outside", "of"), rows,
                        _more(len(bands)))
@@ -315,10 +320,10 @@ def _largest_rise(values: list[float]) -> tuple[int, int] | None:
     return found
 
 
-def _jumped(before: float, after: float) -> bool:
-    """A step change of the learning rate (by 2x or more), not a schedule's gentle slope."""
+def _jumped(before: float, after: float, factor: float = 2.0) -> bool:
+    """A change of the learning rate by ``factor`` or more (a step, not a gentle slope)."""
     if before == after:
         return False
     if before <= 0 or after <= 0:
         return True
-    return max(before, after) / min(before, after) >= 2.0
+    return max(before, after) / min(before, after) >= factor
