@@ -84,18 +84,26 @@ class BreakTaking:
     ``breaks``."""
 
     def _origin(self, loss_bad: bool) -> Origin | None:
-        """Where the NaN/Inf started, on the kept graph (None when none is kept)."""
-        from gradviz.training.nan_origin import backward_origin, forward_origin
+        """Where the NaN/Inf started: from the replayed forward and the kept graph (None
+        when neither is there)."""
+        from gradviz.training.nan_origin import (
+            backward_origin,
+            forward_origin,
+            replayed_origin,
+        )
 
         kept = self._current.kept
-        if kept is None or not kept.roots:
+        if (kept is None or not kept.roots) and (self._calls is None or not loss_bad):
             return None
-        modules = self._spans.of_graph(kept.roots) if self._spans is not None else {}
         self._inside += 1
         try:
             # the iteration's forward again: the op that made it, and every op's line
             replayed = (replay(self.inner, self._calls, self._spans, find=loss_bad)
                         if self._calls is not None else None)
+            if kept is None or not kept.roots:  # no graph kept (a compiled region's)
+                return replayed_origin(None, replayed) if replayed is not None and (
+                    replayed.made or replayed.took) else None
+            modules = self._spans.of_graph(kept.roots) if self._spans is not None else {}
             if loss_bad:
                 return forward_origin(kept.roots, kept.gradient, model=self.inner,
                                       modules=modules, replayed=replayed)

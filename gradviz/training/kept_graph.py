@@ -16,6 +16,7 @@ the loss (in the next iteration's forward: twice the activation memory). Instead
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 import torch
@@ -79,3 +80,27 @@ class SavedTensorKeeper:
         if noting is not None:
             noting.append(box)
         return tensor
+
+
+#: Nodes looked at, at most, for a compiled region behind a loss.
+_REGION_SEARCH = 20_000
+
+
+def has_compiled_region(roots) -> bool:
+    """Whether a ``torch.compile``d region's node is behind ``roots``: its backward may
+    have been compiled with donated buffers, and then runs only without retain_graph.
+    Looked for only once torch.compile has compiled something in this process."""
+    dynamo = sys.modules.get("torch._dynamo.utils")
+    if dynamo is None or not dynamo.counters["stats"].get("unique_graphs"):
+        return False
+    stack = [r.grad_fn for r in roots if isinstance(r, torch.Tensor) and r.grad_fn is not None]
+    seen = set()
+    while stack and len(seen) < _REGION_SEARCH:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__.startswith("CompiledFunctionBackward"):
+            return True
+        stack.extend(child for child, _ in node.next_functions if child is not None)
+    return False

@@ -77,7 +77,7 @@ def forward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.M
     first node of a backward re-step to make one; failing that, the loss's own op."""
     graph, walk = walk_graph(list(roots), model=model, modules=modules)
     if replayed is not None and (replayed.made or replayed.took):
-        return _replayed_origin(graph, replayed)
+        return replayed_origin(graph, replayed)
     first: tuple[int, str, list[torch.Tensor]] | None = None
     for key, fn in zip(graph.nodes, walk.nodes):
         seq = graph.nodes[key]["seq"]
@@ -124,10 +124,11 @@ def _after_the_model(graph: nx.DiGraph, before: int) -> list[str]:
     return [op for _, op in found][:6]
 
 
-def _replayed_origin(graph: nx.DiGraph, replayed: Replay) -> Origin:
-    """The replay's op, named by its node in the kept graph where it made one."""
+def replayed_origin(graph: nx.DiGraph | None, replayed: Replay) -> Origin:
+    """The replay's op, named by its node in the kept graph where there is one."""
     op: ReplayedOp = replayed.made or replayed.took
-    seq = replayed.graph_seq(op, (a.get("seq", -1) for _, a in graph.nodes(data=True)))
+    seq = None if graph is None else replayed.graph_seq(
+        op, (a.get("seq", -1) for _, a in graph.nodes(data=True)))
     key = None
     if seq is not None:
         key = next((k for k, attrs in graph.nodes(data=True) if attrs.get("seq") == seq

@@ -61,7 +61,7 @@ from gradviz.training.bands import default_band
 from gradviz.training.breaks import BreakTaking, TrainingStopped, WatchBreak
 from gradviz.training.following import Following, unwrapped
 from gradviz.training.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
-from gradviz.training.kept_graph import SavedTensorKeeper
+from gradviz.training.kept_graph import SavedTensorKeeper, has_compiled_region
 from gradviz.training.loop_hooks import (
     install_backward,
     install_clipping,
@@ -369,6 +369,10 @@ class Watch(Following, BreakTaking):
         user_keeps = bool(retain_graph) or (retain_graph is None and bool(create_graph))
         keep = tensors_only and (self._keeper is not None or (
             reason is not None and self._takes_breaks and self.on_break in ("app", "keep")))
+        if keep and has_compiled_region(roots):
+            # inductor's compiled backward donates its buffers: it refuses retain_graph
+            # (the forward's replay still finds a NaN made there; its backward is one node)
+            keep = False
         boxes = None
         self._inside += 1
         try:

@@ -217,3 +217,25 @@ def test_the_replay_puts_back_the_batchnorm_statistics_and_the_random_numbers():
     torch.testing.assert_close(seen["mean"], mean_after_forward, equal_nan=True, rtol=0, atol=0)
     assert model.bn.num_batches_tracked.item() == 3
     assert torch.equal(seen["draw"], expected)
+
+
+def test_a_model_compiled_by_inductor_is_watched_and_its_nan_found_by_the_replay():
+    """Inductor's backward donates its buffers and refuses retain_graph: no graph is kept
+    for it, and the eager replay of the model still names the op and its line."""
+    torch.manual_seed(0)
+    model = LogThenRelu()
+    model.shift = -1.0
+    compiled = torch.compile(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(16, 4), torch.randn(16, 8)
+    with pytest.raises(gradviz.WatchBreak) as caught_break:
+        with gradviz.watch(compiled, optimizer, break_on=("nonfinite",), on_break="raise"):
+            for i in range(1, 4):
+                model.shift = 1e6 if i == 3 else -1.0
+                loss = nn.functional.mse_loss(compiled(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    brk = caught_break.value
+    assert (brk.iteration, brk.op, brk.module) == (3, "LogBackward0", "")
+    assert brk.line == line_of("FAULT: log of a neg")
