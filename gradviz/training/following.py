@@ -73,6 +73,7 @@ class Following:
         before = {info.index: info.name for info in self._infos}
         self._signature = self._groups_signature()
         self._model_signature = self._model_params()
+        self._registered = False
         self._stats.set_params(self._params)
         self._infos = []
         orphans = []

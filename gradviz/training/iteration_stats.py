@@ -101,6 +101,7 @@ class IterationStats:
     def set_params(self, params: Sequence[torch.Tensor]) -> None:
         """Measure these parameters from the next step on (the loss so far is kept)."""
         self.params = list(params)
+        self._position = {id(p): i for i, p in enumerate(self.params)}
         self.sampled = [False] * len(self.params)
         self._build()
 
@@ -127,9 +128,8 @@ class IterationStats:
     def clipped_by(self, params, coefficient: torch.Tensor) -> None:
         """``clip_grad_norm_`` scaled these parameters' gradients by ``coefficient`` (a
         0-d tensor): their norms after the clip are the ones before, times it."""
-        index = {id(p): i for i, p in enumerate(self.params)}
         for param in params:
-            position = index.get(id(param))
+            position = self._position.get(id(param))
             if position is not None:
                 self._clip_coefficients[position] = coefficient
 

@@ -147,3 +147,16 @@ def install_clipping(watch) -> list[Undo]:
         wrap(owner, "clip_grad_value_", by_norm=False)
         wrap(owner, "clip_grad_norm_", by_norm=True)
     return undo
+
+
+def install_registration(watch) -> list[Undo]:
+    """Tell ``watch`` when a parameter or a module is assigned to any module (torch's
+    global registration hooks): a layer replaced mid-run is seen at the next step, and
+    the model's parameters are not walked at every step to find out."""
+    from torch.nn.modules import module
+
+    handles = [module.register_module_parameter_registration_hook(
+                   lambda *args: watch.registered()),
+               module.register_module_module_registration_hook(
+                   lambda *args: watch.registered())]
+    return [handle.remove for handle in handles]

@@ -66,6 +66,7 @@ from gradviz.training.loop_hooks import (
     install_backward,
     install_clipping,
     install_grad_scaler,
+    install_registration,
     install_signal,
 )
 from gradviz.training.options import (
@@ -189,7 +190,7 @@ class Watch(Following, BreakTaking):
         self.nan_origin = bool(nan_origin)
 
         self.iteration = 0  # iterations completed
-        self.last: LastIteration | None = None  # the latest one, for the loop's own logger
+        self._last: tuple | None = None  # the latest one's row and numbers (w.last)
         self.breaks: list[WatchBreak] = []  # breaks taken (rank 0)
         self.stopped = False
         self._active = False
@@ -218,6 +219,8 @@ class Watch(Following, BreakTaking):
         self._auditor = Auditor(self.band)
         self._signature: tuple = ()
         self._model_signature: tuple = ()
+        # torch told of a parameter or module assigned somewhere: look at the model again
+        self._registered = False
         self._membership_checked = False
         #: The caller says when the gradients are whole (:meth:`before_update`), not the
         #: optimizer's step pre-hook: Lightning's accumulation runs the last micro-batch's
@@ -304,6 +307,7 @@ class Watch(Following, BreakTaking):
     def _install(self) -> None:
         """Everything the watch hooks into; each undo goes on ``_restore``."""
         self._restore.extend(install_backward(self))
+        self._restore.extend(install_registration(self))
         if self.optimizer is not None:  # every optimizer's steps: a new one may take over
             from torch.optim.optimizer import (
                 register_optimizer_step_post_hook,
@@ -426,7 +430,7 @@ class Watch(Following, BreakTaking):
     def _before_step(self, optimizer, args, kwargs) -> None:
         if not self._active or self._inside:
             return
-        if self._model_params() != self._model_signature:  # a layer replaced, say
+        if self._registered and self._model_params() != self._model_signature:  # replaced
             self._current.events += self._track_params()
         if self._groups_signature() != self._signature:  # add_param_group(), say
             self._current.events += self._track_params()
@@ -472,6 +476,10 @@ class Watch(Following, BreakTaking):
     def scaled(self, tensor: torch.Tensor, scaler) -> None:
         """A GradScaler scaled ``tensor`` (the loss): it is recorded unscaled."""
         self._scaled = (weakref.ref(tensor), scaler)
+
+    def registered(self) -> None:
+        """A parameter or module was assigned to some module (a layer replaced, say)."""
+        self._registered = True
 
     def signalled(self) -> None:
         """SIGUSR1 arrived: break at the next backward."""
@@ -535,13 +543,20 @@ class Watch(Following, BreakTaking):
         self._writer.write_iteration(row, self.rank, rows, events)
         self.iteration = iteration
         self._last_end = now
-        self.last = self._summary(row, measured)
+        self._last = (row, measured, self._infos)
 
-    def _summary(self, row: IterationRecord, measured: Measurement) -> LastIteration:
+    @property
+    def last(self) -> LastIteration | None:
+        """The latest iteration, for the loop's own logger (read when asked for)."""
+        if self._last is None:
+            return None
+        return self._summary(*self._last)
+
+    def _summary(self, row: IterationRecord, measured: Measurement, infos) -> LastIteration:
         grads: dict[str, float] = {}
         updates: dict[str, float] = {}
         params: dict[str, float] = {}
-        for index, info in enumerate(self._infos):
+        for index, info in enumerate(infos):
             layer = info.layer or "(model)"
             grad = measured.grad_norms[index] if index < len(measured.grad_norms) else None
             if grad is not None:

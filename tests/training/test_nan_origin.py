@@ -239,3 +239,35 @@ def test_a_model_compiled_by_inductor_is_watched_and_its_nan_found_by_the_replay
     brk = caught_break.value
     assert (brk.iteration, brk.op, brk.module) == (3, "LogBackward0", "")
     assert brk.line == line_of("FAULT: log of a neg")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_on_cuda_under_autocast_the_replay_finds_the_op_and_puts_the_generators_back():
+    torch.manual_seed(0)
+    model = Net(LogThenRelu()).cuda()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = torch.randn(16, 4, device="cuda"), torch.randn(16, 1, device="cuda")
+    seen = {}
+
+    def after(brk):
+        seen["brk"] = brk
+        seen["draw"] = torch.rand(3, device="cuda")
+
+    with gradviz.watch(model, optimizer, break_on=("nonfinite",), on_break=after):
+        for i in range(1, 4):
+            shift(model, i == 3)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = model(x)
+            loss = nn.functional.mse_loss(out.float(), y)
+            state = torch.cuda.get_rng_state()
+            optimizer.zero_grad()
+            loss.backward()
+            if i == 3:
+                generator = torch.Generator(device="cuda")
+                generator.set_state(state)
+                expected = torch.rand(3, device="cuda", generator=generator)
+            optimizer.step()
+    brk = seen["brk"]
+    assert (brk.iteration, brk.op, brk.module) == (3, "LogBackward0", "block")
+    assert brk.line == line_of("FAULT: log of a neg")
+    assert torch.equal(seen["draw"], expected)

@@ -631,3 +631,19 @@ def test_a_break_kept_in_a_notebook_opens_later_with_that_iterations_gradients(m
     assert model.out.weight.grad is loop_grad  # put back
     # the break's own backward, with that iteration's weights (not those of iteration 6)
     torch.testing.assert_close(grad, seen["grad"], equal_nan=True)
+
+
+def test_w_last_gives_the_loops_logger_the_latest_iteration():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gradviz.watch(model, optimizer) as w:
+        assert w.last is None
+        losses = train(model, optimizer, 3, *data())
+        last = w.last
+    assert last.iteration == 3 and last.loss == pytest.approx(losses[-1])
+    expected = math.sqrt(sum(float(p.grad.norm()) ** 2 for p in model[0].parameters()))
+    assert last.layer_grad_norms["0"] == pytest.approx(expected, rel=1e-6)
+    assert last.grad_norm == pytest.approx(math.sqrt(sum(
+        float(p.grad.norm()) ** 2 for p in model.parameters())), rel=1e-6)
+    assert last.grad_norm_clipped is None and last.lr == 0.1
+    assert set(last.layer_update_ratios) == {"0", "2"}
