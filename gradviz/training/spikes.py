@@ -11,6 +11,9 @@ lowest-so-far bar was not taken: a converged classifier's batch losses (0.05, th
 0.6 on a hard batch) cross 10x of their best while nothing is wrong. For the same
 reason a value must also top every one of the recent iterations: once a model has fit
 its data, gradient norms of 0.002 jump to 0.03 and back, far below where they were.
+And a value must reach ``1/factor`` of the highest the run has had outside a spike: a
+model that has fit its data to float rounding has gradient norms of 1e-7 that jump
+tenfold from one batch to the next, a millionth of where the run started.
 
 An episode starts at the first spiking iteration and lasts while the value stays above
 the bar it broke (frozen at that iteration) or is NaN/Inf; one break per episode, and
@@ -56,6 +59,7 @@ class _Track:
         self.name = name
         self.recent: deque[float] = deque(maxlen=WINDOW)
         self.bar: float | None = None  # set during an episode: the bar the spike broke
+        self.peak = 0.0  # the highest value outside an episode
 
     def see(self, value: float | None, factor: float) -> Spike | None:
         if value is None or math.isnan(value):
@@ -70,11 +74,14 @@ class _Track:
             return spike
         if math.isfinite(value) and value > 0:
             self.recent.append(value)
+            self.peak = max(self.peak, value)
         return None
 
     def _spike(self, value: float, factor: float) -> Spike | None:
         if not self.recent or value <= max(self.recent):
             return None  # nothing above what the last iterations already reached
+        if value * factor < self.peak:
+            return None  # far below where the run has been: noise of a fitted model
         median = statistics.median(self.recent)
         if median > 0 and value > factor * median:
             against = ("the iteration before" if len(self.recent) == 1
