@@ -303,23 +303,16 @@ def _gone(host: str, pid: int, started: float) -> bool:
 
 def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
                  points: int | None = None) -> RunHistory:
-    """The run ``run`` of an open record as a :class:`RunHistory`."""
+    """The run ``run`` of an open record as a :class:`RunHistory`.
+
+    Its memory is the rows it returns, not the record's length: the iterations to read
+    are chosen inside SQLite (:func:`choose_iterations`), and each layer's norms are
+    summed there (:func:`layer_norms`), so a thinned read of a 100,000-iteration record
+    handles ``points x layers`` rows in Python, not every parameter's."""
     info = _run_info(db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run = ?",
                                 (run,)).fetchone())
-    params = [ParamInfo(index, name, layer, tuple(json.loads(shape)), numel, dtype, group,
-                        bool(sampled))
-              for index, name, layer, shape, numel, dtype, group, sampled in db.execute(
-                  "SELECT param, name, layer, shape, numel, dtype, param_group, sampled "
-                  "FROM params WHERE run = ? ORDER BY param", (run,))]
-    numbers = [r[0] for r in db.execute(
-        "SELECT iteration FROM iterations WHERE run = ? ORDER BY iteration", (run,))]
-    total = len(numbers)
-    if last is not None:
-        numbers = numbers[-last:] if last > 0 else []
-    if points is not None and len(numbers) > points > 1:
-        step = (len(numbers) - 1) / (points - 1)
-        numbers = sorted({numbers[round(i * step)] for i in range(points)})
-    chosen = json.dumps(numbers)  # the iterations read, through json_each
+    params = read_params(db, run)
+    chosen = choose_iterations(db, run, last=last, points=points)
     clipped = "grad_norm_clipped" if _has_column(db, "iterations", "grad_norm_clipped") \
         else "NULL"
     iterations = [
@@ -327,44 +320,129 @@ def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
                         bool(nonfinite), bool(skipped), clip)
         for it, loss, grad, seconds, time, backwards, lr, nonfinite, skipped, clip in db.execute(
             "SELECT iteration, loss, grad_norm, seconds, time, backwards, lr, nonfinite, "
-            f"skipped, {clipped} FROM iterations WHERE run = ? AND iteration IN "
-            "(SELECT value FROM json_each(?)) ORDER BY iteration", (run, chosen))]
-    layers = sorted({p.layer for p in params}, key=[p.layer for p in params].index)
-    layer_of = {p.index: layers.index(p.layer) for p in params}
-    position = {row.iteration: i for i, row in enumerate(iterations)}
-    grad_sq = [[0.0] * len(iterations) for _ in layers]
-    update_sq = [[0.0] * len(iterations) for _ in layers]
-    param_sq = [[0.0] * len(iterations) for _ in layers]
-    has_grad = [[False] * len(iterations) for _ in layers]
-    nonfinite = [[False] * len(iterations) for _ in layers]
-    stepped = [[False] * len(iterations) for _ in layers]
-    for it, param, grad, pnorm, update, flags in db.execute(
-            "SELECT iteration, param, grad_norm, param_norm, update_norm, flags "
-            "FROM param_stats WHERE run = ? AND iteration IN (SELECT value FROM json_each(?))",
-            (run, chosen)):
-        i = position.get(it)
-        j = layer_of.get(param)
-        if i is None or j is None:
-            continue
-        if flags & NONFINITE_GRAD:
-            grad_sq[j][i] = math.nan
-            has_grad[j][i] = nonfinite[j][i] = True
-        elif grad is not None:
-            grad_sq[j][i] += grad * grad
-            has_grad[j][i] = True
-        if update is not None and pnorm is not None and not flags & NO_GRAD:
-            update_sq[j][i] += update * update
-            param_sq[j][i] += pnorm * pnorm
-            stepped[j][i] = True
-    grad_norms = [[math.sqrt(v) if has else math.nan for v, has in zip(row, flags)]
-                  for row, flags in zip(grad_sq, has_grad)]
-    ratios = [[_ratio(u, p) if ok else math.nan for u, p, ok in zip(urow, prow, flags)]
-              for urow, prow, flags in zip(update_sq, param_sq, stepped)]
+            f"skipped, {clipped} FROM iterations WHERE run = ? AND {chosen.where('iteration')} "
+            "ORDER BY iteration", (run, *chosen.args))]
+    layers = layer_names(params)
+    grad_norms, ratios, nonfinite = layer_norms(db, run, chosen, layers,
+                                                [row.iteration for row in iterations])
     events = [_event(*row) for row in db.execute(
         f"SELECT iteration, kind, subject, detail, {_origin_columns(db)} FROM events "
         "WHERE run = ? ORDER BY iteration, rowid", (run,))]
-    return RunHistory(info, params, iterations, layers, grad_norms, ratios, events, total,
-                      nonfinite)
+    return RunHistory(info, params, iterations, layers, grad_norms, ratios, events,
+                      chosen.total, nonfinite)
+
+
+def read_params(db: sqlite3.Connection, run: int) -> list[ParamInfo]:
+    """The parameters of run ``run``, in their index order."""
+    return [ParamInfo(index, name, layer, tuple(json.loads(shape)), numel, dtype, group,
+                      bool(sampled))
+            for index, name, layer, shape, numel, dtype, group, sampled in db.execute(
+                "SELECT param, name, layer, shape, numel, dtype, param_group, sampled "
+                "FROM params WHERE run = ? ORDER BY param", (run,))]
+
+
+def layer_names(params: list[ParamInfo]) -> list[str]:
+    """The layers (the modules that own parameters), in the order of their first one."""
+    return list(dict.fromkeys(p.layer for p in params))
+
+
+@dataclass(frozen=True)
+class ChosenIterations:
+    """Which iterations of a run a read takes, as an SQL condition: every one from
+    ``since`` on, or the list ``numbers`` (thinned), or none. ``total``: the run's."""
+
+    total: int
+    since: int | None = None
+    numbers: tuple[int, ...] | None = None
+
+    def where(self, column: str) -> str:
+        if self.since is not None:
+            return f"{column} >= ?"
+        if self.numbers:
+            return f"{column} IN (SELECT value FROM json_each(?))"
+        return "0"
+
+    @property
+    def args(self) -> tuple:
+        if self.since is not None:
+            return (self.since,)
+        return (json.dumps(self.numbers),) if self.numbers else ()
+
+
+def choose_iterations(db: sqlite3.Connection, run: int, *, last: int | None = None,
+                      points: int | None = None) -> ChosenIterations:
+    """The iterations to read: the last ``last`` of the run, then about ``points`` of them
+    evenly spaced. Chosen by position, without reading every iteration number: the
+    watch numbers them 1, 2, 3, ... (a memory record drops the oldest: still without a
+    gap), so the chosen numbers are arithmetic; with a gap, SQLite numbers the rows and
+    only the chosen come out."""
+    low, high, total = db.execute("SELECT min(iteration), max(iteration), count(*) FROM "
+                                  "iterations WHERE run = ?", (run,)).fetchone()
+    if not total or (last is not None and last <= 0):
+        return ChosenIterations(total)
+    first = 0 if last is None else max(0, total - last)
+    count = total - first
+    contiguous = high - low + 1 == total
+    if points is not None and count > points > 1:
+        step = (count - 1) / (points - 1)
+        positions = sorted({first + round(i * step) for i in range(points)})
+        if contiguous:
+            return ChosenIterations(total, numbers=tuple(low + k for k in positions))
+        numbers = tuple(row[0] for row in db.execute(
+            "SELECT iteration FROM (SELECT iteration, row_number() OVER (ORDER BY iteration) "
+            "- 1 AS k FROM iterations WHERE run = ?) WHERE k IN (SELECT value FROM json_each(?)) "
+            "ORDER BY iteration", (run, json.dumps(positions))))
+        return ChosenIterations(total, numbers=numbers)
+    if contiguous:
+        return ChosenIterations(total, since=low + first)
+    since = db.execute("SELECT iteration FROM iterations WHERE run = ? ORDER BY iteration "
+                       "LIMIT 1 OFFSET ?", (run, first)).fetchone()[0]
+    return ChosenIterations(total, since=since)
+
+
+#: A parameter row whose update counts toward its layer's |Δ|/|p|: stepped, with a gradient.
+_STEPPED = f"s.update_norm IS NOT NULL AND s.param_norm IS NOT NULL AND NOT s.flags & {NO_GRAD}"
+#: Per iteration and layer, summed inside SQLite: the squares of its parameters' gradient
+#: norms (a NaN/Inf gradient makes the layer's NaN), and of their update and parameter
+#: norms where they were stepped.
+LAYER_SUMS = f"""
+SELECT s.iteration, p.layer,
+       max(s.flags & {NONFINITE_GRAD} != 0) AS nonfinite,
+       max(s.flags & {NONFINITE_GRAD} != 0 OR s.grad_norm IS NOT NULL) AS has_grad,
+       sum(CASE WHEN s.flags & {NONFINITE_GRAD} OR s.grad_norm IS NULL THEN 0.0
+                ELSE s.grad_norm * s.grad_norm END) AS grad_sq,
+       max({_STEPPED}) AS stepped,
+       sum(CASE WHEN {_STEPPED} THEN s.update_norm * s.update_norm ELSE 0.0 END) AS update_sq,
+       sum(CASE WHEN {_STEPPED} THEN s.param_norm * s.param_norm ELSE 0.0 END) AS param_sq
+FROM param_stats s JOIN params p ON p.run = s.run AND p.param = s.param
+WHERE s.run = ? AND {{where}}
+GROUP BY s.iteration, p.layer
+"""
+
+
+def layer_norms(db: sqlite3.Connection, run: int, chosen: ChosenIterations, layers: list[str],
+                numbers: list[int]) -> tuple[list[list[float]], list[list[float]],
+                                             list[list[bool]]]:
+    """Each layer's gradient norm, |Δ|/|p| and NaN/Inf flag at the iterations ``numbers``
+    (``layers`` x ``numbers``; NaN where it had no gradient, or no step): a layer's norm
+    is ``sqrt`` of the sum of its parameters' squares."""
+    position = {number: i for i, number in enumerate(numbers)}
+    row_of = {layer: j for j, layer in enumerate(layers)}
+    grads = [[math.nan] * len(numbers) for _ in layers]
+    ratios = [[math.nan] * len(numbers) for _ in layers]
+    nonfinite = [[False] * len(numbers) for _ in layers]
+    for it, layer, bad, has_grad, grad_sq, stepped, update_sq, param_sq in db.execute(
+            LAYER_SUMS.format(where=chosen.where("s.iteration")), (run, *chosen.args)):
+        i, j = position.get(it), row_of.get(layer)
+        if i is None or j is None:
+            continue
+        if bad:
+            nonfinite[j][i] = True
+        elif has_grad:
+            grads[j][i] = math.sqrt(grad_sq)
+        if stepped:
+            ratios[j][i] = _ratio(update_sq, param_sq)
+    return grads, ratios, nonfinite
 
 
 def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
