@@ -91,11 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="summarize a training record written by gradviz.watch",
         description="Print a record's run on one screen: iterations, loss range, the first "
-        "NaN/Inf and where it started, audits, and layers whose updates are out of band.",
+        "NaN/Inf and where it started, audits, and layers whose updates are out of band; for "
+        "a distributed run, where its ranks parted. Several records (one per host) are read "
+        "as one job.",
     )
-    report.add_argument("record", metavar="RUN.db", help="a record (gradviz.watch(record=...))")
+    report.add_argument("record", metavar="RUN.db", nargs="+",
+                        help="a record (gradviz.watch(record=...)); several: one per host")
     report.add_argument("--run", type=_positive, metavar="N",
                         help="which run of the record (default: the latest)")
+    report.add_argument("--thorough", action="store_true",
+                        help="compare the ranks row by row, not from their totals first")
     return parser
 
 
@@ -382,12 +387,23 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from rich.table import Table
 
     from gradviz.model.runs.history import RunRecord
+    from gradviz.model.runs.ranks import compare_ranks, find_job
     from gradviz.model.runs.report import REPORT_POINTS, WatchReport
 
-    with RunRecord(args.record) as record:
-        report = WatchReport(record.history(args.run, points=REPORT_POINTS), source=args.record)
+    if args.run is not None and len(args.record) > 1:
+        parser.error("--run picks a run of one record: give one RUN.db with it")
+    job = find_job(args.record, run=args.run)
+    shown = job.lead if args.run is None else next(r for r in job.runs if r.run == args.run)
+    with RunRecord(shown.path) as record:
+        history = record.history(shown.run, points=REPORT_POINTS)
+    report = WatchReport(history, source=" + ".join(args.record))
+    if job.world_size > 1:
+        report.ranks = compare_ranks(job, thorough=args.thorough)
     console = Console()
     console.print(report.headline(), soft_wrap=True, highlight=False)
+    for path in job.unused:
+        console.print(f"{path}: no run of this job (its runs started at another time or "
+                      "with another world size)", soft_wrap=True, highlight=False, style="dim")
     for section in report.sections():
         table = Table(title=section.title, title_justify="left", caption=section.note or None,
                       caption_justify="left", show_header=any(section.columns))

@@ -217,7 +217,7 @@ class RunRecord:
                               f"up to {SCHEMA_VERSION}: read it with the gradviz that wrote it")
 
     def runs(self) -> list[RunInfo]:
-        with self._reading():
+        with self.reading():
             rows = self._connection.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run")
             return [_run_info(row) for row in rows]
 
@@ -238,7 +238,7 @@ class RunRecord:
             run = self.latest_run().run
         elif run not in {r.run for r in self.runs()}:
             raise RecordError(f"{self.path} has no run {run}")
-        with self._reading():
+        with self.reading():
             return read_history(self._connection, run, last=last, points=points)
 
     def close(self) -> None:
@@ -250,7 +250,26 @@ class RunRecord:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _reading(self):
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The read-only SQLite connection, for SQL over the record (the rank comparison,
+        the diff of two runs); run it inside :meth:`reading`."""
+        return self._connection
+
+    def attach(self, other: RunRecord, schema: str) -> None:
+        """Make ``other`` (a record opened and checked) readable as ``schema.table`` on
+        this one's connection, read-only, to join the two in SQL; :meth:`detach` again
+        (SQLite attaches ten files at most)."""
+        with self.reading():
+            self._connection.execute(f"ATTACH DATABASE ? AS {schema}",
+                                     (f"{other.path.resolve().as_uri()}?mode=ro",))
+
+    def detach(self, schema: str) -> None:
+        with self.reading():
+            self._connection.execute(f"DETACH DATABASE {schema}")
+
+    def reading(self):
+        """A context in which an SQLite error reading the file is a one-line RecordError."""
         return _Reading(self.path)
 
 
