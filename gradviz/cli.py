@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="open the app on a scenario file, or on a training record")
     open_.add_argument("scenario", metavar="FILE",
                        help="a .py file that defines build(), or a RUN.db of gradviz.watch")
+    open_.add_argument("--against", metavar="B.db",
+                       help="with a record: draw this record's run beside it, and where they "
+                       "part (gradviz diff)")
 
     export = commands.add_parser(
         "export",
@@ -101,6 +104,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="which run of the record (default: the latest)")
     report.add_argument("--thorough", action="store_true",
                         help="compare the ranks row by row, not from their totals first")
+
+    diff = commands.add_parser(
+        "diff",
+        parents=[common],
+        help="compare two training records: where the runs part, and which layers parted most",
+        description="Compare run B with run A iteration by iteration (the loss, the total "
+        "gradient norm, the learning rate, every parameter's gradient, parameter and update "
+        "norm) and name the first iteration where they part beyond the tolerance, what parted "
+        "there, and the layers ranked by how far their gradient norms parted.",
+    )
+    diff.add_argument("a", metavar="A.db", help="a record (gradviz.watch(record=...))")
+    diff.add_argument("b", metavar="B.db", help="the record to compare with it")
+    diff.add_argument("--run-a", type=_positive, metavar="N", help="A's run (default: latest)")
+    diff.add_argument("--run-b", type=_positive, metavar="N", help="B's run (default: latest)")
+    diff.add_argument("--rtol", type=_tolerance, default=1e-6,
+                      help="relative tolerance (default 1e-6)")
+    diff.add_argument("--atol", type=_tolerance, default=1e-12,
+                      help="absolute tolerance (default 1e-12)")
+    diff.add_argument("--thorough", action="store_true",
+                      help="search every parameter row, not from the first total that differs")
     return parser
 
 
@@ -108,6 +131,16 @@ def _port(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {value}")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -131,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command = {None: cmd_app, "demo": cmd_app, "open": cmd_app, "list": cmd_list,
                "export": cmd_export, "train": cmd_train, "serve": cmd_serve,
-               "report": cmd_report}[args.command]
+               "report": cmd_report, "diff": cmd_diff}[args.command]
     from gradviz.errors import GradvizError
 
     try:
@@ -164,15 +197,19 @@ def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # Arguments fail here, in one line, before the app takes the screen.
     from gradviz.model.runs.schema import looks_like_record
 
+    against = getattr(args, "against", None)
     if args.command == "open" and looks_like_record(scenario):  # gradviz.watch's record
         from gradviz.tui.screens.run_view import make_record_app  # no torch: a record is plain data
 
-        record_app = make_record_app(scenario)  # reads it; RecordError on a bad file
+        # reads them; RecordError on a bad file, or on two runs of different models
+        record_app = make_record_app(scenario, against=against)
         if not has_terminal():
             raise GradvizError("the app needs a terminal (stdin and stdout are not one): "
                                f"gradviz report {scenario} prints the run instead")
         record_app.run()
         return record_app.return_code or 0
+    if against is not None:
+        parser.error("--against compares two records: gradviz open A.db --against B.db")
     if args.command == "open":
         check_file(scenario, "scenario file")
     if getattr(args, "weights", None):
@@ -413,6 +450,55 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             table.add_row(*row)
         console.print(table)
     return 0
+
+
+def cmd_diff(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Where run B parts from run A; reads both files read-only and needs no torch."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from gradviz.model.runs.diff import WINDOW, diff_runs, verdict_text
+    from gradviz.model.runs.tolerance import Tolerance
+
+    result = diff_runs(args.a, args.b, run_a=args.run_a, run_b=args.run_b,
+                       tolerance=Tolerance(args.rtol, args.atol), thorough=args.thorough)
+    console = Console()
+    say = lambda text, **style: console.print(text, soft_wrap=True, highlight=False, **style)
+    say(f"A: {args.a} run {result.run_a}, B: {args.b} run {result.run_b}; tolerance "
+        f"{result.tolerance} (NaN agrees only with NaN)")
+    say(verdict_text(result), style="bold")
+    if result.parted_at is None:
+        return 0
+    parted = result.parted_at
+    table = Table(title=f"what parted at iteration {parted}", title_justify="left")
+    for column in ("number", "A", "B"):
+        table.add_column(column, justify="left" if column == "number" else "right")
+    for found in result.differences[:ROWS_SHOWN]:
+        table.add_row(found.what, _number(found.a), _number(found.b))
+    if len(result.differences) > ROWS_SHOWN:
+        table.caption = f"and {len(result.differences) - ROWS_SHOWN} more"
+        table.caption_justify = "left"
+    console.print(table)
+    layers = Table(title="layers, by how far their |grad| parted", title_justify="left",
+                   caption=f"relative difference of the layer's gradient norm, over iterations "
+                   f"{parted}..{parted + WINDOW - 1} and the last", caption_justify="left")
+    for column in ("layer", "parted at", "largest rel. difference", f"at {parted}"):
+        layers.add_column(column, justify="left" if column == "layer" else "right")
+    for layer in result.layers[:ROWS_SHOWN]:
+        layers.add_row(layer.layer or "(model)", "-" if layer.first is None else str(layer.first),
+                       f"{layer.largest:.3g}", f"{layer.at_parting:.3g}")
+    if len(result.layers) > ROWS_SHOWN:
+        layers.caption += f"; and {len(result.layers) - ROWS_SHOWN} more layers"
+    console.print(layers)
+    return 0
+
+
+#: Rows of a diff's tables shown; the rest are counted under them.
+ROWS_SHOWN = 12
+
+
+def _number(value: float | None) -> str:
+    return "NaN" if value is None else f"{value:.9g}"
 
 
 def _format_from_suffix(output: str | None) -> str | None:

@@ -31,7 +31,8 @@ def test_ranks_that_agree_are_said_to_agree(records, thorough):
     assert comparison.agree and comparison.parting is None
     assert comparison.ranks == (0, 1, 2) and comparison.iterations == N
     assert comparison_text(comparison).startswith(
-        "the 3 ranks agree: every gradient and parameter norm of 200 iterations within rtol 1e-06")
+        "the 3 ranks agree: every gradient and parameter norm of 200 iterations within "
+        "|a - b| <= 1e-06 * max(|a|, |b|)")
 
 
 @pytest.mark.parametrize("thorough", [False, True])

@@ -14,9 +14,9 @@ iteration 5: rank 1 parts from the others on blocks.1.fc1.weight (grad_norm ...)
 
 A job is read from one record that every rank wrote (one host) or from several (one
 per host): the runs of the newest run's world size that started within
-:data:`JOB_WINDOW` of it, the latest per rank. Two numbers agree when
-``|a - b| <= atol + rtol * max(|a|, |b|)`` (``rtol`` 1e-6: room for mixed hardware,
-still far below a real parting); NaN (NULL in the record) agrees only with NaN.
+:data:`JOB_WINDOW` of it, the latest per rank. Two numbers agree within a
+:class:`~gradviz.model.runs.tolerance.Tolerance` (by default ``rtol`` 1e-6: room for
+mixed hardware, still far below a real parting).
 
 How it stays fast: the per-iteration total gradient norms are compared first, bitwise
 (one row per iteration and rank); the per-parameter rows are searched, joined on
@@ -36,12 +36,13 @@ from pathlib import Path
 
 from gradviz.model.runs.history import RunRecord
 from gradviz.model.runs.schema import RecordError
+from gradviz.model.runs.tolerance import Tolerance
 
 #: Runs of one job start within this many seconds of each other (the watch starts after
 #: the process group and DDP's first broadcast, which hold every rank together).
 JOB_WINDOW = 60.0
 #: The default tolerance of the comparison.
-RTOL, ATOL = 1e-6, 0.0
+TOLERANCE = Tolerance(rtol=1e-6, atol=0.0)
 #: The per-parameter norms compared, in the order a parting is reported.
 COLUMNS = ("grad_norm", "param_norm")
 
@@ -99,8 +100,7 @@ class RankComparison:
     world_size: int
     iterations: int  # compared: the iterations every rank recorded
     parting: RankParting | None
-    rtol: float = RTOL
-    atol: float = ATOL
+    tolerance: Tolerance = TOLERANCE
     missing: tuple[int, ...] = ()
     not_compared: str = ""
     iterations_by_rank: dict[int, int] = field(default_factory=dict)
@@ -151,7 +151,7 @@ def _names(paths) -> str:
     return ", ".join(str(p) for p in paths)
 
 
-def compare_ranks(job: Job, *, rtol: float = RTOL, atol: float = ATOL,
+def compare_ranks(job: Job, *, tolerance: Tolerance = TOLERANCE,
                   thorough: bool = False) -> RankComparison:
     """The first parting of ``job``'s ranks, or that they agree (see the module)."""
     start = time.perf_counter()
@@ -159,7 +159,7 @@ def compare_ranks(job: Job, *, rtol: float = RTOL, atol: float = ATOL,
     if len(job.runs) < 2:
         why = ("one process: no ranks to compare" if job.world_size == 1 else
                f"only rank {ranks[0]} of {job.world_size} is in these records")
-        return RankComparison(ranks, job.world_size, 0, None, rtol, atol, job.missing, why)
+        return RankComparison(ranks, job.world_size, 0, None, tolerance, job.missing, why)
     lead = job.lead
     with RunRecord(lead.path) as main:
         with main.reading():
@@ -172,15 +172,15 @@ def compare_ranks(job: Job, *, rtol: float = RTOL, atol: float = ATOL,
                 if _param_names(main, schema, other.run) != names:
                     why = (f"rank {other.rank} records other parameters than rank {lead.rank}: "
                            "not a data-parallel job (the norms cannot agree)")
-                    return RankComparison(ranks, job.world_size, 0, None, rtol, atol,
+                    return RankComparison(ranks, job.world_size, 0, None, tolerance,
                                           job.missing, why)
                 counts[other.rank] = _count(main, schema, other.run)
                 common = min(common, _common(main, schema, lead.run, other.run))
-                first = _first_parting(main, schema, lead.run, other.run, rtol, atol, thorough)
+                first = _first_parting(main, schema, lead.run, other.run, tolerance, thorough)
                 pairs.append((other, first))
         partings = [first for _, first in pairs if first is not None]
         if not partings:
-            return RankComparison(ranks, job.world_size, common, None, rtol, atol, job.missing,
+            return RankComparison(ranks, job.world_size, common, None, tolerance, job.missing,
                                   iterations_by_rank=counts,
                                   seconds=time.perf_counter() - start)
         iteration, param = min(partings)
@@ -191,14 +191,14 @@ def compare_ranks(job: Job, *, rtol: float = RTOL, atol: float = ATOL,
             with _Joined(main, other.path) as schema, main.reading():
                 for c, v in zip(COLUMNS, _values(main, schema, other.run, iteration, param)):
                     values[c][other.rank] = v
-                apart |= _params_apart(main, schema, lead.run, other.run, iteration, rtol,
-                                       atol)
-    column = next(c for c in COLUMNS if not _all_close(values[c].values(), rtol, atol))
+                apart |= _params_apart(main, schema, lead.run, other.run, iteration,
+                                       tolerance)
+    column = next(c for c in COLUMNS if not _all_close(values[c].values(), tolerance))
     by_rank = values[column]
     parting = RankParting(iteration, names.get(param, f"parameter {param}"), column,
-                          _odd_one_out(by_rank, rtol, atol), by_rank, _relative(by_rank),
+                          _odd_one_out(by_rank, tolerance), by_rank, _relative(by_rank),
                           len(apart))
-    return RankComparison(ranks, job.world_size, common, parting, rtol, atol, job.missing,
+    return RankComparison(ranks, job.world_size, common, parting, tolerance, job.missing,
                           iterations_by_rank=counts, seconds=time.perf_counter() - start)
 
 
@@ -215,7 +215,7 @@ def comparison_text(comparison: RankComparison) -> str:
               if len(lengths) > 1 else "")
     if c.parting is None:
         return (f"the {len(c.ranks)} ranks agree: every gradient and parameter norm of "
-                f"{c.iterations} iterations within {tolerance_text(c.rtol, c.atol)}"
+                f"{c.iterations} iterations within {c.tolerance}"
                 f"{uneven}{missing}")
     p = c.parting
     values = ", ".join(f"rank {rank}: {_value(v)}" for rank, v in sorted(p.values.items()))
@@ -231,13 +231,6 @@ def comparison_text(comparison: RankComparison) -> str:
     return (f"iteration {p.iteration}: {who} on {p.param} ({p.column} {values}; relative "
             f"difference {p.relative:.3g}; {apart} apart at that iteration){caveat}"
             f"{uneven}{missing}")
-
-
-def tolerance_text(rtol: float, atol: float) -> str:
-    """The tolerance as the output states it."""
-    if atol:
-        return f"|a - b| <= {atol:g} + {rtol:g} * max(|a|, |b|)"
-    return f"rtol {rtol:g} (|a - b| <= {rtol:g} * max(|a|, |b|))"
 
 
 class _Joined:
@@ -278,14 +271,13 @@ def _common(record: RunRecord, schema: str, run_a: int, run_b: int) -> int:
         {"a": run_a, "b": run_b}).fetchone()[0]
 
 
-def _differs() -> str:
-    """SQL: a row pair of ``a`` and ``b`` whose norms differ beyond the tolerance."""
-    return " OR ".join(f"((a.{c} IS NULL) != (b.{c} IS NULL) OR abs(a.{c} - b.{c}) > "
-                       f":atol + :rtol * max(abs(a.{c}), abs(b.{c})))" for c in COLUMNS)
+def _apart(tolerance: Tolerance) -> str:
+    """SQL: a row pair of ``a`` and ``b`` whose norms are apart beyond ``tolerance``."""
+    return " OR ".join(tolerance.apart_sql(f"a.{c}", f"b.{c}") for c in COLUMNS)
 
 
-def _first_parting(record: RunRecord, schema: str, run_a: int, run_b: int, rtol: float,
-                   atol: float, thorough: bool) -> tuple[int, int] | None:
+def _first_parting(record: RunRecord, schema: str, run_a: int, run_b: int,
+                   tolerance: Tolerance, thorough: bool) -> tuple[int, int] | None:
     """(iteration, param) of the first row pair of the two runs beyond the tolerance."""
     db = record.connection
     since = 1
@@ -302,9 +294,9 @@ def _first_parting(record: RunRecord, schema: str, run_a: int, run_b: int, rtol:
     return db.execute(
         f"SELECT a.iteration, a.param FROM main.param_stats a JOIN {schema}.param_stats b "
         "ON b.run = :b AND b.iteration = a.iteration AND b.param = a.param "
-        f"WHERE a.run = :a AND a.iteration >= :since AND ({_differs()}) "
+        f"WHERE a.run = :a AND a.iteration >= :since AND ({_apart(tolerance)}) "
         "ORDER BY a.iteration, a.param LIMIT 1",
-        {"a": run_a, "b": run_b, "since": since, "rtol": rtol, "atol": atol}).fetchone()
+        {"a": run_a, "b": run_b, "since": since}).fetchone()
 
 
 def _values(record: RunRecord, schema: str, run: int, iteration: int,
@@ -316,35 +308,29 @@ def _values(record: RunRecord, schema: str, run: int, iteration: int,
 
 
 def _params_apart(record: RunRecord, schema: str, run_a: int, run_b: int, iteration: int,
-                  rtol: float, atol: float) -> set[int]:
+                  tolerance: Tolerance) -> set[int]:
     return {row[0] for row in record.connection.execute(
         f"SELECT a.param FROM main.param_stats a JOIN {schema}.param_stats b "
         "ON b.run = :b AND b.iteration = a.iteration AND b.param = a.param "
-        f"WHERE a.run = :a AND a.iteration = :it AND ({_differs()})",
-        {"a": run_a, "b": run_b, "it": iteration, "rtol": rtol, "atol": atol})}
+        f"WHERE a.run = :a AND a.iteration = :it AND ({_apart(tolerance)})",
+        {"a": run_a, "b": run_b, "it": iteration})}
 
 
-def _close(a: float | None, b: float | None, rtol: float, atol: float) -> bool:
-    if a is None or b is None:
-        return a is b
-    return abs(a - b) <= atol + rtol * max(abs(a), abs(b))
-
-
-def _all_close(values, rtol: float, atol: float) -> bool:
+def _all_close(values, tolerance: Tolerance) -> bool:
     values = list(values)
-    return all(_close(values[0], v, rtol, atol) for v in values[1:])
+    return all(tolerance.close(values[0], v) for v in values[1:])
 
 
-def _odd_one_out(by_rank: dict[int, float | None], rtol: float, atol: float) -> int | None:
+def _odd_one_out(by_rank: dict[int, float | None], tolerance: Tolerance) -> int | None:
     """The one rank whose value no other rank shares, when the others agree on theirs."""
     if len(by_rank) < 3:
         return None
     alone = [r for r in by_rank
-             if not any(_close(by_rank[r], by_rank[o], rtol, atol) for o in by_rank if o != r)]
+             if not any(tolerance.close(by_rank[r], by_rank[o]) for o in by_rank if o != r)]
     if len(alone) != 1:
         return None
     rest = [v for r, v in by_rank.items() if r != alone[0]]
-    return alone[0] if _all_close(rest, rtol, atol) else None
+    return alone[0] if _all_close(rest, tolerance) else None
 
 
 def _relative(by_rank: dict[int, float | None]) -> float:

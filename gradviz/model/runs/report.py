@@ -179,7 +179,7 @@ class WatchReport:
     def _ranks(self) -> Section | None:
         """Where the ranks of a distributed run parted (iteration, parameter, rank), or one
         line that they agree; nothing for one process."""
-        from gradviz.model.runs.ranks import comparison_text, tolerance_text
+        from gradviz.model.runs.ranks import comparison_text
 
         comparison = self.ranks
         if comparison is None or comparison.world_size < 2:
@@ -196,8 +196,7 @@ class WatchReport:
         values = ", ".join(f"{rank}: {'NaN' if v is None else f'{v:.9g}'}"
                            for rank, v in sorted(parting.values.items()))
         note = (f"{parting.params_apart} parameter(s) apart at that iteration; relative "
-                f"difference {parting.relative:.3g}, beyond "
-                f"{tolerance_text(comparison.rtol, comparison.atol)}")
+                f"difference {parting.relative:.3g}, beyond {comparison.tolerance}")
         if comparison.missing:
             note += f"; not in the records: rank(s) {', '.join(map(str, comparison.missing))}"
         return Section(f"ranks part ({len(comparison.ranks)} ranks' reduced gradients compared)",

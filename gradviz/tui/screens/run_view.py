@@ -8,6 +8,11 @@ table. ``gradviz open RUN.db`` shows it as its own small app
 (:func:`make_record_app`), without the stepping app's engine and without torch,
 so a record opens at once, also on a box where the training ran.
 
+A distributed run's headline says whether its ranks agree, or where they part
+(:mod:`gradviz.model.runs.ranks`). ``gradviz open A.db --against B.db`` draws run B
+on the plots' axes beside A, in another colour, with the iteration where they part
+(:mod:`gradviz.model.runs.diff`); the heat maps stay A's.
+
 >>> app = make_record_app("run.db")       # doctest: +SKIP  (RecordError if it is not one)
 >>> app.run()                             # doctest: +SKIP
 """
@@ -15,6 +20,7 @@ so a record opens at once, also on a box where the training ran.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
@@ -24,11 +30,13 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from gradviz.model.runs.diff import RunDiff, diff_runs, verdict_text
 from gradviz.model.runs.events import BREAK_KINDS, EventKind, origin_text
 from gradviz.model.runs.history import EventRecord, RunHistory, RunRecord, event_parts
+from gradviz.model.runs.ranks import RankComparison, compare_ranks, comparison_text, find_job
 from gradviz.tui.widgets.heat_map import (FOOTER_LINES, HEADER_LINES, BandScale, HeatLayer,
                                   LayerHeatMap, LogScale)
-from gradviz.tui.widgets.run_plots import HistoryPlot
+from gradviz.tui.widgets.run_plots import AGAINST_COLOR, HistoryPlot
 
 #: Iterations read from a record at most, evenly spaced over a longer run: the plots
 #: and heat maps have fewer columns than that, and a read stays well under a second.
@@ -43,6 +51,15 @@ DEFAULT_BAND = (1e-4, 1e-2)
 SUBJECT_WIDTH, WHERE_WIDTH, MIN_DETAIL_WIDTH = 24, 44, 16
 EVENT_COLUMNS = ("iteration", "kind", "subject", "detail", "where")
 CSS_PATH = Path(__file__).parent.parent / "run_view.tcss"
+
+
+@dataclass(frozen=True)
+class Against:
+    """Run B beside run A (``--against``): its history, thinned as A's, and the diff."""
+
+    history: RunHistory
+    source: str
+    diff: RunDiff
 
 
 def band_of(history: RunHistory) -> tuple[float, float]:
@@ -76,9 +93,11 @@ def event_row(event: EventRecord) -> tuple[str, str, str, str, str]:
     return (str(event.iteration), kind, event.subject, event.detail, where)
 
 
-def headline(history: RunHistory, source: str = "") -> Text:
-    """Which run, how far it got, and the first NaN/Inf: the lines above it all (the band
-    is in the heat maps' legend)."""
+def headline(history: RunHistory, source: str = "", *, against: Against | None = None,
+             ranks: RankComparison | None = None) -> Text:
+    """Which run, how far it got, whether its ranks agree, the first NaN/Inf, and the
+    run it is compared with: the lines above it all (the band is in the heat maps'
+    legend)."""
     info = history.info
     rows = history.iterations
     text = Text(no_wrap=False)
@@ -93,6 +112,11 @@ def headline(history: RunHistory, source: str = "") -> Text:
     shown, total = len(rows), history.total_iterations
     if total and shown < total:
         text.append(f" · showing {shown} of {total} iterations, evenly spaced", "yellow")
+    if ranks is not None and ranks.agree:
+        text.append(f" · the {len(ranks.ranks)} ranks agree", "green")
+    elif ranks is not None and ranks.world_size > 1:
+        text.append("\nranks: ", "bold #ff5f87" if ranks.parting else "bold")
+        text.append(comparison_text(ranks))
     first = history.first_nonfinite
     if first is not None:
         text.append("\nfirst NaN/Inf: ", "bold #ff5f87")
@@ -102,6 +126,11 @@ def headline(history: RunHistory, source: str = "") -> Text:
                         "traces it)", "grey62")
         else:
             text.append(f"; {event_parts(first)[2]}")
+    if against is not None:
+        text.append("\nB", f"bold {AGAINST_COLOR}")
+        text.append(f" ({AGAINST_COLOR} on the plots): {against.source} run "
+                    f"{against.diff.run_b} · ")
+        text.append(verdict_text(against.diff), "bold" if against.diff.parted_at else "")
     return text
 
 
@@ -125,16 +154,24 @@ class RunView(Vertical):
         self._table_width = 0
 
 
-    def show(self, history: RunHistory, source: str = "") -> None:
+    def show(self, history: RunHistory, source: str = "", *, against: Against | None = None,
+             ranks: RankComparison | None = None) -> None:
+        """Show ``history``; ``against``: another run drawn on the plots beside it;
+        ``ranks``: its ranks compared, said in the headline."""
         self.history = history
-        self.query_one("#run-headline", Static).update(headline(history, source))
+        self.query_one("#run-headline", Static).update(
+            headline(history, source, against=against, ranks=ranks))
         numbers = history.iteration_numbers
         breaks = break_iterations(history)
-        self.query_one("#run-loss", HistoryPlot).show(numbers, history.losses, name="loss",
-                                                      breaks=breaks)
-        self.query_one("#run-grad", HistoryPlot).show(numbers, history.grad_norms,
-                                                      name="total |grad|", log=True,
-                                                      breaks=breaks)
+        other = against.history if against is not None else None
+        parted = against.diff.parted_at if against is not None else None
+        self.query_one("#run-loss", HistoryPlot).show(
+            numbers, history.losses, name="loss", breaks=breaks, parted_at=parted,
+            against=None if other is None else (other.iteration_numbers, other.losses))
+        self.query_one("#run-grad", HistoryPlot).show(
+            numbers, history.grad_norms, name="total |grad|", log=True, breaks=breaks,
+            parted_at=parted,
+            against=None if other is None else (other.iteration_numbers, other.grad_norms))
         grads, ratios = history.layer_grad_norms, history.layer_update_ratios
         maps = [HeatLayer("|grad|", "|grad| per layer", grads, LogScale.spanning(grads),
                           nonfinite=history.layer_nonfinite or None, missing="no gradient"),
@@ -237,17 +274,21 @@ class RunScreen(Screen[None]):
     ]
     AUTO_FOCUS = "#run-layers"
 
-    def __init__(self, history: RunHistory, source: str = "") -> None:
+    def __init__(self, history: RunHistory, source: str = "", *, against: Against | None = None,
+                 ranks: RankComparison | None = None) -> None:
         super().__init__()
         self.history = history
         self.source = source
+        self.against = against
+        self.ranks = ranks
 
     def compose(self) -> ComposeResult:
         yield RunView(id="run-view")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one(RunView).show(self.history, self.source)
+        self.query_one(RunView).show(self.history, self.source, against=self.against,
+                                     ranks=self.ranks)
 
     def action_close(self) -> None:
         if len(self.app.screen_stack) > 1 and self.app.screen_stack[0] is not self:
@@ -264,22 +305,37 @@ class RunRecordApp(App[int]):
     CSS_PATH = CSS_PATH
     TITLE = "gradviz"
 
-    def __init__(self, history: RunHistory, source: str = "") -> None:
+    def __init__(self, history: RunHistory, source: str = "", *, against: Against | None = None,
+                 ranks: RankComparison | None = None) -> None:
         super().__init__()
         self.history = history
         self.source = source
+        self.against = against
+        self.ranks = ranks
 
     def get_default_screen(self) -> Screen:
-        return RunScreen(self.history, self.source)
+        return RunScreen(self.history, self.source, against=self.against, ranks=self.ranks)
 
 
-def make_record_app(path: str | os.PathLike, run: int | None = None) -> RunRecordApp:
+def make_record_app(path: str | os.PathLike, run: int | None = None, *,
+                    against: str | os.PathLike | None = None) -> RunRecordApp:
     """The app on the record at ``path`` (its latest run, or ``run``), for the CLI and
-    the tests; the file is read here, so a bad one raises a one-line RecordError
-    before anything takes the screen."""
+    the tests; ``against``: another record whose latest run is drawn beside it. The
+    files are read here (a distributed run's ranks compared, the two runs diffed), so a
+    bad one, or two runs of different models, raises a one-line RecordError before
+    anything takes the screen."""
     with RunRecord(path) as record:
         history = record.history(run, points=VIEW_POINTS)
-    return RunRecordApp(history, source=str(path))
+    ranks = None
+    if history.info.world_size > 1:
+        ranks = compare_ranks(find_job([path], run=history.info.run))
+    beside = None
+    if against is not None:
+        result = diff_runs(path, against, run_a=history.info.run)
+        with RunRecord(against) as other:
+            beside = Against(other.history(result.run_b, points=VIEW_POINTS), str(against),
+                             result)
+    return RunRecordApp(history, source=str(path), against=beside, ranks=ranks)
 
 
 def _cut(text: str, width: int) -> str:
