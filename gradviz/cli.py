@@ -46,10 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export",
         parents=[weighted],
-        help="write a scenario's autograd graph to DOT, JSON, SVG or PNG",
-        description="Run the scenario's forward pass once and write its autograd graph.",
+        help="write a scenario's autograd graph to DOT, JSON, SVG or PNG, or a training "
+        "record to TensorBoard",
+        description="Run the scenario's forward pass once and write its autograd graph; or "
+        "write a training record's scalars as TensorBoard event files "
+        "(gradviz export RUN.db --tensorboard DIR).",
     )
-    export.add_argument("scenario", metavar="NAME_OR_FILE", help="a built-in demo or a .py file")
+    export.add_argument("scenario", metavar="NAME_OR_FILE",
+                        help="a built-in demo or a .py file, or a RUN.db with --tensorboard")
+    export.add_argument("--tensorboard", metavar="DIR",
+                        help="write the record's loss, gradient norms, lr and per-layer "
+                        "|grad| and |Δ|/|p| as TensorBoard event files in DIR")
+    export.add_argument("--run", type=_positive, metavar="N",
+                        help="with --tensorboard: which run of the record (default: the latest)")
     export.add_argument(
         "-o", "--output", metavar="PATH",
         help="where to write (default: NAME.FORMAT here; '-' for stdout with dot or json)",
@@ -240,6 +249,12 @@ def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from gradviz.model.runs.schema import looks_like_record
+
+    if args.tensorboard is not None or looks_like_record(args.scenario):
+        return _export_record(args, parser)
+    if args.run is not None:
+        parser.error("--run picks a run of a record: gradviz export RUN.db --tensorboard DIR")
     fmt = args.format or _format_from_suffix(args.output) or "dot"
     if args.output == "-" and fmt not in ("dot", "json"):
         parser.error(f"--format {fmt} cannot go to stdout; give -o FILE.{fmt}")
@@ -264,6 +279,28 @@ def cmd_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             f"wrote {target}: {graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges",
             file=sys.stderr,
         )
+    return 0
+
+
+def _export_record(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """A training record's scalars to TensorBoard (no torch; the tensorboard package)."""
+    from gradviz.model.runs.schema import looks_like_record
+
+    if args.tensorboard is None:
+        parser.error(f"a record exports to TensorBoard: gradviz export {args.scenario} "
+                     "--tensorboard DIR")
+    if not looks_like_record(args.scenario):
+        parser.error("--tensorboard exports a training record: gradviz export RUN.db "
+                     "--tensorboard DIR")
+    if args.output or args.format or args.saved or not args.modules or args.weights:
+        parser.error("-o, --format, --saved, --no-modules and --weights are for a scenario's "
+                     "graph, not a record")
+    from gradviz.integrations.tensorboard import export_tensorboard
+
+    done = export_tensorboard(args.scenario, args.tensorboard, run=args.run)
+    print(f"wrote {done.logdir}: run {done.run}, {done.iterations} iterations, {done.layers} "
+          f"layers, {done.scalars} scalars (tensorboard --logdir {done.logdir})",
+          file=sys.stderr)
     return 0
 
 

@@ -106,3 +106,17 @@ def test_a_thinned_read_holds_memory_of_its_points_not_of_the_record(tmp_path):
 
     peak(short)  # warm: first-use allocations (sqlite3's statement cache, json)
     assert peak(long) < 1.3 * peak(short)
+
+
+@pytest.mark.parametrize("kind", ["plain", "gaps"])
+def test_a_run_streamed_a_chunk_at_a_time_is_the_run_read_whole(records, kind):
+    with RunRecord(records[kind]) as record:
+        whole = record.history()
+        info, layers, points = record.stream(chunk=10)
+        points = list(points)
+    assert info.run == whole.info.run and layers == whole.layers
+    assert [p.row for p in points] == whole.iterations
+    assert same([p.grad_norms for p in points], list(map(list, zip(*whole.layer_grad_norms))))
+    assert same([p.update_ratios for p in points],
+                list(map(list, zip(*whole.layer_update_ratios))))
+    assert [p.nonfinite for p in points] == list(map(list, zip(*whole.layer_nonfinite)))

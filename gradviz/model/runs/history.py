@@ -22,6 +22,7 @@ import math
 import os
 import socket
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,6 +242,25 @@ class RunRecord:
         with self.reading():
             return read_history(self._connection, run, last=last, points=points)
 
+    def stream(self, run: int | None = None, *, chunk: int = 1000
+               ) -> tuple[RunInfo, list[str], Iterator[IterationLayers]]:
+        """Run ``run`` (default :meth:`latest_run`) whole, for an export: its info, its
+        layers, and its iterations one by one with their layers' norms
+        (:func:`stream_layers`), read while the record is open."""
+        if run is None:
+            run = self.latest_run().run
+        info = next((r for r in self.runs() if r.run == run), None)
+        if info is None:
+            raise RecordError(f"{self.path} has no run {run}")
+        with self.reading():
+            layers = layer_names(read_params(self._connection, run))
+
+        def iterations() -> Iterator[IterationLayers]:
+            with self.reading():
+                yield from stream_layers(self._connection, run, layers, chunk=chunk)
+
+        return info, layers, iterations()
+
     def close(self) -> None:
         self._connection.close()
 
@@ -332,15 +352,7 @@ def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
                                 (run,)).fetchone())
     params = read_params(db, run)
     chosen = choose_iterations(db, run, last=last, points=points)
-    clipped = "grad_norm_clipped" if _has_column(db, "iterations", "grad_norm_clipped") \
-        else "NULL"
-    iterations = [
-        IterationRecord(it, _nan(loss), _nan(grad), seconds, time, backwards, lr,
-                        bool(nonfinite), bool(skipped), clip)
-        for it, loss, grad, seconds, time, backwards, lr, nonfinite, skipped, clip in db.execute(
-            "SELECT iteration, loss, grad_norm, seconds, time, backwards, lr, nonfinite, "
-            f"skipped, {clipped} FROM iterations WHERE run = ? AND {chosen.where('iteration')} "
-            "ORDER BY iteration", (run, *chosen.args))]
+    iterations = read_iterations(db, run, chosen)
     layers = layer_names(params)
     grad_norms, ratios, nonfinite = layer_norms(db, run, chosen, layers,
                                                 [row.iteration for row in iterations])
@@ -349,6 +361,51 @@ def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
         "WHERE run = ? ORDER BY iteration, rowid", (run,))]
     return RunHistory(info, params, iterations, layers, grad_norms, ratios, events,
                       chosen.total, nonfinite)
+
+
+def read_iterations(db: sqlite3.Connection, run: int,
+                    chosen: ChosenIterations) -> list[IterationRecord]:
+    """The rows of ``iterations`` chosen, in order (NULL, a NaN, read back as NaN)."""
+    clipped = "grad_norm_clipped" if _has_column(db, "iterations", "grad_norm_clipped") \
+        else "NULL"
+    return [
+        IterationRecord(it, _nan(loss), _nan(grad), seconds, time, backwards, lr,
+                        bool(nonfinite), bool(skipped), clip)
+        for it, loss, grad, seconds, time, backwards, lr, nonfinite, skipped, clip in db.execute(
+            "SELECT iteration, loss, grad_norm, seconds, time, backwards, lr, nonfinite, "
+            f"skipped, {clipped} FROM iterations WHERE run = ? AND {chosen.where('iteration')} "
+            "ORDER BY iteration", (run, *chosen.args))]
+
+
+@dataclass(frozen=True)
+class IterationLayers:
+    """One iteration and each layer's gradient norm and |Δ|/|p| at it (in the order of
+    the run's layers; NaN where the layer had no gradient, or no step), and whether a
+    parameter of the layer had a NaN/Inf gradient: a run read whole, one by one."""
+
+    row: IterationRecord
+    grad_norms: list[float]
+    update_ratios: list[float]
+    nonfinite: list[bool]
+
+
+def stream_layers(db: sqlite3.Connection, run: int, layers: list[str], *,
+                  chunk: int = 1000) -> Iterator[IterationLayers]:
+    """Every iteration of run ``run`` with its layers' norms, in order, read ``chunk``
+    iterations at a time: an export of a whole run holds one chunk in memory, not the
+    run (each chunk summed per layer inside SQLite, as :func:`read_history`)."""
+    low, high = db.execute("SELECT min(iteration), max(iteration) FROM iterations "
+                           "WHERE run = ?", (run,)).fetchone()
+    if low is None:
+        return
+    for start in range(low, high + 1, chunk):
+        window = ChosenIterations(0, since=start, until=start + chunk - 1)
+        rows = read_iterations(db, run, window)
+        grads, ratios, bad = layer_norms(db, run, window, layers,
+                                         [row.iteration for row in rows])
+        for i, row in enumerate(rows):
+            yield IterationLayers(row, [g[i] for g in grads], [r[i] for r in ratios],
+                                  [b[i] for b in bad])
 
 
 def read_params(db: sqlite3.Connection, run: int) -> list[ParamInfo]:
@@ -368,15 +425,17 @@ def layer_names(params: list[ParamInfo]) -> list[str]:
 @dataclass(frozen=True)
 class ChosenIterations:
     """Which iterations of a run a read takes, as an SQL condition: every one from
-    ``since`` on, or the list ``numbers`` (thinned), or none. ``total``: the run's."""
+    ``since`` on (up to ``until``), or the list ``numbers`` (thinned), or none.
+    ``total``: the run's."""
 
     total: int
     since: int | None = None
     numbers: tuple[int, ...] | None = None
+    until: int | None = None
 
     def where(self, column: str) -> str:
         if self.since is not None:
-            return f"{column} >= ?"
+            return f"{column} >= ?" + ("" if self.until is None else f" AND {column} <= ?")
         if self.numbers:
             return f"{column} IN (SELECT value FROM json_each(?))"
         return "0"
@@ -384,7 +443,7 @@ class ChosenIterations:
     @property
     def args(self) -> tuple:
         if self.since is not None:
-            return (self.since,)
+            return (self.since,) if self.until is None else (self.since, self.until)
         return (json.dumps(self.numbers),) if self.numbers else ()
 
 
