@@ -46,7 +46,7 @@ def test_records_of_several_hosts_are_read_as_one_job(folder):
 
 def test_ranks_that_agree_are_one_line_and_one_process_none(folder):
     agree = gradviz("report", folder / "agree.db")
-    assert "the 2 ranks agree: every gradient and parameter norm of 40 iterations" in agree.stdout
+    assert "the 2 ranks agree: every gradient, parameter and update norm of 40 iterations" in agree.stdout
     single = gradviz("report", folder / "single.db")
     assert single.returncode == 0 and "\nranks" not in single.stdout
 

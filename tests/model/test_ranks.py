@@ -31,7 +31,7 @@ def test_ranks_that_agree_are_said_to_agree(records, thorough):
     assert comparison.agree and comparison.parting is None
     assert comparison.ranks == (0, 1, 2) and comparison.iterations == N
     assert comparison_text(comparison).startswith(
-        "the 3 ranks agree: every gradient and parameter norm of 200 iterations within "
+        "the 3 ranks agree: every gradient, parameter and update norm of 200 iterations within "
         "|a - b| <= 1e-06 * max(|a|, |b|)")
 
 
@@ -165,3 +165,20 @@ def test_a_file_that_is_not_a_record_is_a_record_error(tmp_path, records):
         find_job([records["agree"], bad])
     with pytest.raises(RecordError, match="no such record file"):
         find_job([tmp_path / "missing.db"])
+
+
+def test_weights_that_part_while_ddp_keeps_the_gradients_equal_are_found(tmp_path):
+    """A rank that stepped differently (its own learning rate, say): DDP averages the
+    gradients of all ranks, so every total agrees again, but its weights stay apart
+    from that step on; the fast path finds where they began."""
+    path = make_record(tmp_path / "weights.db", ranks=3, iterations=300)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE param_stats SET update_norm = update_norm * 2 WHERE run = 3 AND "
+               "iteration = 137")
+    db.execute("UPDATE param_stats SET param_norm = param_norm * (1 + 1e-5) WHERE run = 3 AND "
+               "iteration > 137")
+    db.commit()
+    db.close()
+    p = compare_ranks(find_job([path])).parting
+    assert (p.iteration, p.param, p.column, p.rank) == (137, "layers.0.weight", "update_norm", 2)
+    assert p.params_apart == 8

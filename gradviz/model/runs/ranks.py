@@ -19,11 +19,13 @@ per host): the runs of the newest run's world size that started within
 mixed hardware, still far below a real parting).
 
 How it stays fast: the per-iteration total gradient norms are compared first, bitwise
-(one row per iteration and rank); the per-parameter rows are searched, joined on
-their primary keys, only from just before the first iteration whose totals differ, and
+(one row per iteration and rank), and the parameter and update norms of the last
+iteration (weights that parted stay apart); the per-parameter rows are searched, joined
+on their primary keys, only from just before the first iteration that differs, and
 stop at the first parting row. A rank apart only on a parameter too small to move its
-total's last bit (below about 3e-7 of it) needs ``thorough=True``, which searches every
-row. Other files are ATTACHed one at a time (SQLite allows ten).
+total's last bit (below about 3e-7 of it), and only for a while, needs
+``thorough=True``, which searches every row. Other files are ATTACHed one at a time
+(SQLite allows ten).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ JOB_WINDOW = 60.0
 #: The default tolerance of the comparison.
 TOLERANCE = Tolerance(rtol=1e-6, atol=0.0)
 #: The per-parameter norms compared, in the order a parting is reported.
-COLUMNS = ("grad_norm", "param_norm")
+COLUMNS = ("grad_norm", "param_norm", "update_norm")
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ def comparison_text(comparison: RankComparison) -> str:
     uneven = (f" (the ranks recorded {min(lengths)} to {max(lengths)} iterations)"
               if len(lengths) > 1 else "")
     if c.parting is None:
-        return (f"the {len(c.ranks)} ranks agree: every gradient and parameter norm of "
+        return (f"the {len(c.ranks)} ranks agree: every gradient, parameter and update norm of "
                 f"{c.iterations} iterations within {c.tolerance}"
                 f"{uneven}{missing}")
     p = c.parting
@@ -279,24 +281,56 @@ def _apart(tolerance: Tolerance) -> str:
 def _first_parting(record: RunRecord, schema: str, run_a: int, run_b: int,
                    tolerance: Tolerance, thorough: bool) -> tuple[int, int] | None:
     """(iteration, param) of the first row pair of the two runs beyond the tolerance."""
-    db = record.connection
     since = 1
     if not thorough:
-        hint = db.execute(
-            f"SELECT min(a.iteration) FROM main.iterations a JOIN {schema}.iterations b "
-            "ON b.run = :b AND b.iteration = a.iteration "
-            "WHERE a.run = :a AND a.grad_norm IS NOT b.grad_norm",
-            {"a": run_a, "b": run_b}).fetchone()[0]
+        hint = _first_bitwise(record, schema, run_a, run_b)
         if hint is None:
             return None
         since = max(1, hint - 1)  # a step that parted shows in the next one's gradients
     # a's rows in primary-key order, b's probed by its key: stops at the first parting
-    return db.execute(
+    return record.connection.execute(
         f"SELECT a.iteration, a.param FROM main.param_stats a JOIN {schema}.param_stats b "
         "ON b.run = :b AND b.iteration = a.iteration AND b.param = a.param "
         f"WHERE a.run = :a AND a.iteration >= :since AND ({_apart(tolerance)}) "
         "ORDER BY a.iteration, a.param LIMIT 1",
         {"a": run_a, "b": run_b, "since": since}).fetchone()
+
+
+def _first_bitwise(record: RunRecord, schema: str, run_a: int, run_b: int) -> int | None:
+    """An early iteration from which to search the rows, or None when nothing differs.
+
+    Gradients: the first iteration whose total norms differ in any bit. Parameters: DDP
+    averages the gradients of ranks whose weights have parted, so their totals agree
+    again while the weights stay apart; a parting in the weights (or the steps) is
+    still there at the last iteration, and a bisection over the iterations finds where
+    it began, a dozen probes of one iteration's rows each."""
+    db = record.connection
+    ids = {"a": run_a, "b": run_b}
+    hints = [db.execute(
+        f"SELECT min(a.iteration) FROM main.iterations a JOIN {schema}.iterations b "
+        "ON b.run = :b AND b.iteration = a.iteration "
+        "WHERE a.run = :a AND a.grad_norm IS NOT b.grad_norm", ids).fetchone()[0]]
+    numbers = [row[0] for row in db.execute(
+        f"SELECT a.iteration FROM main.iterations a JOIN {schema}.iterations b "
+        "ON b.run = :b AND b.iteration = a.iteration WHERE a.run = :a ORDER BY a.iteration",
+        ids)]
+
+    def steps_differ(position: int) -> bool:
+        return db.execute(
+            f"SELECT 1 FROM main.param_stats a JOIN {schema}.param_stats b "
+            "ON b.run = :b AND b.iteration = a.iteration AND b.param = a.param "
+            "WHERE a.run = :a AND a.iteration = :it AND (a.param_norm IS NOT b.param_norm "
+            "OR a.update_norm IS NOT b.update_norm) LIMIT 1",
+            {**ids, "it": numbers[position]}).fetchone() is not None
+
+    if numbers and steps_differ(len(numbers) - 1):
+        low, high = 0, len(numbers) - 1  # the first position that differs is in low..high
+        while low < high:
+            middle = (low + high) // 2
+            low, high = (low, middle) if steps_differ(middle) else (middle + 1, high)
+        hints.append(numbers[low])
+    present = [hint for hint in hints if hint is not None]
+    return min(present) if present else None
 
 
 def _values(record: RunRecord, schema: str, run: int, iteration: int,
