@@ -78,3 +78,26 @@ async def test_the_headline_names_the_rank_that_parts_or_says_they_agree(records
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         assert "run 1 (rank 0 of 2)" in headline(app) and "the 2 ranks agree" in headline(app)
+
+
+async def test_a_big_read_draws_its_first_frame_then_fills_the_heat_maps_in(records, monkeypatch):
+    """Over LAYER_ROWS_BEFORE_FRAME parameter rows the layers' norms are read after the
+    first frame, in a thread: the plots and the events are there at once, the heat
+    maps when the read is done, with the values a whole read gives."""
+    import gradviz.tui.screens.run_view as run_view
+    from gradviz.model.runs.history import RunRecord
+    from gradviz.tui.widgets.heat_map import LayerHeatMap
+
+    monkeypatch.setattr(run_view, "LAYER_ROWS_BEFORE_FRAME", 100)
+    app = make_record_app(records["a"])
+    assert not app.history.layers_read and app.layers_later is not None
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert len(app.screen.query_one("#run-loss", HistoryPlot).values) == N
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        heat = app.screen.query_one(LayerHeatMap)
+        with RunRecord(records["a"]) as record:
+            whole = record.history(points=run_view.VIEW_POINTS)
+        assert heat.data.rows == whole.layers == [f"layers.{j}" for j in range(4)]
+        assert heat.data.maps[0].values == whole.layer_grad_norms
+        assert "4 layers × 300 iterations" in str(heat.border_title)

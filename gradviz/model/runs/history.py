@@ -23,7 +23,7 @@ import os
 import socket
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gradviz.model.runs.events import EventKind, Origin, OriginPhase, origin_text
@@ -167,6 +167,9 @@ class RunHistory:
     events: list[EventRecord]
     total_iterations: int = 0  # in the record, before ``last`` / ``points`` thinned them
     layer_nonfinite: list[list[bool]] = field(default_factory=list)
+    #: False: read without the layers' norms (``history(layers=False)``; the three layer
+    #: lists are empty until :meth:`RunRecord.read_layers` fills them in).
+    layers_read: bool = True
 
     @property
     def iteration_numbers(self) -> list[int]:
@@ -216,6 +219,7 @@ class RunRecord:
             self._connection.close()
             raise RecordError(f"{self.path} has record schema {version}; this gradviz reads "
                               f"up to {SCHEMA_VERSION}: read it with the gradviz that wrote it")
+        _with_sqrt(self._connection)
 
     def runs(self) -> list[RunInfo]:
         with self.reading():
@@ -232,15 +236,27 @@ class RunRecord:
         return min(same_job, key=lambda r: r.rank) if same_job else runs[-1]
 
     def history(self, run: int | None = None, *, last: int | None = None,
-                points: int | None = None) -> RunHistory:
+                points: int | None = None, layers: bool = True) -> RunHistory:
         """Run ``run`` (default :meth:`latest_run`); ``last``: only its last N iterations;
-        ``points``: about that many iterations, evenly spaced (for a plot)."""
+        ``points``: about that many iterations, evenly spaced (for a plot); ``layers``
+        False: without the layers' norms, the one part of a read whose cost is the
+        parameters x the iterations (:meth:`read_layers` adds them)."""
         if run is None:
             run = self.latest_run().run
         elif run not in {r.run for r in self.runs()}:
             raise RecordError(f"{self.path} has no run {run}")
         with self.reading():
-            return read_history(self._connection, run, last=last, points=points)
+            return read_history(self._connection, run, last=last, points=points, layers=layers)
+
+    def read_layers(self, history: RunHistory) -> RunHistory:
+        """``history`` (of this record) with its layers' norms at its iterations."""
+        chosen = ChosenIterations(history.total_iterations,
+                                  numbers=tuple(history.iteration_numbers))
+        with self.reading():
+            grads, ratios, nonfinite = layer_norms(self._connection, history.info.run, chosen,
+                                                   history.layers, history.iteration_numbers)
+        return replace(history, layer_grad_norms=grads, layer_update_ratios=ratios,
+                       layer_nonfinite=nonfinite, layers_read=True)
 
     def stream(self, run: int | None = None, *, chunk: int = 1000
                ) -> tuple[RunInfo, list[str], Iterator[IterationLayers]]:
@@ -341,7 +357,7 @@ def _gone(host: str, pid: int, started: float) -> bool:
 
 
 def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
-                 points: int | None = None) -> RunHistory:
+                 points: int | None = None, layers: bool = True) -> RunHistory:
     """The run ``run`` of an open record as a :class:`RunHistory`.
 
     Its memory is the rows it returns, not the record's length: the iterations to read
@@ -353,14 +369,15 @@ def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
     params = read_params(db, run)
     chosen = choose_iterations(db, run, last=last, points=points)
     iterations = read_iterations(db, run, chosen)
-    layers = layer_names(params)
-    grad_norms, ratios, nonfinite = layer_norms(db, run, chosen, layers,
-                                                [row.iteration for row in iterations])
+    names = layer_names(params)
+    grad_norms, ratios, nonfinite = (layer_norms(db, run, chosen, names,
+                                                 [row.iteration for row in iterations])
+                                     if layers else ([], [], []))
     events = [_event(*row) for row in db.execute(
         f"SELECT iteration, kind, subject, detail, {_origin_columns(db)} FROM events "
         "WHERE run = ? ORDER BY iteration, rowid", (run,))]
-    return RunHistory(info, params, iterations, layers, grad_norms, ratios, events,
-                      chosen.total, nonfinite)
+    return RunHistory(info, params, iterations, names, grad_norms, ratios, events,
+                      chosen.total, nonfinite, layers)
 
 
 def read_iterations(db: sqlite3.Connection, run: int,
@@ -521,6 +538,16 @@ def layer_norms(db: sqlite3.Connection, run: int, chosen: ChosenIterations, laye
         if stepped:
             ratios[j][i] = _ratio(update_sq, param_sq)
     return grads, ratios, nonfinite
+
+
+def _with_sqrt(db: sqlite3.Connection) -> None:
+    """SQL's ``sqrt`` (the diff sums layers in SQL), from Python where this SQLite was
+    built without its math functions (before 3.35, or without the compile option)."""
+    try:
+        db.execute("SELECT sqrt(4.0)")
+    except sqlite3.OperationalError:
+        db.create_function("sqrt", 1, lambda v: None if v is None or v < 0 else math.sqrt(v),
+                           deterministic=True)
 
 
 def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:

@@ -20,7 +20,9 @@ on the plots' axes beside A, in another colour, with the iteration where they pa
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from rich.text import Text
@@ -29,6 +31,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+from textual.worker import Worker, WorkerState
 
 from gradviz.model.runs.diff import RunDiff, diff_runs, verdict_text
 from gradviz.model.runs.events import BREAK_KINDS, EventKind, origin_text
@@ -41,6 +44,10 @@ from gradviz.tui.widgets.run_plots import AGAINST_COLOR, HistoryPlot
 #: Iterations read from a record at most, evenly spaced over a longer run: the plots
 #: and heat maps have fewer columns than that, and a read stays well under a second.
 VIEW_POINTS = 4000
+#: Parameter rows (parameters x iterations read) whose layer sums are read before the
+#: first frame; a bigger read (a long run of a big model: 4,000 x 500 rows) fills the
+#: heat maps in after it, from a thread, so the view opens as fast whatever the size.
+LAYER_ROWS_BEFORE_FRAME = 50_000
 #: Below this width or height the view packs tighter (see run_view.tcss).
 NARROW_WIDTH, NARROW_HEIGHT = 100, 30
 #: Heat maps this high or less (layers, their header, axis, legend, border) get just
@@ -155,9 +162,12 @@ class RunView(Vertical):
 
 
     def show(self, history: RunHistory, source: str = "", *, against: Against | None = None,
-             ranks: RankComparison | None = None) -> None:
+             ranks: RankComparison | None = None,
+             layers: Callable[[], RunHistory] | None = None) -> None:
         """Show ``history``; ``against``: another run drawn on the plots beside it;
-        ``ranks``: its ranks compared, said in the headline."""
+        ``ranks``: its ranks compared, said in the headline; ``layers``: where
+        ``history`` was read without its layers' norms, a function that reads them
+        (run in a thread; the heat maps fill in when it returns)."""
         self.history = history
         self.query_one("#run-headline", Static).update(
             headline(history, source, against=against, ranks=ranks))
@@ -172,19 +182,41 @@ class RunView(Vertical):
             numbers, history.grad_norms, name="total |grad|", log=True, breaks=breaks,
             parted_at=parted,
             against=None if other is None else (other.iteration_numbers, other.grad_norms))
+        if history.layers_read or layers is None:
+            self._show_layers(history)
+        else:
+            self.query_one(LayerHeatMap).border_title = (
+                f"reading {len(history.layers)} layers × {len(history.iterations)} "
+                "iterations …")
+            # after the first frame: a read in a thread slows the drawing it would race
+            self.call_after_refresh(self.run_worker, layers, name="layers", thread=True,
+                                    exclusive=True)
+        self._show_events(history.events)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.name != "layers":
+            return
+        if event.state is WorkerState.SUCCESS:
+            self.history = event.worker.result
+            self._show_layers(self.history)
+        elif event.state is WorkerState.ERROR:
+            self.query_one(LayerHeatMap).border_title = (
+                f"the layers' norms could not be read: {event.worker.error}")
+
+    def _show_layers(self, history: RunHistory) -> None:
+        """The heat maps: every layer's |grad| and |Δ|/|p| over the iterations."""
         grads, ratios = history.layer_grad_norms, history.layer_update_ratios
         maps = [HeatLayer("|grad|", "|grad| per layer", grads, LogScale.spanning(grads),
                           nonfinite=history.layer_nonfinite or None, missing="no gradient"),
                 HeatLayer("|Δ|/|p|", "update |Δ|/|p| per layer", ratios,
                           BandScale.around(band_of(history), ratios), missing="no step")]
         heat = self.query_one(LayerHeatMap)
-        heat.show(history.layers, numbers, maps, event_marks(history))
+        heat.show(history.layers, history.iteration_numbers, maps, event_marks(history))
         self._title_heat_map()
         # A small model's few layers leave the rows below them to the events (a fixed
         # height: a max-height under the CSS min-height upsets Textual's fr sharing).
         needed = len(history.layers) + HEADER_LINES + FOOTER_LINES + 2
         heat.styles.height = needed if needed <= SMALL_HEAT_MAP else None
-        self._show_events(history.events)
 
     def _title_heat_map(self) -> None:
         heat = self.query_one(LayerHeatMap)
@@ -257,7 +289,7 @@ class RunView(Vertical):
         self.call_after_refresh(self._refit_table)
 
     def _refit_table(self) -> None:
-        if self.history is not None:
+        if self.history is not None and self.history.layers_read:
             self._title_heat_map()
         table = self.query_one("#run-events-table", DataTable)
         if self._events and table.size.width != self._table_width:
@@ -275,12 +307,14 @@ class RunScreen(Screen[None]):
     AUTO_FOCUS = "#run-layers"
 
     def __init__(self, history: RunHistory, source: str = "", *, against: Against | None = None,
-                 ranks: RankComparison | None = None) -> None:
+                 ranks: RankComparison | None = None,
+                 layers: Callable[[], RunHistory] | None = None) -> None:
         super().__init__()
         self.history = history
         self.source = source
         self.against = against
         self.ranks = ranks
+        self.layers_later = layers
 
     def compose(self) -> ComposeResult:
         yield RunView(id="run-view")
@@ -288,7 +322,7 @@ class RunScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one(RunView).show(self.history, self.source, against=self.against,
-                                     ranks=self.ranks)
+                                     ranks=self.ranks, layers=self.layers_later)
 
     def action_close(self) -> None:
         if len(self.app.screen_stack) > 1 and self.app.screen_stack[0] is not self:
@@ -306,15 +340,18 @@ class RunRecordApp(App[int]):
     TITLE = "gradviz"
 
     def __init__(self, history: RunHistory, source: str = "", *, against: Against | None = None,
-                 ranks: RankComparison | None = None) -> None:
+                 ranks: RankComparison | None = None,
+                 layers: Callable[[], RunHistory] | None = None) -> None:
         super().__init__()
         self.history = history
         self.source = source
         self.against = against
         self.ranks = ranks
+        self.layers_later = layers
 
     def get_default_screen(self) -> Screen:
-        return RunScreen(self.history, self.source, against=self.against, ranks=self.ranks)
+        return RunScreen(self.history, self.source, against=self.against, ranks=self.ranks,
+                         layers=self.layers_later)
 
 
 def make_record_app(path: str | os.PathLike, run: int | None = None, *,
@@ -323,19 +360,29 @@ def make_record_app(path: str | os.PathLike, run: int | None = None, *,
     the tests; ``against``: another record whose latest run is drawn beside it. The
     files are read here (a distributed run's ranks compared, the two runs diffed), so a
     bad one, or two runs of different models, raises a one-line RecordError before
-    anything takes the screen."""
+    anything takes the screen. The layers' norms of a big read come after the first
+    frame (:data:`LAYER_ROWS_BEFORE_FRAME`)."""
     with RunRecord(path) as record:
-        history = record.history(run, points=VIEW_POINTS)
+        history = record.history(run, points=VIEW_POINTS, layers=False)
+        if len(history.params) * len(history.iterations) <= LAYER_ROWS_BEFORE_FRAME:
+            history = record.read_layers(history)
+    layers = None if history.layers_read else partial(_read_layers, path, history)
     ranks = None
     if history.info.world_size > 1:
         ranks = compare_ranks(find_job([path], run=history.info.run))
     beside = None
     if against is not None:
         result = diff_runs(path, against, run_a=history.info.run)
-        with RunRecord(against) as other:
-            beside = Against(other.history(result.run_b, points=VIEW_POINTS), str(against),
-                             result)
-    return RunRecordApp(history, source=str(path), against=beside, ranks=ranks)
+        with RunRecord(against) as other:  # B's plots only: its layers are not drawn
+            beside = Against(other.history(result.run_b, points=VIEW_POINTS, layers=False),
+                             str(against), result)
+    return RunRecordApp(history, source=str(path), against=beside, ranks=ranks, layers=layers)
+
+
+def _read_layers(path: str | os.PathLike, history: RunHistory) -> RunHistory:
+    """``history`` with its layers' norms, read on the worker's own connection."""
+    with RunRecord(path) as record:
+        return record.read_layers(history)
 
 
 def _cut(text: str, width: int) -> str:
