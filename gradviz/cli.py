@@ -466,10 +466,11 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     if args.run is not None and len(args.record) > 1:
         parser.error("--run picks a run of one record: give one RUN.db with it")
-    job = find_job(args.record, run=args.run)
-    shown = job.lead if args.run is None else next(r for r in job.runs if r.run == args.run)
-    with RunRecord(shown.path) as record:
-        history = record.history(shown.run, points=REPORT_POINTS)
+    job = find_job(args.record, run=args.run)  # the job of --run's run, or the newest
+    path, run = (args.record[0], args.run) if args.run is not None else (job.lead.path,
+                                                                         job.lead.run)
+    with RunRecord(path) as record:
+        history = record.history(run, points=REPORT_POINTS)
     report = WatchReport(history, source=" + ".join(args.record))
     if job.world_size > 1:
         report.ranks = compare_ranks(job, thorough=args.thorough)

@@ -15,8 +15,9 @@ Written through the ``tensorboard`` package's own ``EventFileWriter`` (what
 ``torch.utils.tensorboard.SummaryWriter`` writes through), one ``Event`` per iteration
 holding all of its scalars: SummaryWriter's one Event per scalar made files twice as
 big and took 6 to 10 times as long. Without TensorFlow installed, tensorboard
-checksums every byte in Python: about 10 s per million scalars, read from the record
-a thousand iterations at a time (memory does not grow with the run).
+checksums every byte in Python: about 8 s of CPU per million scalars (10,000
+iterations x 50 layers), read from the record a thousand iterations at a time
+(memory does not grow with the run).
 """
 
 from __future__ import annotations

@@ -121,9 +121,11 @@ def headline(history: RunHistory, source: str = "", *, against: Against | None =
         text.append(f" · showing {shown} of {total} iterations, evenly spaced", "yellow")
     if ranks is not None and ranks.agree:
         text.append(f" · the {len(ranks.ranks)} ranks agree", "green")
-    elif ranks is not None and ranks.world_size > 1:
-        text.append("\nranks: ", "bold #ff5f87" if ranks.parting else "bold")
+    elif ranks is not None and ranks.parting is not None:
+        text.append("\nranks: ", "bold #ff5f87")
         text.append(comparison_text(ranks))
+    elif ranks is not None and ranks.world_size > 1:  # not compared, and why
+        text.append(f"\n{comparison_text(ranks)}", "grey62")
     first = history.first_nonfinite
     if first is not None:
         text.append("\nfirst NaN/Inf: ", "bold #ff5f87")
