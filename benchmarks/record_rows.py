@@ -183,7 +183,7 @@ def _open_once(path: Path) -> tuple[float, float]:
     return float(out[-2]) - start, float(out[-1])
 
 
-def bench_run_view_open() -> Iterator[Row]:
+def bench_record_open() -> Iterator[Row]:
     long = synthetic(FOLDER / "view_100k.db", iterations=100_000, layers=25)
     short = synthetic(FOLDER / "view_10k.db", iterations=10_000, layers=25)
     times = {long: [], short: []}
@@ -221,7 +221,7 @@ def _timed(fn, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def bench_diff() -> Iterator[Row]:
+def bench_record_diff() -> Iterator[Row]:
     from gradviz.model.runs.diff import diff_runs
 
     a = synthetic(FOLDER / "diff_a.db", iterations=10_000, layers=50)
@@ -234,12 +234,13 @@ def bench_diff() -> Iterator[Row]:
         ours = _timed(lambda: diff_runs(a, b))
         base = _timed(lambda: _fetch_both(a, b), repeats=1)
         parted = diff_runs(a, b).parted_at
-        yield Row(f"diff 2x10k its x 100 params, {label}: at {parted}",
+        yield Row(f"diff 2x10k its x 100 params, {label}: "
+                  + ("no parting" if parted is None else f"at {parted}"),
                   f"{ours:.2f} s", f"{base:.2f} s fetch both", ours / base,
                   "< 2 s " + ("ok" if ours < 2 else "MISSED"))
 
 
-def bench_rank_compare() -> Iterator[Row]:
+def bench_record_ranks() -> Iterator[Row]:
     from gradviz.model.runs.ranks import compare_ranks, find_job
 
     for label, fault in (("agree", None), ("apart 9,000", (1, 9000, 7))):
@@ -255,4 +256,4 @@ def bench_rank_compare() -> Iterator[Row]:
                   "< 2 s " + ("ok" if ours < 2 else "MISSED"))
 
 
-ROWS = [bench_record_bytes, bench_run_view_open, bench_diff, bench_rank_compare]
+ROWS = [bench_record_bytes, bench_record_open, bench_record_diff, bench_record_ranks]
