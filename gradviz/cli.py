@@ -40,14 +40,26 @@ def build_parser() -> argparse.ArgumentParser:
                                 help="open the app on a scenario file, or on a training record")
     open_.add_argument("scenario", metavar="FILE",
                        help="a .py file that defines build(), or a RUN.db of gradviz.watch")
+    open_.add_argument("--against", metavar="B.db",
+                       help="with a record: draw this record's run beside it, and where they "
+                       "part (gradviz diff)")
 
     export = commands.add_parser(
         "export",
         parents=[weighted],
-        help="write a scenario's autograd graph to DOT, JSON, SVG or PNG",
-        description="Run the scenario's forward pass once and write its autograd graph.",
+        help="write a scenario's autograd graph to DOT, JSON, SVG or PNG, or a training "
+        "record to TensorBoard",
+        description="Run the scenario's forward pass once and write its autograd graph; or "
+        "write a training record's scalars as TensorBoard event files "
+        "(gradviz export RUN.db --tensorboard DIR).",
     )
-    export.add_argument("scenario", metavar="NAME_OR_FILE", help="a built-in demo or a .py file")
+    export.add_argument("scenario", metavar="NAME_OR_FILE",
+                        help="a built-in demo or a .py file, or a RUN.db with --tensorboard")
+    export.add_argument("--tensorboard", metavar="DIR",
+                        help="write the record's loss, gradient norms, lr and per-layer "
+                        "|grad| and |Δ|/|p| as TensorBoard event files in DIR")
+    export.add_argument("--run", type=_positive, metavar="N",
+                        help="with --tensorboard: which run of the record (default: the latest)")
     export.add_argument(
         "-o", "--output", metavar="PATH",
         help="where to write (default: NAME.FORMAT here; '-' for stdout with dot or json)",
@@ -92,11 +104,36 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="summarize a training record written by gradviz.watch",
         description="Print a record's run on one screen: iterations, loss range, the first "
-        "NaN/Inf and where it started, audits, and layers whose updates are out of band.",
+        "NaN/Inf and where it started, audits, and layers whose updates are out of band; for "
+        "a distributed run, where its ranks parted. Several records (one per host) are read "
+        "as one job.",
     )
-    report.add_argument("record", metavar="RUN.db", help="a record (gradviz.watch(record=...))")
+    report.add_argument("record", metavar="RUN.db", nargs="+",
+                        help="a record (gradviz.watch(record=...)); several: one per host")
     report.add_argument("--run", type=_positive, metavar="N",
                         help="which run of the record (default: the latest)")
+    report.add_argument("--thorough", action="store_true",
+                        help="compare the ranks row by row, not from their totals first")
+
+    diff = commands.add_parser(
+        "diff",
+        parents=[common],
+        help="compare two training records: where the runs part, and which layers parted most",
+        description="Compare run B with run A iteration by iteration (the loss, the total "
+        "gradient norm, the learning rate, every parameter's gradient, parameter and update "
+        "norm) and name the first iteration where they part beyond the tolerance, what parted "
+        "there, and the layers ranked by how far their gradient norms parted.",
+    )
+    diff.add_argument("a", metavar="A.db", help="a record (gradviz.watch(record=...))")
+    diff.add_argument("b", metavar="B.db", help="the record to compare with it")
+    diff.add_argument("--run-a", type=_positive, metavar="N", help="A's run (default: latest)")
+    diff.add_argument("--run-b", type=_positive, metavar="N", help="B's run (default: latest)")
+    diff.add_argument("--rtol", type=_tolerance, default=1e-6,
+                      help="relative tolerance (default 1e-6)")
+    diff.add_argument("--atol", type=_tolerance, default=1e-12,
+                      help="absolute tolerance (default 1e-12)")
+    diff.add_argument("--thorough", action="store_true",
+                      help="search every parameter row, not from the first total that differs")
     return parser
 
 
@@ -104,6 +141,16 @@ def _port(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {value}")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -127,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command = {None: cmd_app, "demo": cmd_app, "open": cmd_app, "list": cmd_list,
                "export": cmd_export, "train": cmd_train, "serve": cmd_serve,
-               "report": cmd_report}[args.command]
+               "report": cmd_report, "diff": cmd_diff}[args.command]
     from gradviz.errors import GradvizError
 
     try:
@@ -160,17 +207,21 @@ def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # Arguments fail here, in one line, before the app takes the screen.
     from gradviz.model.runs.schema import looks_like_record
 
+    against = getattr(args, "against", None)
     if args.command == "open" and looks_like_record(scenario):  # gradviz.watch's record
         from gradviz.tui.screens.run_view import (
             make_record_app,  # no torch: a record is plain data
         )
 
-        record_app = make_record_app(scenario)  # reads it; RecordError on a bad file
+        # reads them; RecordError on a bad file, or on two runs of different models
+        record_app = make_record_app(scenario, against=against)
         if not has_terminal():
             raise GradvizError("the app needs a terminal (stdin and stdout are not one): "
                                f"gradviz report {scenario} prints the run instead")
         record_app.run()
         return record_app.return_code or 0
+    if against is not None:
+        parser.error("--against compares two records: gradviz open A.db --against B.db")
     if args.command == "open":
         check_file(scenario, "scenario file")
     if getattr(args, "weights", None):
@@ -201,6 +252,12 @@ def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from gradviz.model.runs.schema import looks_like_record
+
+    if args.tensorboard is not None or looks_like_record(args.scenario):
+        return _export_record(args, parser)
+    if args.run is not None:
+        parser.error("--run picks a run of a record: gradviz export RUN.db --tensorboard DIR")
     fmt = args.format or _format_from_suffix(args.output) or "dot"
     if args.output == "-" and fmt not in ("dot", "json"):
         parser.error(f"--format {fmt} cannot go to stdout; give -o FILE.{fmt}")
@@ -225,6 +282,28 @@ def cmd_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             f"wrote {target}: {graph.number_of_nodes()} nodes, {graph.number_of_edges()} edges",
             file=sys.stderr,
         )
+    return 0
+
+
+def _export_record(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """A training record's scalars to TensorBoard (no torch; the tensorboard package)."""
+    from gradviz.model.runs.schema import looks_like_record
+
+    if args.tensorboard is None:
+        parser.error(f"a record exports to TensorBoard: gradviz export {args.scenario} "
+                     "--tensorboard DIR")
+    if not looks_like_record(args.scenario):
+        parser.error("--tensorboard exports a training record: gradviz export RUN.db "
+                     "--tensorboard DIR")
+    if args.output or args.format or args.saved or not args.modules or args.weights:
+        parser.error("-o, --format, --saved, --no-modules and --weights are for a scenario's "
+                     "graph, not a record")
+    from gradviz.integrations.tensorboard import export_tensorboard
+
+    done = export_tensorboard(args.scenario, args.tensorboard, run=args.run)
+    print(f"wrote {done.logdir}: run {done.run}, {done.iterations} iterations, {done.layers} "
+          f"layers, {done.scalars} scalars (tensorboard --logdir {done.logdir})",
+          file=sys.stderr)
     return 0
 
 
@@ -391,13 +470,24 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from rich.table import Table
 
     from gradviz.model.runs.history import RunRecord
+    from gradviz.model.runs.ranks import compare_ranks, find_job
     from gradviz.model.runs.report import WatchReport
 
-    with RunRecord(args.record) as record:
-        run = args.run if args.run is not None else record.latest_run().run
-        report = WatchReport.of(functools.partial(record.history, run), source=args.record)
+    if args.run is not None and len(args.record) > 1:
+        parser.error("--run picks a run of one record: give one RUN.db with it")
+    job = find_job(args.record, run=args.run)  # the job of --run's run, or the newest
+    path, run = (args.record[0], args.run) if args.run is not None else (job.lead.path,
+                                                                         job.lead.run)
+    with RunRecord(path) as record:
+        report = WatchReport.of(functools.partial(record.history, run),
+                                source=" + ".join(args.record))
+    if job.world_size > 1:
+        report.ranks = compare_ranks(job, thorough=args.thorough)
     console = Console()
     console.print(report.headline(), soft_wrap=True, highlight=False)
+    for path in job.unused:
+        console.print(f"{path}: no run of this job (its runs started at another time or "
+                      "with another world size)", soft_wrap=True, highlight=False, style="dim")
     for section in report.sections():
         table = Table(title=section.title, title_justify="left", caption=section.note or None,
                       caption_justify="left", show_header=any(section.columns))
@@ -407,6 +497,55 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             table.add_row(*row)
         console.print(table)
     return 0
+
+
+def cmd_diff(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Where run B parts from run A; reads both files read-only and needs no torch."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from gradviz.model.runs.diff import WINDOW, diff_runs, verdict_text
+    from gradviz.model.runs.tolerance import Tolerance
+
+    result = diff_runs(args.a, args.b, run_a=args.run_a, run_b=args.run_b,
+                       tolerance=Tolerance(args.rtol, args.atol), thorough=args.thorough)
+    console = Console()
+    say = lambda text, **style: console.print(text, soft_wrap=True, highlight=False, **style)
+    say(f"A: {args.a} run {result.run_a}, B: {args.b} run {result.run_b}; tolerance "
+        f"{result.tolerance} (NaN agrees only with NaN)")
+    say(verdict_text(result), style="bold")
+    if result.parted_at is None:
+        return 0
+    parted = result.parted_at
+    table = Table(title=f"what parted at iteration {parted}", title_justify="left")
+    for column in ("number", "A", "B"):
+        table.add_column(column, justify="left" if column == "number" else "right")
+    for found in result.differences[:ROWS_SHOWN]:
+        table.add_row(found.what, _number(found.a), _number(found.b))
+    if len(result.differences) > ROWS_SHOWN:
+        table.caption = f"and {len(result.differences) - ROWS_SHOWN} more"
+        table.caption_justify = "left"
+    console.print(table)
+    layers = Table(title="layers, by how far their |grad| parted", title_justify="left",
+                   caption=f"relative difference of the layer's gradient norm, over iterations "
+                   f"{parted}..{parted + WINDOW - 1} and the last", caption_justify="left")
+    for column in ("layer", "parted at", "largest rel. difference", f"at {parted}"):
+        layers.add_column(column, justify="left" if column == "layer" else "right")
+    for layer in result.layers[:ROWS_SHOWN]:
+        layers.add_row(layer.layer or "(model)", "-" if layer.first is None else str(layer.first),
+                       f"{layer.largest:.3g}", f"{layer.at_parting:.3g}")
+    if len(result.layers) > ROWS_SHOWN:
+        layers.caption += f"; and {len(result.layers) - ROWS_SHOWN} more layers"
+    console.print(layers)
+    return 0
+
+
+#: Rows of a diff's tables shown; the rest are counted under them.
+ROWS_SHOWN = 12
+
+
+def _number(value: float | None) -> str:
+    return "NaN" if value is None else f"{value:.9g}"
 
 
 def _format_from_suffix(output: str | None) -> str | None:

@@ -1,3 +1,7 @@
-"""gradviz in the trainers and tools people already use: transformers' and Lightning's
-``Trainer`` callbacks, TensorBoard. The entry layer: each imports its optional
-dependency (an extra: ``gradviz[hf]``, ``gradviz[lightning]``, ...) when it is imported."""
+"""gradviz in the tools people already use: transformers' and Lightning's ``Trainer``
+callbacks, TensorBoard.
+
+Each module imports its optional package (an extra: ``gradviz[hf]``, ``gradviz[lightning]``,
+``gradviz[tensorboard]``) when it is imported or called, so gradviz installs and runs
+without them, and says in one line which extra to install where one is missing.
+"""

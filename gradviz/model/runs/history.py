@@ -22,7 +22,8 @@ import math
 import os
 import socket
 import sqlite3
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gradviz.model.runs.events import EventKind, Origin, OriginPhase, origin_text
@@ -167,6 +168,9 @@ class RunHistory:
     events: list[EventRecord]
     total_iterations: int = 0  # in the record, before ``last`` / ``points`` thinned them
     layer_nonfinite: list[list[bool]] = field(default_factory=list)
+    #: False: read without the layers' norms (``history(layers=False)``; the three layer
+    #: lists are empty until :meth:`RunRecord.read_layers` fills them in).
+    layers_read: bool = True
 
     @property
     def iteration_numbers(self) -> list[int]:
@@ -216,9 +220,10 @@ class RunRecord:
             self._connection.close()
             raise RecordError(f"{self.path} has record schema {version}; this gradviz reads "
                               f"up to {SCHEMA_VERSION}: read it with the gradviz that wrote it")
+        _with_sqrt(self._connection)
 
     def runs(self) -> list[RunInfo]:
-        with self._reading():
+        with self.reading():
             rows = self._connection.execute(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY run")
             return [_run_info(row) for row in rows]
 
@@ -232,16 +237,49 @@ class RunRecord:
         return min(same_job, key=lambda r: r.rank) if same_job else runs[-1]
 
     def history(self, run: int | None = None, *, last: int | None = None,
-                points: int | None = None, span: tuple[int, int] | None = None) -> RunHistory:
+                points: int | None = None, span: tuple[int, int] | None = None,
+                layers: bool = True) -> RunHistory:
         """Run ``run`` (default :meth:`latest_run`); ``last``: only its last N iterations;
-        ``points``: about that many iterations, evenly spaced (for a plot); ``span``:
-        only the iterations from ``span[0]`` to ``span[1]``, both included."""
+        ``points``: about that many iterations, evenly spaced (for a plot); ``span``: only
+        the iterations from ``span[0]`` to ``span[1]``, both included; ``layers``
+        False: without the layers' norms, the one part of a read whose cost is the
+        parameters x the iterations (:meth:`read_layers` adds them)."""
         if run is None:
             run = self.latest_run().run
         elif run not in {r.run for r in self.runs()}:
             raise RecordError(f"{self.path} has no run {run}")
-        with self._reading():
-            return read_history(self._connection, run, last=last, points=points, span=span)
+        with self.reading():
+            return read_history(self._connection, run, last=last, points=points, span=span,
+                                layers=layers)
+
+    def read_layers(self, history: RunHistory) -> RunHistory:
+        """``history`` (of this record) with its layers' norms at its iterations."""
+        chosen = ChosenIterations(history.total_iterations,
+                                  numbers=tuple(history.iteration_numbers))
+        with self.reading():
+            grads, ratios, nonfinite = layer_norms(self._connection, history.info.run, chosen,
+                                                   history.layers, history.iteration_numbers)
+        return replace(history, layer_grad_norms=grads, layer_update_ratios=ratios,
+                       layer_nonfinite=nonfinite, layers_read=True)
+
+    def stream(self, run: int | None = None, *, chunk: int = 1000
+               ) -> tuple[RunInfo, list[str], Iterator[IterationLayers]]:
+        """Run ``run`` (default :meth:`latest_run`) whole, for an export: its info, its
+        layers, and its iterations one by one with their layers' norms
+        (:func:`stream_layers`), read while the record is open."""
+        if run is None:
+            run = self.latest_run().run
+        info = next((r for r in self.runs() if r.run == run), None)
+        if info is None:
+            raise RecordError(f"{self.path} has no run {run}")
+        with self.reading():
+            layers = layer_names(read_params(self._connection, run))
+
+        def iterations() -> Iterator[IterationLayers]:
+            with self.reading():
+                yield from stream_layers(self._connection, run, layers, chunk=chunk)
+
+        return info, layers, iterations()
 
     def close(self) -> None:
         self._connection.close()
@@ -252,7 +290,26 @@ class RunRecord:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _reading(self):
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The read-only SQLite connection, for SQL over the record (the rank comparison,
+        the diff of two runs); run it inside :meth:`reading`."""
+        return self._connection
+
+    def attach(self, other: RunRecord, schema: str) -> None:
+        """Make ``other`` (a record opened and checked) readable as ``schema.table`` on
+        this one's connection, read-only, to join the two in SQL; :meth:`detach` again
+        (SQLite attaches ten files at most)."""
+        with self.reading():
+            self._connection.execute(f"ATTACH DATABASE ? AS {schema}",
+                                     (f"{other.path.resolve().as_uri()}?mode=ro",))
+
+    def detach(self, schema: str) -> None:
+        with self.reading():
+            self._connection.execute(f"DETACH DATABASE {schema}")
+
+    def reading(self):
+        """A context in which an SQLite error reading the file is a one-line RecordError."""
         return _Reading(self.path)
 
 
@@ -304,71 +361,210 @@ def _gone(host: str, pid: int, started: float) -> bool:
 
 
 def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
-                 points: int | None = None, span: tuple[int, int] | None = None) -> RunHistory:
-    """The run ``run`` of an open record as a :class:`RunHistory`."""
+                 points: int | None = None, span: tuple[int, int] | None = None,
+                 layers: bool = True) -> RunHistory:
+    """The run ``run`` of an open record as a :class:`RunHistory`.
+
+    Its memory is the rows it returns, not the record's length: the iterations to read
+    are chosen inside SQLite (:func:`choose_iterations`), and each layer's norms are
+    summed there (:func:`layer_norms`), so a thinned read of a 100,000-iteration record
+    handles ``points x layers`` rows in Python, not every parameter's."""
     info = _run_info(db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run = ?",
                                 (run,)).fetchone())
-    params = [ParamInfo(index, name, layer, tuple(json.loads(shape)), numel, dtype, group,
-                        bool(sampled))
-              for index, name, layer, shape, numel, dtype, group, sampled in db.execute(
-                  "SELECT param, name, layer, shape, numel, dtype, param_group, sampled "
-                  "FROM params WHERE run = ? ORDER BY param", (run,))]
-    numbers = [r[0] for r in db.execute(
-        "SELECT iteration FROM iterations WHERE run = ? ORDER BY iteration", (run,))]
-    total = len(numbers)
-    if span is not None:
-        numbers = [n for n in numbers if span[0] <= n <= span[1]]
-    if last is not None:
-        numbers = numbers[-last:] if last > 0 else []
-    if points is not None and len(numbers) > points > 1:
-        step = (len(numbers) - 1) / (points - 1)
-        numbers = sorted({numbers[round(i * step)] for i in range(points)})
-    chosen = json.dumps(numbers)  # the iterations read, through json_each
+    params = read_params(db, run)
+    chosen = choose_iterations(db, run, last=last, points=points, span=span)
+    iterations = read_iterations(db, run, chosen)
+    names = layer_names(params)
+    grad_norms, ratios, nonfinite = (layer_norms(db, run, chosen, names,
+                                                 [row.iteration for row in iterations])
+                                     if layers else ([], [], []))
+    events = [_event(*row) for row in db.execute(
+        f"SELECT iteration, kind, subject, detail, {_origin_columns(db)} FROM events "
+        "WHERE run = ? ORDER BY iteration, rowid", (run,))]
+    return RunHistory(info, params, iterations, names, grad_norms, ratios, events,
+                      chosen.total, nonfinite, layers)
+
+
+def read_iterations(db: sqlite3.Connection, run: int,
+                    chosen: ChosenIterations) -> list[IterationRecord]:
+    """The rows of ``iterations`` chosen, in order (NULL, a NaN, read back as NaN)."""
     clipped = "grad_norm_clipped" if _has_column(db, "iterations", "grad_norm_clipped") \
         else "NULL"
-    iterations = [
+    return [
         IterationRecord(it, _nan(loss), _nan(grad), seconds, time, backwards, lr,
                         bool(nonfinite), bool(skipped), clip)
         for it, loss, grad, seconds, time, backwards, lr, nonfinite, skipped, clip in db.execute(
             "SELECT iteration, loss, grad_norm, seconds, time, backwards, lr, nonfinite, "
-            f"skipped, {clipped} FROM iterations WHERE run = ? AND iteration IN "
-            "(SELECT value FROM json_each(?)) ORDER BY iteration", (run, chosen))]
-    layers = sorted({p.layer for p in params}, key=[p.layer for p in params].index)
-    layer_of = {p.index: layers.index(p.layer) for p in params}
-    position = {row.iteration: i for i, row in enumerate(iterations)}
-    grad_sq = [[0.0] * len(iterations) for _ in layers]
-    update_sq = [[0.0] * len(iterations) for _ in layers]
-    param_sq = [[0.0] * len(iterations) for _ in layers]
-    has_grad = [[False] * len(iterations) for _ in layers]
-    nonfinite = [[False] * len(iterations) for _ in layers]
-    stepped = [[False] * len(iterations) for _ in layers]
-    for it, param, grad, pnorm, update, flags in db.execute(
-            "SELECT iteration, param, grad_norm, param_norm, update_norm, flags "
-            "FROM param_stats WHERE run = ? AND iteration IN (SELECT value FROM json_each(?))",
-            (run, chosen)):
-        i = position.get(it)
-        j = layer_of.get(param)
+            f"skipped, {clipped} FROM iterations WHERE run = ? AND {chosen.where('iteration')} "
+            "ORDER BY iteration", (run, *chosen.args))]
+
+
+@dataclass(frozen=True)
+class IterationLayers:
+    """One iteration and each layer's gradient norm and |Δ|/|p| at it (in the order of
+    the run's layers; NaN where the layer had no gradient, or no step), and whether a
+    parameter of the layer had a NaN/Inf gradient: a run read whole, one by one."""
+
+    row: IterationRecord
+    grad_norms: list[float]
+    update_ratios: list[float]
+    nonfinite: list[bool]
+
+
+def stream_layers(db: sqlite3.Connection, run: int, layers: list[str], *,
+                  chunk: int = 1000) -> Iterator[IterationLayers]:
+    """Every iteration of run ``run`` with its layers' norms, in order, read ``chunk``
+    iterations at a time: an export of a whole run holds one chunk in memory, not the
+    run (each chunk summed per layer inside SQLite, as :func:`read_history`)."""
+    low, high = db.execute("SELECT min(iteration), max(iteration) FROM iterations "
+                           "WHERE run = ?", (run,)).fetchone()
+    if low is None:
+        return
+    for start in range(low, high + 1, chunk):
+        window = ChosenIterations(0, since=start, until=start + chunk - 1)
+        rows = read_iterations(db, run, window)
+        grads, ratios, bad = layer_norms(db, run, window, layers,
+                                         [row.iteration for row in rows])
+        for i, row in enumerate(rows):
+            yield IterationLayers(row, [g[i] for g in grads], [r[i] for r in ratios],
+                                  [b[i] for b in bad])
+
+
+def read_params(db: sqlite3.Connection, run: int) -> list[ParamInfo]:
+    """The parameters of run ``run``, in their index order."""
+    return [ParamInfo(index, name, layer, tuple(json.loads(shape)), numel, dtype, group,
+                      bool(sampled))
+            for index, name, layer, shape, numel, dtype, group, sampled in db.execute(
+                "SELECT param, name, layer, shape, numel, dtype, param_group, sampled "
+                "FROM params WHERE run = ? ORDER BY param", (run,))]
+
+
+def layer_names(params: list[ParamInfo]) -> list[str]:
+    """The layers (the modules that own parameters), in the order of their first one."""
+    return list(dict.fromkeys(p.layer for p in params))
+
+
+@dataclass(frozen=True)
+class ChosenIterations:
+    """Which iterations of a run a read takes, as an SQL condition: every one from
+    ``since`` on (up to ``until``), or the list ``numbers`` (thinned), or none.
+    ``total``: the run's."""
+
+    total: int
+    since: int | None = None
+    numbers: tuple[int, ...] | None = None
+    until: int | None = None
+
+    def where(self, column: str) -> str:
+        if self.since is not None:
+            return f"{column} >= ?" + ("" if self.until is None else f" AND {column} <= ?")
+        if self.numbers:
+            return f"{column} IN (SELECT value FROM json_each(?))"
+        return "0"
+
+    @property
+    def args(self) -> tuple:
+        if self.since is not None:
+            return (self.since,) if self.until is None else (self.since, self.until)
+        return (json.dumps(self.numbers),) if self.numbers else ()
+
+
+def choose_iterations(db: sqlite3.Connection, run: int, *, last: int | None = None,
+                      points: int | None = None,
+                      span: tuple[int, int] | None = None) -> ChosenIterations:
+    """The iterations to read: the last ``last`` of the run, then about ``points`` of them
+    evenly spaced. Chosen by position, without reading every iteration number: the
+    watch numbers them 1, 2, 3, ... (a memory record drops the oldest: still without a
+    gap), so the chosen numbers are arithmetic; with a gap, SQLite numbers the rows and
+    only the chosen come out. ``span``: only the iterations from ``span[0]`` to
+    ``span[1]`` (a report's few around a bad one; chosen from the numbers there)."""
+    low, high, total = db.execute("SELECT min(iteration), max(iteration), count(*) FROM "
+                                  "iterations WHERE run = ?", (run,)).fetchone()
+    if span is not None:
+        numbers = [row[0] for row in db.execute(
+            "SELECT iteration FROM iterations WHERE run = ? AND iteration BETWEEN ? AND ? "
+            "ORDER BY iteration", (run, *span))]
+        if last is not None:
+            numbers = numbers[-last:] if last > 0 else []
+        if points is not None and len(numbers) > points > 1:
+            step = (len(numbers) - 1) / (points - 1)
+            numbers = sorted({numbers[round(i * step)] for i in range(points)})
+        return ChosenIterations(total, numbers=tuple(numbers))
+    if not total or (last is not None and last <= 0):
+        return ChosenIterations(total)
+    first = 0 if last is None else max(0, total - last)
+    count = total - first
+    contiguous = high - low + 1 == total
+    if points is not None and count > points > 1:
+        step = (count - 1) / (points - 1)
+        positions = sorted({first + round(i * step) for i in range(points)})
+        if contiguous:
+            return ChosenIterations(total, numbers=tuple(low + k for k in positions))
+        numbers = tuple(row[0] for row in db.execute(
+            "SELECT iteration FROM (SELECT iteration, row_number() OVER (ORDER BY iteration) "
+            "- 1 AS k FROM iterations WHERE run = ?) WHERE k IN (SELECT value FROM json_each(?)) "
+            "ORDER BY iteration", (run, json.dumps(positions))))
+        return ChosenIterations(total, numbers=numbers)
+    if contiguous:
+        return ChosenIterations(total, since=low + first)
+    since = db.execute("SELECT iteration FROM iterations WHERE run = ? ORDER BY iteration "
+                       "LIMIT 1 OFFSET ?", (run, first)).fetchone()[0]
+    return ChosenIterations(total, since=since)
+
+
+#: A parameter row whose update counts toward its layer's |Δ|/|p|: stepped, with a gradient.
+_STEPPED = f"s.update_norm IS NOT NULL AND s.param_norm IS NOT NULL AND NOT s.flags & {NO_GRAD}"
+#: Per iteration and layer, summed inside SQLite: the squares of its parameters' gradient
+#: norms (a NaN/Inf gradient makes the layer's NaN), and of their update and parameter
+#: norms where they were stepped.
+LAYER_SUMS = f"""
+SELECT s.iteration, p.layer,
+       max(s.flags & {NONFINITE_GRAD} != 0) AS nonfinite,
+       max(s.flags & {NONFINITE_GRAD} != 0 OR s.grad_norm IS NOT NULL) AS has_grad,
+       sum(CASE WHEN s.flags & {NONFINITE_GRAD} OR s.grad_norm IS NULL THEN 0.0
+                ELSE s.grad_norm * s.grad_norm END) AS grad_sq,
+       max({_STEPPED}) AS stepped,
+       sum(CASE WHEN {_STEPPED} THEN s.update_norm * s.update_norm ELSE 0.0 END) AS update_sq,
+       sum(CASE WHEN {_STEPPED} THEN s.param_norm * s.param_norm ELSE 0.0 END) AS param_sq
+FROM param_stats s JOIN params p ON p.run = s.run AND p.param = s.param
+WHERE s.run = ? AND {{where}}
+GROUP BY s.iteration, p.layer
+"""
+
+
+def layer_norms(db: sqlite3.Connection, run: int, chosen: ChosenIterations, layers: list[str],
+                numbers: list[int]) -> tuple[list[list[float]], list[list[float]],
+                                             list[list[bool]]]:
+    """Each layer's gradient norm, |Δ|/|p| and NaN/Inf flag at the iterations ``numbers``
+    (``layers`` x ``numbers``; NaN where it had no gradient, or no step): a layer's norm
+    is ``sqrt`` of the sum of its parameters' squares."""
+    position = {number: i for i, number in enumerate(numbers)}
+    row_of = {layer: j for j, layer in enumerate(layers)}
+    grads = [[math.nan] * len(numbers) for _ in layers]
+    ratios = [[math.nan] * len(numbers) for _ in layers]
+    nonfinite = [[False] * len(numbers) for _ in layers]
+    for it, layer, bad, has_grad, grad_sq, stepped, update_sq, param_sq in db.execute(
+            LAYER_SUMS.format(where=chosen.where("s.iteration")), (run, *chosen.args)):
+        i, j = position.get(it), row_of.get(layer)
         if i is None or j is None:
             continue
-        if flags & NONFINITE_GRAD:
-            grad_sq[j][i] = math.nan
-            has_grad[j][i] = nonfinite[j][i] = True
-        elif grad is not None:
-            grad_sq[j][i] += grad * grad
-            has_grad[j][i] = True
-        if update is not None and pnorm is not None and not flags & NO_GRAD:
-            update_sq[j][i] += update * update
-            param_sq[j][i] += pnorm * pnorm
-            stepped[j][i] = True
-    grad_norms = [[math.sqrt(v) if has else math.nan for v, has in zip(row, flags)]
-                  for row, flags in zip(grad_sq, has_grad)]
-    ratios = [[_ratio(u, p) if ok else math.nan for u, p, ok in zip(urow, prow, flags)]
-              for urow, prow, flags in zip(update_sq, param_sq, stepped)]
-    events = [_event(*row) for row in db.execute(
-        f"SELECT iteration, kind, subject, detail, {_origin_columns(db)} FROM events "
-        "WHERE run = ? ORDER BY iteration, rowid", (run,))]
-    return RunHistory(info, params, iterations, layers, grad_norms, ratios, events, total,
-                      nonfinite)
+        if bad:
+            nonfinite[j][i] = True
+        elif has_grad:
+            grads[j][i] = math.sqrt(grad_sq)
+        if stepped:
+            ratios[j][i] = _ratio(update_sq, param_sq)
+    return grads, ratios, nonfinite
+
+
+def _with_sqrt(db: sqlite3.Connection) -> None:
+    """SQL's ``sqrt`` (the diff sums layers in SQL), from Python where this SQLite was
+    built without its math functions (before 3.35, or without the compile option)."""
+    try:
+        db.execute("SELECT sqrt(4.0)")
+    except sqlite3.OperationalError:
+        db.create_function("sqrt", 1, lambda v: None if v is None or v < 0 else math.sqrt(v),
+                           deterministic=True)
 
 
 def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:

@@ -117,9 +117,10 @@ class WatchReport:
                 f"{info.status}; {span}")
 
     def sections(self) -> list[Section]:
-        return [section for section in (self._iterations(), self._nonfinite(), self._bad(),
-                                        self._layers_at_bad(), self._breaks(), self._growth(),
-                                        self._lr(), self._audits(), self._band())
+        return [section for section in (self._iterations(), self._ranks(), self._nonfinite(),
+                                        self._bad(), self._layers_at_bad(), self._breaks(),
+                                        self._growth(), self._lr(), self._audits(),
+                                        self._band())
                 if section is not None]
 
     def _bad(self) -> Section | None:
@@ -275,6 +276,38 @@ class WatchReport:
         return Section(title,
                        ("layer", "median |Δ|/|p|", "last", "iterations outside", "of"), rows,
                        _more(len(bands)))
+
+    #: The job's ranks compared (:func:`gradviz.model.runs.ranks.compare_ranks`), set by a
+    #: reader that had every rank's run (``gradviz report``); None: no section.
+    ranks = None
+
+    def _ranks(self) -> Section | None:
+        """Where the ranks of a distributed run parted (iteration, parameter, rank), or one
+        line that they agree; nothing for one process."""
+        from gradviz.model.runs.ranks import comparison_text
+
+        comparison = self.ranks
+        if comparison is None or comparison.world_size < 2:
+            return None
+        parting = comparison.parting
+        if parting is None:
+            return Section("ranks", ("",), [(comparison_text(comparison),)])
+        if parting.rank is not None:
+            apart = str(parting.rank)
+        elif len(parting.values) == 2:
+            apart = " or ".join(map(str, sorted(parting.values))) + ": two ranks cannot tell which"
+        else:
+            apart = "no majority"
+        values = ", ".join(f"{rank}: {'NaN' if v is None else f'{v:.9g}'}"
+                           for rank, v in sorted(parting.values.items()))
+        note = (f"{parting.params_apart} parameter(s) apart at that iteration; relative "
+                f"difference {parting.relative:.3g}, beyond {comparison.tolerance}")
+        if comparison.missing:
+            note += f"; not in the records: rank(s) {', '.join(map(str, comparison.missing))}"
+        return Section(f"ranks part ({len(comparison.ranks)} ranks' reduced gradients compared)",
+                       ("iteration", "parameter", "norm", "rank apart", "by rank"),
+                       [(str(parting.iteration), parting.param, parting.column, apart, values)],
+                       note)
 
     def __str__(self) -> str:
         parts = [self.headline()]

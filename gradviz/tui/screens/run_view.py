@@ -8,6 +8,11 @@ table. ``gradviz open RUN.db`` shows it as its own small app
 (:func:`make_record_app`), without the stepping app's engine and without torch,
 so a record opens at once, also on a box where the training ran.
 
+A distributed run's headline says whether its ranks agree, or where they part
+(:mod:`gradviz.model.runs.ranks`). ``gradviz open A.db --against B.db`` draws run B
+on the plots' axes beside A, in another colour, with the iteration where they part
+(:mod:`gradviz.model.runs.diff`); the heat maps stay A's.
+
 >>> app = make_record_app("run.db")       # doctest: +SKIP  (RecordError if it is not one)
 >>> app.run()                             # doctest: +SKIP
 """
@@ -15,6 +20,9 @@ so a record opens at once, also on a box where the training ran.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from rich.text import Text
@@ -23,22 +31,23 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+from textual.worker import Worker, WorkerState
 
+from gradviz.model.runs.diff import RunDiff, diff_runs, verdict_text
 from gradviz.model.runs.events import BREAK_KINDS, EventKind, origin_text
 from gradviz.model.runs.history import EventRecord, RunHistory, RunRecord, event_parts
-from gradviz.tui.widgets.heat_map import (
-    FOOTER_LINES,
-    HEADER_LINES,
-    BandScale,
-    HeatLayer,
-    LayerHeatMap,
-    LogScale,
-)
-from gradviz.tui.widgets.run_plots import HistoryPlot
+from gradviz.model.runs.ranks import RankComparison, compare_ranks, comparison_text, find_job
+from gradviz.tui.widgets.heat_map import (FOOTER_LINES, HEADER_LINES, BandScale, HeatLayer,
+                                  LayerHeatMap, LogScale)
+from gradviz.tui.widgets.run_plots import AGAINST_COLOR, HistoryPlot
 
 #: Iterations read from a record at most, evenly spaced over a longer run: the plots
 #: and heat maps have fewer columns than that, and a read stays well under a second.
 VIEW_POINTS = 4000
+#: Parameter rows (parameters x iterations read) whose layer sums are read before the
+#: first frame; a bigger read (a long run of a big model: 4,000 x 500 rows) fills the
+#: heat maps in after it, from a thread, so the view opens as fast whatever the size.
+LAYER_ROWS_BEFORE_FRAME = 50_000
 #: Below this width or height the view packs tighter (see run_view.tcss).
 NARROW_WIDTH, NARROW_HEIGHT = 100, 30
 #: Heat maps this high or less (layers, their header, axis, legend, border) get just
@@ -49,6 +58,15 @@ DEFAULT_BAND = (1e-4, 1e-2)
 SUBJECT_WIDTH, WHERE_WIDTH, MIN_DETAIL_WIDTH = 24, 44, 16
 EVENT_COLUMNS = ("iteration", "kind", "subject", "detail", "where")
 CSS_PATH = Path(__file__).parent.parent / "run_view.tcss"
+
+
+@dataclass(frozen=True)
+class Against:
+    """Run B beside run A (``--against``): its history, thinned as A's, and the diff."""
+
+    history: RunHistory
+    source: str
+    diff: RunDiff
 
 
 def band_of(history: RunHistory) -> tuple[float, float]:
@@ -82,9 +100,11 @@ def event_row(event: EventRecord) -> tuple[str, str, str, str, str]:
     return (str(event.iteration), kind, event.subject, event.detail, where)
 
 
-def headline(history: RunHistory, source: str = "") -> Text:
-    """Which run, how far it got, and the first NaN/Inf: the lines above it all (the band
-    is in the heat maps' legend)."""
+def headline(history: RunHistory, source: str = "", *, against: Against | None = None,
+             ranks: RankComparison | None = None) -> Text:
+    """Which run, how far it got, whether its ranks agree, the first NaN/Inf, and the
+    run it is compared with: the lines above it all (the band is in the heat maps'
+    legend)."""
     info = history.info
     rows = history.iterations
     text = Text(no_wrap=False)
@@ -99,6 +119,13 @@ def headline(history: RunHistory, source: str = "") -> Text:
     shown, total = len(rows), history.total_iterations
     if total and shown < total:
         text.append(f" · showing {shown} of {total} iterations, evenly spaced", "yellow")
+    if ranks is not None and ranks.agree:
+        text.append(f" · the {len(ranks.ranks)} ranks agree", "green")
+    elif ranks is not None and ranks.parting is not None:
+        text.append("\nranks: ", "bold #ff5f87")
+        text.append(comparison_text(ranks))
+    elif ranks is not None and ranks.world_size > 1:  # not compared, and why
+        text.append(f"\n{comparison_text(ranks)}", "grey62")
     first = history.first_nonfinite
     if first is not None:
         text.append("\nfirst NaN/Inf: ", "bold #ff5f87")
@@ -108,6 +135,11 @@ def headline(history: RunHistory, source: str = "") -> Text:
                         "traces it)", "grey62")
         else:
             text.append(f"; {event_parts(first)[2]}")
+    if against is not None:
+        text.append("\nB", f"bold {AGAINST_COLOR}")
+        text.append(f" ({AGAINST_COLOR} on the plots): {against.source} run "
+                    f"{against.diff.run_b} · ")
+        text.append(verdict_text(against.diff), "bold" if against.diff.parted_at else "")
     return text
 
 
@@ -131,29 +163,62 @@ class RunView(Vertical):
         self._table_width = 0
 
 
-    def show(self, history: RunHistory, source: str = "") -> None:
+    def show(self, history: RunHistory, source: str = "", *, against: Against | None = None,
+             ranks: RankComparison | None = None,
+             layers: Callable[[], RunHistory] | None = None) -> None:
+        """Show ``history``; ``against``: another run drawn on the plots beside it;
+        ``ranks``: its ranks compared, said in the headline; ``layers``: where
+        ``history`` was read without its layers' norms, a function that reads them
+        (run in a thread; the heat maps fill in when it returns)."""
         self.history = history
-        self.query_one("#run-headline", Static).update(headline(history, source))
+        self.query_one("#run-headline", Static).update(
+            headline(history, source, against=against, ranks=ranks))
         numbers = history.iteration_numbers
         breaks = break_iterations(history)
-        self.query_one("#run-loss", HistoryPlot).show(numbers, history.losses, name="loss",
-                                                      breaks=breaks)
-        self.query_one("#run-grad", HistoryPlot).show(numbers, history.grad_norms,
-                                                      name="total |grad|", log=True,
-                                                      breaks=breaks)
+        other = against.history if against is not None else None
+        parted = against.diff.parted_at if against is not None else None
+        self.query_one("#run-loss", HistoryPlot).show(
+            numbers, history.losses, name="loss", breaks=breaks, parted_at=parted,
+            against=None if other is None else (other.iteration_numbers, other.losses))
+        self.query_one("#run-grad", HistoryPlot).show(
+            numbers, history.grad_norms, name="total |grad|", log=True, breaks=breaks,
+            parted_at=parted,
+            against=None if other is None else (other.iteration_numbers, other.grad_norms))
+        if history.layers_read or layers is None:
+            self._show_layers(history)
+        else:
+            self.query_one(LayerHeatMap).border_title = (
+                f"reading {len(history.layers)} layers × {len(history.iterations)} "
+                "iterations …")
+            # after the first frame: a read in a thread slows the drawing it would race
+            self.call_after_refresh(self.run_worker, layers, name="layers", thread=True,
+                                    exclusive=True)
+        self._show_events(history.events)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.name != "layers":
+            return
+        if event.state is WorkerState.SUCCESS:
+            self.history = event.worker.result
+            self._show_layers(self.history)
+        elif event.state is WorkerState.ERROR:
+            self.query_one(LayerHeatMap).border_title = (
+                f"the layers' norms could not be read: {event.worker.error}")
+
+    def _show_layers(self, history: RunHistory) -> None:
+        """The heat maps: every layer's |grad| and |Δ|/|p| over the iterations."""
         grads, ratios = history.layer_grad_norms, history.layer_update_ratios
         maps = [HeatLayer("|grad|", "|grad| per layer", grads, LogScale.spanning(grads),
                           nonfinite=history.layer_nonfinite or None, missing="no gradient"),
                 HeatLayer("|Δ|/|p|", "update |Δ|/|p| per layer", ratios,
                           BandScale.around(band_of(history), ratios), missing="no step")]
         heat = self.query_one(LayerHeatMap)
-        heat.show(history.layers, numbers, maps, event_marks(history))
+        heat.show(history.layers, history.iteration_numbers, maps, event_marks(history))
         self._title_heat_map()
         # A small model's few layers leave the rows below them to the events (a fixed
         # height: a max-height under the CSS min-height upsets Textual's fr sharing).
         needed = len(history.layers) + HEADER_LINES + FOOTER_LINES + 2
         heat.styles.height = needed if needed <= SMALL_HEAT_MAP else None
-        self._show_events(history.events)
 
     def _title_heat_map(self) -> None:
         heat = self.query_one(LayerHeatMap)
@@ -226,7 +291,7 @@ class RunView(Vertical):
         self.call_after_refresh(self._refit_table)
 
     def _refit_table(self) -> None:
-        if self.history is not None:
+        if self.history is not None and self.history.layers_read:
             self._title_heat_map()
         table = self.query_one("#run-events-table", DataTable)
         if self._events and table.size.width != self._table_width:
@@ -243,17 +308,23 @@ class RunScreen(Screen[None]):
     ]
     AUTO_FOCUS = "#run-layers"
 
-    def __init__(self, history: RunHistory, source: str = "") -> None:
+    def __init__(self, history: RunHistory, source: str = "", *, against: Against | None = None,
+                 ranks: RankComparison | None = None,
+                 layers: Callable[[], RunHistory] | None = None) -> None:
         super().__init__()
         self.history = history
         self.source = source
+        self.against = against
+        self.ranks = ranks
+        self.layers_later = layers
 
     def compose(self) -> ComposeResult:
         yield RunView(id="run-view")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one(RunView).show(self.history, self.source)
+        self.query_one(RunView).show(self.history, self.source, against=self.against,
+                                     ranks=self.ranks, layers=self.layers_later)
 
     def action_close(self) -> None:
         if len(self.app.screen_stack) > 1 and self.app.screen_stack[0] is not self:
@@ -270,22 +341,50 @@ class RunRecordApp(App[int]):
     CSS_PATH = CSS_PATH
     TITLE = "gradviz"
 
-    def __init__(self, history: RunHistory, source: str = "") -> None:
+    def __init__(self, history: RunHistory, source: str = "", *, against: Against | None = None,
+                 ranks: RankComparison | None = None,
+                 layers: Callable[[], RunHistory] | None = None) -> None:
         super().__init__()
         self.history = history
         self.source = source
+        self.against = against
+        self.ranks = ranks
+        self.layers_later = layers
 
     def get_default_screen(self) -> Screen:
-        return RunScreen(self.history, self.source)
+        return RunScreen(self.history, self.source, against=self.against, ranks=self.ranks,
+                         layers=self.layers_later)
 
 
-def make_record_app(path: str | os.PathLike, run: int | None = None) -> RunRecordApp:
+def make_record_app(path: str | os.PathLike, run: int | None = None, *,
+                    against: str | os.PathLike | None = None) -> RunRecordApp:
     """The app on the record at ``path`` (its latest run, or ``run``), for the CLI and
-    the tests; the file is read here, so a bad one raises a one-line RecordError
-    before anything takes the screen."""
+    the tests; ``against``: another record whose latest run is drawn beside it. The
+    files are read here (a distributed run's ranks compared, the two runs diffed), so a
+    bad one, or two runs of different models, raises a one-line RecordError before
+    anything takes the screen. The layers' norms of a big read come after the first
+    frame (:data:`LAYER_ROWS_BEFORE_FRAME`)."""
     with RunRecord(path) as record:
-        history = record.history(run, points=VIEW_POINTS)
-    return RunRecordApp(history, source=str(path))
+        history = record.history(run, points=VIEW_POINTS, layers=False)
+        if len(history.params) * len(history.iterations) <= LAYER_ROWS_BEFORE_FRAME:
+            history = record.read_layers(history)
+    layers = None if history.layers_read else partial(_read_layers, path, history)
+    ranks = None
+    if history.info.world_size > 1:
+        ranks = compare_ranks(find_job([path], run=history.info.run))
+    beside = None
+    if against is not None:
+        result = diff_runs(path, against, run_a=history.info.run)
+        with RunRecord(against) as other:  # B's plots only: its layers are not drawn
+            beside = Against(other.history(result.run_b, points=VIEW_POINTS, layers=False),
+                             str(against), result)
+    return RunRecordApp(history, source=str(path), against=beside, ranks=ranks, layers=layers)
+
+
+def _read_layers(path: str | os.PathLike, history: RunHistory) -> RunHistory:
+    """``history`` with its layers' norms, read on the worker's own connection."""
+    with RunRecord(path) as record:
+        return record.read_layers(history)
 
 
 def _cut(text: str, width: int) -> str:

@@ -7,6 +7,9 @@ its iterations, so a spike stays a spike. NaN and Inf are not plotted as numbers
 they are red ``x`` marks along the top with their count in the title, and the
 iterations of breaks are vertical lines. A log scale is chosen where the values
 span decades, and the title says so first: "total |grad| (log)".
+
+A second run (``gradviz open A.db --against B.db``) is drawn on the same axes in
+another colour, under the first: where the two are equal only the first shows.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from textual import events
 from textual_plotext import PlotextPlot
 
 _LINE_COLOR = "green"
+#: The colour of the run compared with (``--against``), and of its parting iteration.
+AGAINST_COLOR = "magenta"
 _NONFINITE_COLOR = "red"
 _BREAK_COLOR = "orange"
 #: A positive series whose largest value is this many times its smallest is drawn on a log scale.
@@ -89,17 +94,24 @@ class HistoryPlot(PlotextPlot):
         self.scale_wanted: bool | None = None
         self.breaks: list[int] = []
         self.log_scale = False  # as drawn now
+        self.against: tuple[list[int], list[float]] | None = None
+        self.parted_at: int | None = None
 
     def show(self, iterations: Sequence[int], values: Sequence[float], *, name: str,
-             log: bool | None = None, breaks: Sequence[int] = ()) -> None:
+             log: bool | None = None, breaks: Sequence[int] = (),
+             against: tuple[Sequence[int], Sequence[float]] | None = None,
+             parted_at: int | None = None) -> None:
         """Plot ``values[i]`` at ``iterations[i]``; ``log``: True, False, or None to
         choose (log where positive values span ``LOG_SPAN``); ``breaks``: iterations
-        drawn as vertical lines."""
+        drawn as vertical lines; ``against``: another run's (iterations, values) on the
+        same axes in :data:`AGAINST_COLOR`, ``parted_at`` the iteration where they part."""
         self.iterations = list(iterations)
         self.values = list(values)
         self.metric = name
         self.scale_wanted = log
         self.breaks = list(breaks)
+        self.against = None if against is None else (list(against[0]), list(against[1]))
+        self.parted_at = parted_at
         self._draw()
 
     def on_resize(self, event: events.Resize) -> None:
@@ -122,21 +134,33 @@ class HistoryPlot(PlotextPlot):
             self.refresh()
             return
         finite = [(x, v) for x, v in zip(self.iterations, self.values) if math.isfinite(v)]
-        positive = [v for _, v in finite if v > 0]
+        other = [] if self.against is None else [
+            (x, v) for x, v in zip(*self.against) if math.isfinite(v)]
+        positive = [v for _, v in finite + other if v > 0]
         log = self.scale_wanted
         if log is None:
-            log = (bool(positive) and len(positive) == len(finite)
+            log = (bool(positive) and len(positive) == len(finite) + len(other)
                    and max(positive) / min(positive) >= LOG_SPAN)
         log = log and bool(positive)
         self.log_scale = log
         shown = [(x, math.log10(v)) for x, v in finite if v > 0] if log else finite
+        shown_other = [(x, math.log10(v)) for x, v in other if v > 0] if log else other
         width = max(10, self.size.width - 10)
         low = high = 0.0
+        drawn: list[float] = []
+        if shown_other:  # under the first run's line: where both agree, the first shows
+            xs, ys = envelope(*zip(*shown_other), width)
+            gaps = {x for x, v in zip(*self.against) if not math.isfinite(v)}
+            for part_x, part_y in _unbroken(xs, ys, gaps):
+                plt.plot(part_x, part_y, marker="braille", color=AGAINST_COLOR)
+            drawn += ys
         if shown:
             xs, ys = envelope(*zip(*shown), width)
             for part_x, part_y in _unbroken(xs, ys, {x for x, _ in self.nonfinite}):
                 plt.plot(part_x, part_y, marker="braille", color=_LINE_COLOR)
-            low, high = min(ys), max(ys)
+            drawn += ys
+        if drawn:
+            low, high = min(drawn), max(drawn)
             if high == low:
                 pad = 1.0 if log else (abs(low) * 0.1 or 1.0)
                 low, high = low - pad, high + pad
@@ -151,13 +175,17 @@ class HistoryPlot(PlotextPlot):
             else:
                 ticks = [low, (low + high) / 2, high]
                 plt.yticks(ticks, [f"{t:.4g}" for t in ticks])
-        first = min(self.iterations[0], *self.breaks) if self.breaks else self.iterations[0]
-        last = max(self.iterations[-1], *self.breaks) if self.breaks else self.iterations[-1]
+        ends = [self.iterations[0], self.iterations[-1], *self.breaks]
+        if self.against is not None and self.against[0]:
+            ends += [self.against[0][0], self.against[0][-1]]
+        first, last = min(ends), max(ends)
         plt.xlim(first - 0.5, last + 0.5) if last > first else plt.xlim(first - 1, first + 1)
         step = max(1, math.ceil((last - first + 1) / max(2, self.size.width // 12)))
         plt.xticks([] if short else list(range(first, last + 1, step)))
         for x in self.breaks:
             plt.vline(x, _BREAK_COLOR)
+        if self.parted_at is not None:
+            plt.vline(self.parted_at, AGAINST_COLOR)
         bad = self.nonfinite
         if bad:
             plt.scatter([x for x, _ in bad], [high] * len(bad), marker="x",
@@ -169,6 +197,10 @@ class HistoryPlot(PlotextPlot):
         last = self.values[-1]
         parts = [f"{self.metric} (log)" if log else self.metric,
                  f"last {last:.4g}" if math.isfinite(last) else f"last {nonfinite_name(last)}"]
+        if self.against is not None and self.against[1]:
+            theirs = self.against[1][-1]
+            parts.append(f"B {theirs:.4g}" if math.isfinite(theirs)
+                         else f"B {nonfinite_name(theirs)}")
         if bad:
             first_x, first_v = bad[0]
             count = f"{len(bad)} NaN/Inf, first" if len(bad) > 1 else ""
