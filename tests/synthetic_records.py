@@ -22,7 +22,8 @@ def make_record(path, *, iterations: int = 60, layers: int = 4, per_layer: int =
                 lr: float = 1e-3, fault: tuple[int, int, int, float] | None = None,
                 started: float | None = None, rank_offset: int = 0, world_size: int | None = None,
                 model: str = "Synth", names: list[str] | None = None,
-                gaps: tuple[int, ...] = (), nonfinite_at: tuple[int, int] | None = None) -> str:
+                gaps: tuple[int, ...] = (), nonfinite_at: tuple[int, int] | None = None,
+                job: str | None = None, rank_skew: float = 0.1) -> str:
     """A record at ``path`` with one run per rank (ranks ``rank_offset`` on, of a job of
     ``world_size``), each ``iterations`` long with ``layers x per_layer`` parameters named
     ``layers.L.weight``, ``layers.L.bias``, ``layers.L.p2``... (or ``names``).
@@ -33,7 +34,9 @@ def make_record(path, *, iterations: int = 60, layers: int = 4, per_layer: int =
     - ``fault=(rank, iteration, param, factor)``: that rank's gradient norm of that
       parameter at that iteration is multiplied by ``factor`` (and its total with it);
     - ``gaps``: iterations not written;
-    - ``nonfinite_at=(iteration, param)``: that gradient is NaN (NULL, flag 4).
+    - ``nonfinite_at=(iteration, param)``: that gradient is NaN (NULL, flag 4);
+    - ``job``: the launch's id in the runs' settings (torchrun's ``TORCHELASTIC_RUN_ID``);
+      ``rank_skew``: seconds between the ranks' start times.
     """
     world_size = ranks if world_size is None else world_size
     started = time.time() if started is None else started
@@ -52,8 +55,8 @@ def make_record(path, *, iterations: int = 60, layers: int = 4, per_layer: int =
             "INSERT INTO runs (rank, world_size, started, ended, status, host, pid, argv, "
             "model, optimizer, versions, settings) VALUES (?, ?, ?, ?, 'finished', 'synth', "
             "0, '[]', ?, 'AdamW', '{}', ?)",
-            (rank, world_size, started + 0.1 * rank, started + iterations, model,
-             json.dumps({"band": [1e-4, 1e-2]}))).lastrowid
+            (rank, world_size, started + rank_skew * rank, started + iterations, model,
+             json.dumps({"band": [1e-4, 1e-2], "job": job}))).lastrowid
         db.executemany("INSERT INTO params VALUES (?, ?, ?, ?, '[8, 8]', 64, 'float32', 0, 0)",
                        [(run, i, name, name.rsplit(".", 1)[0]) for i, name in enumerate(names)])
         base = random.Random(seed)

@@ -301,7 +301,11 @@ class Watch(Following, BreakTaking):
             "settings": {"break_on": list(self.break_on), "at": self.at,
                          "on_break": self.on_break if isinstance(self.on_break, str)
                          else "callable", "spike": self.spike, "band": list(self.band),
-                         "nan_origin": self.nan_origin, "update_sample": self.update_sample},
+                         "nan_origin": self.nan_origin, "update_sample": self.update_sample,
+                         # the launch's id (torchrun's --rdzv-id, or one it made): the
+                         # ranks of one job, however far apart their clocks
+                         "job": os.environ.get("TORCHELASTIC_RUN_ID") if self.world_size > 1
+                         else None},
         }
 
     def _install(self) -> None:

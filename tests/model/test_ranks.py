@@ -104,6 +104,24 @@ def test_a_missing_rank_and_an_unused_file_are_said(tmp_path, records):
     assert text.startswith("the 2 ranks agree") and text.endswith("rank 2 not in the records")
 
 
+def test_the_launchs_id_makes_the_job_whatever_the_clocks(tmp_path):
+    """Two hosts whose clocks are 5 minutes apart are one job by torchrun's run id; two
+    jobs launched seconds apart are two."""
+    started = time.time()
+    a = make_record(tmp_path / "a.db", ranks=1, world_size=2, started=started, job="j1",
+                    iterations=20)
+    b = make_record(tmp_path / "b.db", ranks=1, rank_offset=1, world_size=2,
+                    started=started + 300, job="j1", iterations=20, fault=(1, 7, 0, 2.0))
+    job = find_job([a, b])
+    assert [r.rank for r in job.runs] == [0, 1] and not job.missing
+    assert compare_ranks(job).parting.iteration == 7
+    both = make_record(tmp_path / "both.db", ranks=2, started=started, job="j2",
+                       iterations=20)
+    make_record(both, ranks=1, world_size=2, started=started + 5, job="j3", iterations=20)
+    job = find_job([both])
+    assert [(r.rank, r.run) for r in job.runs] == [(0, 3)] and job.missing == (1,)
+
+
 def test_the_newest_job_of_a_record_is_compared(tmp_path):
     path = tmp_path / "both.db"
     make_record(path, ranks=2, started=time.time() - 3600, fault=(1, 3, 0, 2.0), iterations=20)

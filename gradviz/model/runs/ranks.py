@@ -13,8 +13,9 @@ parameter the reduction left out.
 iteration 5: rank 1 parts from the others on blocks.1.fc1.weight (grad_norm ...)
 
 A job is read from one record that every rank wrote (one host) or from several (one
-per host): the runs of the newest run's world size that started within
-:data:`JOB_WINDOW` of it, the latest per rank. Two numbers agree within a
+per host): the runs of the newest run's world size with its launch's id (torchrun's
+``TORCHELASTIC_RUN_ID``, kept in the run's settings), or, where a run has none, that
+started within :data:`JOB_WINDOW` of it; the latest per rank. Two numbers agree within a
 :class:`~gradviz.model.runs.tolerance.Tolerance` (by default ``rtol`` 1e-6: room for
 mixed hardware, still far below a real parting).
 
@@ -59,6 +60,14 @@ class RankRun:
     world_size: int
     started: float
     host: str
+    job: str | None = None  # the launch's id, where the launcher gave one
+
+    def same_job(self, other: RankRun) -> bool:
+        if self.world_size != other.world_size:
+            return False
+        if self.job is not None and other.job is not None:
+            return self.job == other.job
+        return abs(self.started - other.started) < JOB_WINDOW
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,7 @@ def find_job(paths: Sequence[str | os.PathLike], run: int | None = None) -> Job:
     for path in paths:
         with RunRecord(path) as record:
             found += [RankRun(record.path, info.run, info.rank, info.world_size, info.started,
-                              info.host) for info in record.runs()]
+                              info.host, info.settings.get("job")) for info in record.runs()]
     if not found:
         raise RecordError(f"{_names(paths)} hold{'s' if len(paths) == 1 else ''} no run yet")
     if run is not None:
@@ -129,8 +138,7 @@ def find_job(paths: Sequence[str | os.PathLike], run: int | None = None) -> Job:
         anchor = max(found, key=lambda r: (r.started, -r.rank))
     members: dict[int, RankRun] = {}
     for candidate in sorted(found, key=lambda r: r.started):  # the latest per rank wins
-        if (candidate.world_size == anchor.world_size
-                and abs(candidate.started - anchor.started) < JOB_WINDOW):
+        if candidate.same_job(anchor):
             members[candidate.rank] = candidate
     if anchor.world_size == 1:
         members = {anchor.rank: anchor}
