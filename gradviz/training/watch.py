@@ -48,7 +48,7 @@ import torch
 
 from gradviz.training.audits import Auditor
 from gradviz.errors import GradvizError
-from gradviz.training.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
+from gradviz.training.iteration_stats import DEFAULT_SAMPLE, Measurement
 from gradviz.graph.modules import ModuleSpans
 from gradviz.training.kept_graph import SavedTensorKeeper
 from gradviz.training.replay import ForwardCalls, replay
@@ -59,6 +59,8 @@ from gradviz.training.loop_hooks import (
     install_signal,
 )
 from gradviz.training.bands import default_band
+from gradviz.training.sharded import NOT_STEPPED, is_sharded, iteration_stats_for
+from gradviz.training.user_names import unwrapped, user_class_name, user_name
 from gradviz.training.spikes import SpikeWatch
 from gradviz.training.options import (
     WatchError,
@@ -168,7 +170,7 @@ class Watch:
                  on_break=None, spike=10.0, band=None, nan_origin=None,
                  update_sample=DEFAULT_SAMPLE, open_app=None):
         self.model = check_model(model)
-        self.inner = _unwrapped(self.model)  # what names come from
+        self.inner = unwrapped(self.model)  # what names come from
         self.optimizer = check_optimizer(optimizer)
         self.path = None if record is None else Path(record)
         if self.path is not None:
@@ -184,6 +186,10 @@ class Watch:
         if nan_origin is None:  # only where a break will use it
             nan_origin = bool({"nonfinite", "spike"} & set(self.break_on)) and self.rank == 0
         self.nan_origin = bool(nan_origin)
+        #: The gradients are read and checked before each step (the same on every rank:
+        #: a sharded model's ranks combine them there).
+        self._checks_before_step = self.nan_origin or bool({"nonfinite", "spike"}
+                                                          & set(self.break_on))
 
         self.iteration = 0  # iterations completed
         self.last: LastIteration | None = None  # the latest one, for the loop's own logger
@@ -211,7 +217,10 @@ class Watch:
         self._params: list[torch.Tensor] = []
         self._index: dict[int, int] = {}  # id(param) -> its index in the record
         self._infos: list[ParamInfo] = []
-        self._stats = IterationStats([], sample=update_sample)
+        self._stats = iteration_stats_for(
+            self.model.parameters(), sample=update_sample,
+            checks_before_step=self._checks_before_step)
+        self._sharded = is_sharded(self.model)
         self._auditor = Auditor(self.band)
         self._signature: tuple = ()
         self._model_signature: tuple = ()
@@ -288,7 +297,7 @@ class Watch:
         return {
             "rank": self.rank, "world_size": self.world_size, "started": time.time(),
             "host": socket.gethostname(), "pid": os.getpid(), "argv": list(sys.argv),
-            "model": type(self.inner).__name__,
+            "model": user_class_name(self.inner),
             "optimizer": None if self.optimizer is None else type(self.optimizer).__name__,
             "versions": {"torch": torch.__version__, "gradviz": __version__,
                          "python": sys.version.split()[0]},
@@ -306,7 +315,7 @@ class Watch:
         events that says what changed."""
         names: dict[int, str] = {}
         for name, param in self.inner.named_parameters(remove_duplicate=False):
-            names.setdefault(id(param), name)
+            names.setdefault(id(param), user_name(name))
         in_model = set(names)
         group_of: dict[int, int] = {}
         order: list[torch.Tensor] = []
@@ -545,7 +554,7 @@ class Watch:
     def _gradients_whole(self) -> None:
         self._stats.launch_grads()
         self._current.grads_read = True
-        if self.nan_origin or {"nonfinite", "spike"} & set(self.break_on):
+        if self._checks_before_step:
             self._check_before_step(self.iteration + 1, early=False)
 
     def _after_step(self, optimizer, args, kwargs) -> None:
@@ -675,9 +684,9 @@ class Watch:
         """Read the loss and gradients (one sync) and check them while the graph is kept
         and the weights untouched. ``early``: before the next backward of the same
         iteration (gradient accumulation), on what the earlier ones accumulated."""
-        if early:
+        if early:  # only where a graph is kept: on this rank alone
             self._stats.before_step()
-        measured = self._stats.read_grads()
+        measured = self._stats.read_local_grads() if early else self._stats.read_grads()
         self._current.measured = measured
         try:
             self._check(iteration, measured, final=not early)
@@ -689,18 +698,20 @@ class Watch:
     def _check(self, iteration: int, measured: Measurement, *, final: bool) -> None:
         """NaN/Inf (when it arises) and spikes: record the event, and break if asked."""
         total = _total_norm(measured.grad_norms)
-        nonfinite = not _finite(measured.loss, total) and not self._overflow_only(measured)
+        loss = measured.shared_loss  # what every rank decides on (a sharded model's ranks)
+        nonfinite = not _finite(loss, total) and not self._overflow_only(measured)
         arising = nonfinite and not self._nonfinite_before
         self._nonfinite_before = nonfinite
         if arising:
-            loss_bad = measured.loss is not None and not math.isfinite(measured.loss)
-            detail = "the loss is NaN/Inf" if loss_bad else "a gradient is NaN/Inf"
+            loss_bad = loss is not None and not math.isfinite(loss)
+            detail = ("the loss is NaN/Inf" if loss_bad else "a gradient is NaN/Inf"
+                      ) + measured.nonfinite_where
             brk = WatchBreak(iteration, "nonfinite", detail, origin=self._origin(loss_bad),
                              rank=self.rank, loss=measured.loss, grad_norm=total)
             self._hit(brk, wanted="nonfinite" in self.break_on)
         if nonfinite or not final:
             return
-        spike = self._spikes.see(measured.loss, total)
+        spike = self._spikes.see(loss, total)
         if spike is not None:
             brk = WatchBreak(iteration, "spike", spike.detail, rank=self.rank,
                              loss=measured.loss, grad_norm=total)
@@ -720,8 +731,11 @@ class Watch:
 
     def _overflow_only(self, measured: Measurement) -> bool:
         """Inf norms of finite gradients (elements near the dtype's limit) are not NaN/Inf."""
-        if measured.loss is not None and not math.isfinite(measured.loss):
+        loss = measured.shared_loss
+        if loss is not None and not math.isfinite(loss):
             return False
+        if measured.overflow_only is not None:  # told by every rank (a sharded model)
+            return measured.overflow_only
         bad = [(param, norm) for param, norm in zip(self._params, measured.grad_norms)
                if norm is not None and not math.isfinite(norm)]
         return bool(bad) and all(
@@ -796,9 +810,10 @@ class Watch:
         """``on_break="keep"`` (a notebook, whose kernel must not wait on an app): the break
         is recorded and said; its graph is kept, frozen, for :meth:`show` to open later."""
         kept = self._current.kept
-        if kept is None or not kept.roots:
-            print(f"gradviz: {brk.message} (no graph kept: nan_origin=False); training goes "
-                  "on", file=sys.stderr, flush=True)
+        if kept is None or not kept.roots or self._sharded:
+            why = NOT_STEPPED if self._sharded else "no graph kept: nan_origin=False"
+            print(f"gradviz: {brk.message} ({why}); training goes on", file=sys.stderr,
+                  flush=True)
             return
         if self._shelved is not None:
             self._shelved[1].release()
@@ -829,9 +844,10 @@ class Watch:
             print(f"gradviz: {brk.message} (no app to open: use gradviz.watch); training "
                   "goes on", file=sys.stderr, flush=True)
             return None
-        if kept is None or not kept.roots:
-            print(f"gradviz: {brk.message} (no graph kept to open: nan_origin=False); "
-                  "training goes on", file=sys.stderr, flush=True)
+        if kept is None or not kept.roots or self._sharded:
+            why = NOT_STEPPED if self._sharded else "no graph kept to open: nan_origin=False"
+            print(f"gradviz: {brk.message} ({why}); training goes on", file=sys.stderr,
+                  flush=True)
             return None
         from gradviz.graph.walk import discover, root_nodes
         from gradviz.session.session import Session
@@ -904,22 +920,6 @@ def _nan(value: float | None) -> float:
 
 #: How a parameter the model let go of is named in the record.
 REPLACED = " (replaced)"
-
-
-def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
-    """The module the user wrote, inside the wrappers that torch.compile (``_orig_mod``)
-    and DDP / DataParallel (``module``) put around it: its parameter and module names
-    are the user's own, without their prefixes."""
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
-
-    for _ in range(8):
-        if isinstance(model, (DistributedDataParallel, DataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
-            model = model._orig_mod
-        else:
-            break
-    return model
 
 
 def _lr(optimizer) -> float | None:
