@@ -6,10 +6,11 @@
 run unsharded on the whole batches under a watch (``case-whole.db``, written by rank
 0) and a JSON per rank of what the loop itself saw (``case-rankR.json``). Cases:
 
-- ``runs``: six watches, one after the other, each on a fresh copy of the model:
+- ``runs``: seven watches, one after the other, each on a fresh copy of the model:
   ``plain`` (clip_grad_norm_, no breaks: one collective per iteration), ``float64``
   (the same in float64: what is left is the norms' own rounding), ``breaks``
-  (nonfinite and spike breaks, two micro-batches per step, clip_grad_value_),
+  (nonfinite and spike breaks, two micro-batches per step, clip_grad_value_), ``hsdp``
+  (every rank a replica: whole parameters, (Replicate(), Shard(0)) placements),
   ``sampled`` (update_sample=1024: the larger parameter sampled on each shard),
   ``nan-shard`` (rank 1 writes a NaN into its shard of a gradient at iteration 3),
   ``nan-loss`` (rank 0's batch holds a NaN at iteration 2), then ``alone`` (only rank 0
@@ -81,8 +82,11 @@ def batches(world: int, seed: int = 1234):
             for _ in range(STEPS)]
 
 
-def sharded(model: nn.Module, world: int) -> nn.Module:
-    mesh = init_device_mesh("cpu", (world,))
+def sharded(model: nn.Module, world: int, *, hsdp: bool = False) -> nn.Module:
+    # HSDP: two replicas of world / 2 shards ((Replicate(), Shard(0)) placements); on 2
+    # ranks each shard group is one rank: nothing may be added up over the replicas
+    mesh = (init_device_mesh("cpu", (2, world // 2), mesh_dim_names=("replicate", "shard"))
+            if hsdp else init_device_mesh("cpu", (world,)))
     for block in model.blocks:
         fully_shard(block, mesh=mesh)
     return fully_shard(model, mesh=mesh)
@@ -136,6 +140,8 @@ CASES = {  # name: (loop settings, watch settings)
     "plain": ({"clip": "norm"}, {}),
     "float64": ({"clip": "norm", "dtype": torch.float64}, {}),
     "breaks": ({"clip": "value", "micro": 2}, {"break_on": ("nonfinite", "spike")}),
+    "hsdp": ({"hsdp": True, "clip": "norm"},
+             {"break_on": ("nonfinite",), "update_sample": None}),
     "sampled": ({}, {"update_sample": 1024}),
     "nan-shard": ({"fault": "nan-shard"}, {"break_on": ("nonfinite",)}),
     "nan-loss": ({"fault": "nan-loss"}, {"break_on": ("nonfinite",)}),
@@ -144,18 +150,19 @@ CASES = {  # name: (loop settings, watch settings)
 
 def run(case: str, out: Path, rank: int, world: int) -> dict:
     """One case: the sharded run under the watch, then (rank 0) the whole model's."""
-    loop, watch = CASES[case]
+    loop, watch = dict(CASES[case][0]), CASES[case][1]
     torch.manual_seed(0)
-    whole = TinyNet().to(loop.get("dtype", torch.float32))
-    model = sharded(copy.deepcopy(whole), world)
+    whole = TinyNet().to(loop.pop("dtype", torch.float32))
+    model = sharded(copy.deepcopy(whole), world, hsdp=loop.pop("hsdp", False))
     data = batches(world)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    dtype = next(whole.parameters()).dtype
     seen = train(model, optimizer, data, rank=rank, world=world, record=out / f"{case}.db",
-                 **loop, **watch)
+                 dtype=dtype, **loop, **watch)
     if rank == 0 and not loop.get("fault"):
         reference = torch.optim.AdamW(whole.parameters(), lr=1e-2)
         train(whole, reference, data, rank=0, world=1, record=out / f"{case}-whole.db",
-              update_sample=None, on_break="report",
+              update_sample=None, on_break="report", dtype=dtype,
               **{k: v for k, v in loop.items() if k != "fault"})
     return seen
 

@@ -103,7 +103,7 @@ def relative(got, want) -> float:
 
 @distributed
 @pytest.mark.parametrize("case, tolerance", [("plain", FLOAT32), ("float64", FLOAT64),
-                                             ("breaks", FLOAT32)])
+                                             ("breaks", FLOAT32), ("hsdp", FLOAT32)])
 def test_every_norm_equals_the_unsharded_runs(runs, case, tolerance):
     sharded, whole = Record(runs / f"{case}.db"), Record(runs / f"{case}-whole.db")
     want, want_rows = whole.iterations(0), whole.params(0)
