@@ -29,7 +29,9 @@ Breakpoints: ``at=N``; ``"nonfinite"`` (the loss or a gradient NaN/Inf, checked 
 20 iterations); ``kill -USR1 PID`` (at the next backward). ``on_break``: ``"raise"``
 (:class:`WatchBreak`), ``"report"`` (a line on stderr), a callable (given the
 :class:`WatchBreak`), or ``"app"`` (the app on that iteration's graph). In a
-``torch.distributed`` job every rank records; only rank 0 breaks.
+``torch.distributed`` job every rank records; only rank 0 breaks. A sharded model's
+(FSDP2, DTensor) norms are the whole parameters', combined across the ranks
+(:mod:`gradviz.training.sharded`), and so is what the breaks decide on.
 """
 
 from __future__ import annotations
