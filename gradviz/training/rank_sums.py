@@ -51,10 +51,9 @@ Ranks = tuple[int, ...]
 class RankSums:
     """Adds up float64 vectors over the ranks that hold each parameter's shards.
 
-    ``buckets``: for each group of parameters, their indices and the rank sets (one per
-    ``Shard`` mesh dimension) to add their sums over; :meth:`add_up` takes a vector of
-    ``blocks`` blocks of one value per parameter, then ``extras`` values added up over the
-    whole job.
+    :meth:`set_buckets` says which parameters' sums are added up over which rank sets;
+    :meth:`add_up` takes a vector of blocks of one value per parameter, then values
+    that are added up over the whole job (what the ranks must agree on).
     """
 
     def __init__(self):
