@@ -13,6 +13,10 @@ Each audit is reported once per parameter (or layer), the first iteration it is 
   ``IN_A_ROW`` steps in a row (a layer: the parameters one module owns, their norms
   combined; in a row, so that Adam's first steps or one odd batch do not count);
 - ``zero-grad-run``: a gradient exactly zero for ``IN_A_ROW`` iterations in a row.
+
+Not an audit, but seen here first, as every row is: ``not-combined``, a sharded model
+whose ranks' sums could not be added up (:mod:`gradviz.training.sharded`): its rows are
+flagged as one rank's shards from then on, and the event says why, once.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from gradviz.model.runs.schema import (
     NO_GRAD,
     NONFINITE_GRAD,
     NOT_IN_OPTIMIZER,
+    ONE_SHARD,
     ZERO_GRAD,
 )
 from gradviz.training.iteration_stats import Measurement
@@ -76,12 +81,16 @@ class Auditor:
         rows = []
         updates = measured.update_norms
         params = measured.param_norms
+        if measured.not_combined:
+            events.extend(self._maybe(iteration, "not-combined", "", measured.not_combined))
         for index, name in enumerate(self.names):
             grad = measured.grad_norms[index]
             member = self.in_optimizer[index]
             update = updates[index] if updates is not None and member else None
             param = params[index] if params is not None else None
             flags = 0 if member else NOT_IN_OPTIMIZER
+            if measured.not_combined:
+                flags |= ONE_SHARD
             if not requires_grad[index]:
                 flags |= FROZEN
             if grad is None:

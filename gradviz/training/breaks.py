@@ -23,6 +23,7 @@ from gradviz.model.runs.history import EventRecord
 from gradviz.training.kept_graph import SavedTensorKeeper
 from gradviz.training.options import WatchError
 from gradviz.training.replay import replay
+from gradviz.training.sharded import NOT_STEPPED
 
 #: Iterations the app opened by a break reads of the run so far (evenly spaced): a
 #: 100k-iteration run read whole took 20 s.
@@ -80,8 +81,8 @@ class TrainingStopped(GradvizError):
 class BreakTaking:
     """How a watch takes a break and where a NaN started. A mixin of
     :class:`~gradviz.training.watch.Watch`: it reads the watch's ``on_break``, ``muted``,
-    ``rank``, ``_app``, ``_current``, ``_spans``, ``_calls``, ``inner``, ``_writer`` and
-    ``breaks``."""
+    ``rank``, ``_app``, ``_current``, ``_spans``, ``_calls``, ``inner``, ``_writer``,
+    ``_sharded`` and ``breaks``."""
 
     def _origin(self, loss_bad: bool) -> Origin | None:
         """Where the NaN/Inf started: from the replayed forward and the kept graph (None
@@ -159,9 +160,10 @@ class BreakTaking:
         """``on_break="keep"`` (a notebook, whose kernel must not wait on an app): the break
         is recorded and said; its graph is kept, frozen, for :meth:`show` to open later."""
         kept = self._current.kept
-        if kept is None or not kept.roots:
-            print(f"gradviz: {brk.message} (no graph kept: nan_origin=False); training goes "
-                  "on", file=sys.stderr, flush=True)
+        if kept is None or not kept.roots or self._sharded:
+            why = NOT_STEPPED if self._sharded else "no graph kept: nan_origin=False"
+            print(f"gradviz: {brk.message} ({why}); training goes on", file=sys.stderr,
+                  flush=True)
             return
         if self._shelved is not None:
             self._shelved[1].release()
@@ -192,9 +194,10 @@ class BreakTaking:
             print(f"gradviz: {brk.message} (no app to open: use gradviz.watch); training "
                   "goes on", file=sys.stderr, flush=True)
             return None
-        if kept is None or not kept.roots:
-            print(f"gradviz: {brk.message} (no graph kept to open: nan_origin=False); "
-                  "training goes on", file=sys.stderr, flush=True)
+        if kept is None or not kept.roots or self._sharded:
+            why = NOT_STEPPED if self._sharded else "no graph kept to open: nan_origin=False"
+            print(f"gradviz: {brk.message} ({why}); training goes on", file=sys.stderr,
+                  flush=True)
             return None
         from gradviz.graph.walk import discover, root_nodes
         from gradviz.session.session import Session

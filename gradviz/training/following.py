@@ -19,27 +19,10 @@ import torch
 
 from gradviz.model.runs.events import EventKind
 from gradviz.model.runs.history import EventRecord, ParamInfo
+from gradviz.training.user_names import user_name
 
 #: How a parameter the model let go of is named in the record.
 REPLACED = " (replaced)"
-
-
-def unwrapped(model: torch.nn.Module) -> torch.nn.Module:
-    """The module the user wrote, inside the wrappers that torch.compile (``_orig_mod``)
-    and DDP / DataParallel (``module``) put around it: its parameter and module names
-    are the user's own, without their prefixes."""
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
-
-    for _ in range(8):
-        if isinstance(model, (DistributedDataParallel, DataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
-            model = model._orig_mod
-        else:
-            break
-    return model
-
-
 
 
 class Following:
@@ -53,7 +36,7 @@ class Following:
         events that says what changed."""
         names: dict[int, str] = {}
         for name, param in self.inner.named_parameters(remove_duplicate=False):
-            names.setdefault(id(param), name)
+            names.setdefault(id(param), user_name(name))
         in_model = set(names)
         group_of: dict[int, int] = {}
         order: list[torch.Tensor] = []

@@ -44,6 +44,26 @@ class Measurement:
     param_norms: list[float] | None = None  # before the step; None until read
     update_norms: list[float] | None = None
     clipped_norms: list[float | None] | None = None  # what the step saw, when the loop clipped
+    #: Why these are one rank's shards only ('' where the numbers are whole): see
+    #: :mod:`gradviz.training.sharded`, whose ranks combine theirs.
+    not_combined: str = ""
+
+    @property
+    def shared_loss(self) -> float | None:
+        """The loss that breaks are decided on: the same on every rank that decides (one
+        process: its own; a sharded model: the mean of the ranks' losses)."""
+        return self.loss
+
+    @property
+    def nonfinite_where(self) -> str:
+        """Which ranks held a NaN/Inf, in words to add to the event ('' in one process)."""
+        return ""
+
+    @property
+    def overflow_only(self) -> bool | None:
+        """Whether the NaN/Inf norms are only overflows of finite gradients, when the
+        measurement knows (a sharded one: every rank's verdict); None: read the gradients."""
+        return None
 
 
 class _Group:
@@ -145,7 +165,7 @@ class IterationStats:
 
     def snapshot_params(self) -> None:
         """Copy the parameters' samples, as they are before the update (no sync)."""
-        if self._pointers != tuple(p.data_ptr() for p in self.params):
+        if self._pointers != tuple(self._local(p).data_ptr() for p in self.params):
             self._build()  # a parameter got new storage (module.to(), p.data = ...)
         with torch.no_grad():
             for group in self._groups:
@@ -188,6 +208,7 @@ class IterationStats:
             grad = param.grad
             if grad is None:
                 continue
+            grad = self._local(grad)
             if grad.is_sparse:
                 sparse.append((index, grad))
                 continue
@@ -224,6 +245,12 @@ class IterationStats:
             group.update_norms = torch.stack(torch._foreach_norm(delta, 2, dtype=dtype))
 
     # ------------------------------------------------------------------ reads
+    def read_local_grads(self) -> Measurement:
+        """:meth:`read_grads` from what this process holds, at a point only it reaches (the
+        early check between micro-batches, on the rank that keeps graphs): the same here;
+        a sharded model's subclass does not combine the ranks' shards there."""
+        return self.read_grads()
+
     def read_grads(self) -> Measurement:
         """The loss and gradient norms so far (one sync per device); no parameter norms."""
         if self._grads_read is None:
@@ -241,6 +268,11 @@ class IterationStats:
             early.grad_norms if early is not None else values["grads"],
             values.get("params"), values.get("updates"),
             early.clipped_norms if early is not None else values.get("clipped"))
+        self._next_iteration()
+        return measurement
+
+    def _next_iteration(self) -> None:
+        """Forget what this iteration measured."""
         self._losses = {}
         self._grad_norms = []
         self._clipped_norms = []
@@ -248,7 +280,6 @@ class IterationStats:
         self._stepped = False
         for group in self._groups:
             group.param_norms = group.update_norms = None
-        return measurement
 
     # -------------------------------------------------------------- internals
     def _fetch(self, *, with_params: bool, with_grads: bool = True) -> dict:
@@ -311,7 +342,7 @@ class IterationStats:
         """Group the parameters by (device, dtype) and choose each one's sample."""
         keyed: dict[tuple, tuple[list[int], list[torch.Tensor], list[float]]] = {}
         for index, param in enumerate(self.params):
-            view, scale = _sample_view(param.detach(), self.sample)
+            view, scale = _sample_view(self._local(param.detach()), self.sample)
             self.sampled[index] = scale != 1.0
             indices, views, scales = keyed.setdefault((param.device, param.dtype), ([], [], []))
             indices.append(index)
@@ -319,7 +350,13 @@ class IterationStats:
             scales.append(scale)
         self._groups = [_Group(indices, views, scales, device, dtype)
                         for (device, dtype), (indices, views, scales) in keyed.items()]
-        self._pointers = tuple(p.data_ptr() for p in self.params)
+        self._pointers = tuple(self._local(p).data_ptr() for p in self.params)
+
+    @staticmethod
+    def _local(tensor: torch.Tensor) -> torch.Tensor:
+        """The elements this process holds of ``tensor``: all of them (a sharded model's
+        subclass reads a DTensor's local shard)."""
+        return tensor
 
 
 def _sample_view(param: torch.Tensor, sample: int | None) -> tuple[torch.Tensor, float]:

@@ -6,7 +6,8 @@ made a NaN/Inf out of finite inputs, or, when none did, the first that took one 
 model's input, a parameter an earlier step spoiled). Where the forward cannot be
 replayed (FSDP) or the NaN was made outside the model's forward (in the loss), the
 kept graph tells what it can: the earliest op (by sequence number, forward order)
-that saved a NaN/Inf tensor, which is the op *after* the one that made it.
+that saved a NaN/Inf tensor, which is the op *after* the one that made it (of a
+sharded model, only the activations are read: FSDP2 frees the gathered weights).
 
 Backward: the kept graph (see :mod:`gradviz.training.kept_graph`) is stepped again by a
 :class:`~gradviz.engine.backward.BackwardStepper` on restored gradient state: every
@@ -14,7 +15,9 @@ leaf's ``.grad`` is set aside and ``None`` while it runs, so an accumulated NaN 
 an earlier micro-batch cannot be mistaken for a new one, and put back afterwards, so
 the user's gradients are exactly those of their own backward. The stepper stops at
 the first node that made a NaN/Inf gradient out of finite ones (its
-``first_nonfinite``) and the rest of backward is not run.
+``first_nonfinite``) and the rest of backward is not run. A sharded model's backward is
+not stepped again: its graph holds FSDP's hooks, which reduce-scatter the gradients, and
+one rank stepping them alone would wait for the others forever.
 
 The origin names the node (its graph key, as the app shows it), its op, the module
 whose forward made it, and the user's own line that called the op, from the replay
@@ -35,6 +38,7 @@ from gradviz.engine.events import StepEvent
 from gradviz.graph.walk import ACCUMULATE_GRAD, walk_graph
 from gradviz.model.runs.events import Origin, OriginPhase
 from gradviz.training.replay import Replay, ReplayedOp
+from gradviz.training.sharded import NOT_STEPPED, is_dtensor, is_sharded
 
 
 def backward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.Module | None,
@@ -44,6 +48,8 @@ def backward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.
 
     The graph stays retained (the app may step it once more); ``.grad`` is restored.
     """
+    if model is not None and is_sharded(model):
+        return Origin(OriginPhase.BACKWARD, None, None, None, None, None, NOT_STEPPED)
     graph, walk = walk_graph(list(roots), model=model, modules=modules)
     leaves = [fn.variable for fn in walk.nodes if fn.name().endswith(ACCUMULATE_GRAD)]
     with set_aside_grads(leaves):
@@ -235,4 +241,22 @@ def _saved_tensors(fn) -> list[torch.Tensor]:
             tensors.append(value)
         elif isinstance(value, (tuple, list)):
             tensors.extend(v for v in value if isinstance(v, torch.Tensor))
-    return [t for t in tensors if t.is_floating_point() or t.is_complex()]
+    # a DTensor (tensor parallel) is read on this rank's part: a whole one's isfinite()
+    # would be a collective that only this rank runs
+    tensors = [t.to_local() if is_dtensor(t) else t for t in tensors]
+    return [t for t in tensors if (t.is_floating_point() or t.is_complex()) and _held(t)]
+
+
+def _held(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor``'s elements are still in its storage. FSDP2 frees a layer's
+    gathered weights after its forward (their storage resized to nothing) while the
+    graph still saves them; reading one would read freed memory (a segfault, seen)."""
+    if tensor.numel() == 0 or tensor.layout != torch.strided or tensor.is_meta:
+        return True
+    try:
+        storage = tensor.untyped_storage()
+    except (RuntimeError, NotImplementedError):  # a tensor subclass without one: unread
+        return False
+    extent = tensor.storage_offset() + 1 + sum((size - 1) * abs(stride) for size, stride
+                                               in zip(tensor.shape, tensor.stride()))
+    return storage.nbytes() >= extent * tensor.element_size()

@@ -29,7 +29,9 @@ Breakpoints: ``at=N``; ``"nonfinite"`` (the loss or a gradient NaN/Inf, checked 
 20 iterations); ``kill -USR1 PID`` (at the next backward). ``on_break``: ``"raise"``
 (:class:`WatchBreak`), ``"report"`` (a line on stderr), a callable (given the
 :class:`WatchBreak`), or ``"app"`` (the app on that iteration's graph). In a
-``torch.distributed`` job every rank records; only rank 0 breaks.
+``torch.distributed`` job every rank records; only rank 0 breaks. A sharded model's
+(FSDP2, DTensor) norms are the whole parameters', combined across the ranks
+(:mod:`gradviz.training.sharded`), and so is what the breaks decide on.
 """
 
 from __future__ import annotations
@@ -59,8 +61,8 @@ from gradviz.model.runs.report import WatchReport
 from gradviz.training.audits import Auditor
 from gradviz.training.bands import default_band
 from gradviz.training.breaks import BreakTaking, TrainingStopped, WatchBreak
-from gradviz.training.following import Following, unwrapped
-from gradviz.training.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
+from gradviz.training.following import Following
+from gradviz.training.iteration_stats import DEFAULT_SAMPLE, Measurement
 from gradviz.training.kept_graph import SavedTensorKeeper, has_compiled_region
 from gradviz.training.loop_hooks import (
     install_backward,
@@ -82,7 +84,9 @@ from gradviz.training.options import (
 )
 from gradviz.training.record_writer import RecordWriter, check_record_path
 from gradviz.training.replay import ForwardCalls
+from gradviz.training.sharded import is_sharded, iteration_stats_for
 from gradviz.training.spikes import SpikeWatch
+from gradviz.training.user_names import unwrapped, user_class_name
 
 #: Iterations kept in memory when ``record=None``.
 MEMORY_ITERATIONS = 1000
@@ -188,6 +192,10 @@ class Watch(Following, BreakTaking):
         if nan_origin is None:  # only where a break will use it
             nan_origin = bool({"nonfinite", "spike"} & set(self.break_on)) and self.rank == 0
         self.nan_origin = bool(nan_origin)
+        #: The gradients are read and checked before each step (the same on every rank:
+        #: a sharded model's ranks combine them there).
+        self._checks_before_step = self.nan_origin or bool({"nonfinite", "spike"}
+                                                          & set(self.break_on))
 
         self.iteration = 0  # iterations completed
         self._last: tuple | None = None  # the latest one's row and numbers (w.last)
@@ -215,7 +223,10 @@ class Watch(Following, BreakTaking):
         self._params: list[torch.Tensor] = []
         self._index: dict[int, int] = {}  # id(param) -> its index in the record
         self._infos: list[ParamInfo] = []
-        self._stats = IterationStats([], sample=update_sample)
+        self._stats = iteration_stats_for(
+            self.model.parameters(), sample=update_sample,
+            checks_before_step=self._checks_before_step)
+        self._sharded = is_sharded(self.model)
         self._auditor = Auditor(self.band)
         self._signature: tuple = ()
         self._model_signature: tuple = ()
@@ -294,7 +305,7 @@ class Watch(Following, BreakTaking):
         return {
             "rank": self.rank, "world_size": self.world_size, "started": time.time(),
             "host": socket.gethostname(), "pid": os.getpid(), "argv": list(sys.argv),
-            "model": type(self.inner).__name__,
+            "model": user_class_name(self.inner),
             "optimizer": None if self.optimizer is None else type(self.optimizer).__name__,
             "versions": {"torch": torch.__version__, "gradviz": __version__,
                          "python": sys.version.split()[0]},
@@ -464,7 +475,7 @@ class Watch(Following, BreakTaking):
     def _gradients_whole(self) -> None:
         self._stats.launch_grads()
         self._current.grads_read = True
-        if self.nan_origin or {"nonfinite", "spike"} & set(self.break_on):
+        if self._checks_before_step:
             self._check_before_step(self.iteration + 1, early=False)
 
     def _after_step(self, optimizer, args, kwargs) -> None:
@@ -605,9 +616,9 @@ class Watch(Following, BreakTaking):
         """Read the loss and gradients (one sync) and check them while the graph is kept
         and the weights untouched. ``early``: before the next backward of the same
         iteration (gradient accumulation), on what the earlier ones accumulated."""
-        if early:
+        if early:  # only where a graph is kept: on this rank alone
             self._stats.before_step()
-        measured = self._stats.read_grads()
+        measured = self._stats.read_local_grads() if early else self._stats.read_grads()
         self._current.measured = measured
         try:
             self._check(iteration, measured, final=not early)
@@ -619,18 +630,20 @@ class Watch(Following, BreakTaking):
     def _check(self, iteration: int, measured: Measurement, *, final: bool) -> None:
         """NaN/Inf (when it arises) and spikes: record the event, and break if asked."""
         total = _total_norm(measured.grad_norms)
-        nonfinite = not _finite(measured.loss, total) and not self._overflow_only(measured)
+        loss = measured.shared_loss  # what every rank decides on (a sharded model's ranks)
+        nonfinite = not _finite(loss, total) and not self._overflow_only(measured)
         arising = nonfinite and not self._nonfinite_before
         self._nonfinite_before = nonfinite
         if arising:
-            loss_bad = measured.loss is not None and not math.isfinite(measured.loss)
-            detail = "the loss is NaN/Inf" if loss_bad else "a gradient is NaN/Inf"
+            loss_bad = loss is not None and not math.isfinite(loss)
+            detail = ("the loss is NaN/Inf" if loss_bad else "a gradient is NaN/Inf"
+                      ) + measured.nonfinite_where
             brk = WatchBreak(iteration, "nonfinite", detail, origin=self._origin(loss_bad),
                              rank=self.rank, loss=measured.loss, grad_norm=total)
             self._hit(brk, wanted="nonfinite" in self.break_on)
         if nonfinite or not final:
             return
-        spike = self._spikes.see(measured.loss, total)
+        spike = self._spikes.see(loss, total)
         if spike is not None:
             brk = WatchBreak(iteration, "spike", spike.detail, rank=self.rank,
                              loss=measured.loss, grad_norm=total)
@@ -650,8 +663,11 @@ class Watch(Following, BreakTaking):
 
     def _overflow_only(self, measured: Measurement) -> bool:
         """Inf norms of finite gradients (elements near the dtype's limit) are not NaN/Inf."""
-        if measured.loss is not None and not math.isfinite(measured.loss):
+        loss = measured.shared_loss
+        if loss is not None and not math.isfinite(loss):
             return False
+        if measured.overflow_only is not None:  # told by every rank (a sharded model)
+            return measured.overflow_only
         bad = [(param, norm) for param, norm in zip(self._params, measured.grad_norms)
                if norm is not None and not math.isfinite(norm)]
         return bool(bad) and all(

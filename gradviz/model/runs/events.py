@@ -28,6 +28,7 @@ class EventKind(str, enum.Enum):
     PARAMS_CHANGED = "params-changed"
     OPTIMIZER_CHANGED = "optimizer-changed"
     PARAM_REPLACED = "param-replaced"
+    NOT_COMBINED = "not-combined"
     # audits, each reported once per run and subject
     NOT_IN_OPTIMIZER = "not-in-optimizer"
     NO_GRAD = "no-grad"
@@ -85,6 +86,8 @@ _TITLES = {
     EventKind.OPTIMIZER_CHANGED: "another optimizer steps the model: the watch follows it",
     EventKind.PARAM_REPLACED: "a parameter of the model was replaced after the optimizer "
                               "was built",
+    EventKind.NOT_COMBINED: "a sharded model's norms are this rank's shards from here on: "
+                            "the ranks could not be met",
 }
 
 

@@ -76,7 +76,8 @@ CREATE TABLE IF NOT EXISTS param_stats (
     update_norm REAL,                 -- |after - before| over the step, NULL if not stepped
     ratio       REAL,                 -- update_norm / param_norm
     flags       INTEGER NOT NULL,     -- 1 no grad, 2 zero grad, 4 NaN/Inf grad,
-                                      -- 8 requires_grad=False, 16 moved, 32 not in optimizer
+                                      -- 8 requires_grad=False, 16 moved, 32 not in optimizer,
+                                      -- 64 this rank's shard only (sharded: not combined)
     PRIMARY KEY (run, iteration, param)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
@@ -98,6 +99,8 @@ CREATE INDEX IF NOT EXISTS events_by_run ON events (run, iteration);
 
 # param_stats.flags
 NO_GRAD, ZERO_GRAD, NONFINITE_GRAD, FROZEN, MOVED, NOT_IN_OPTIMIZER = 1, 2, 4, 8, 16, 32
+#: A sharded parameter's norms are this rank's shard's: the ranks' sums were not added up.
+ONE_SHARD = 64
 
 class RecordError(GradvizError):
     """A record could not be created, written or read."""
