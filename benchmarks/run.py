@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # every row
     python benchmarks/run.py chain      # rows whose function name contains "chain"
+    python benchmarks/run.py hot_path chain_100k   # ... either of these
 
 Not timed tests: CI does not run them. Rows live in ``*_rows.py`` beside this file,
 one module per part of gradviz, each with a ``ROWS`` list. Times are the best or
@@ -24,11 +25,11 @@ MODULES = ["walker_rows", "stepper_rows", "zoo_rows", "forward_rows", "watch_row
 
 
 def main(argv: list[str]) -> None:
-    pattern = argv[0] if argv else ""
+    patterns = argv or [""]
     rows = []
     for module_name in MODULES:
         for bench in importlib.import_module(module_name).ROWS:
-            if pattern not in bench.__name__:
+            if not any(pattern in bench.__name__ for pattern in patterns):
                 continue
             try:
                 for row in bench():

@@ -112,7 +112,7 @@ class BackwardStepper:
 
     @history_bytes.setter
     def history_bytes(self, value: int) -> None:
-        self._backward.history_bytes = value
+        self._backward.set_history_bytes(value)
 
     @property
     def done(self) -> bool:
@@ -289,8 +289,15 @@ class BackwardStepper:
 
     # ------------------------------------------------------------- internals
     def _run(self, target: str | None, stop_when, seconds: float | None) -> list[StepEvent]:
-        self.start()
         backward = self._backward
+        if seconds is None and backward.state is StepperState.NEW:
+            # Nothing to hand back before the end: start running at once rather than
+            # pause at the first node and let it go (two thread hand-overs fewer).
+            with frozen_heap():
+                backward.start(hold_first=False, target=target, stop_when=stop_when)
+                with backward.lock:
+                    return self._run_to_pause(0)
+        self.start()
         with backward.lock:
             first = len(backward.events)
             if not backward.held:
@@ -304,18 +311,25 @@ class BackwardStepper:
                 hold.command = "run"
             backward.held.clear()
             backward.cond.notify_all()
-            try:
-                with frozen_heap():
-                    backward.wait(backward.paused)
-            finally:
-                backward.target = backward.stop_when = backward.deadline = None
-                backward.hold_next_node(Pause.STEPPING)
-            events = [event for event in backward.events[first:] if event.duration is not None]
-            if backward.state is StepperState.FAILED:
-                self._raise_failure()
-            if backward.state is StepperState.FINISHED:
-                self._end.told = True
-            return events
+            with frozen_heap():
+                return self._run_to_pause(first)
+
+    def _run_to_pause(self, first: int) -> list[StepEvent]:
+        """Wait (holding the lock) until the engine pauses or backward ends; the events
+        from ``first`` on that ran."""
+        backward = self._backward
+        try:
+            backward.wait(backward.paused)
+        finally:
+            backward.target = backward.stop_when = backward.deadline = None
+            backward.hold_next_node(Pause.STEPPING)
+            backward.free_start = -1
+        events = [event for event in backward.events[first:] if event.duration is not None]
+        if backward.state is StepperState.FAILED:
+            self._raise_failure()
+        if backward.state is StepperState.FINISHED:
+            self._end.told = True
+        return events
 
     def _at_end(self) -> None:
         """Called with nothing left to run: None the first time, then an error."""

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import collections
 import enum
-import functools
 import math
 import threading
 import time
@@ -41,7 +40,7 @@ import torch
 from gradviz.engine import threads as backward_threads
 from gradviz.engine.events import KeptTensors, StepEvent, sent_summaries, summary_later
 from gradviz.engine.lifecycle import StepperError, StepperState
-from gradviz.runtime.quiet_gc import paused_gc
+from gradviz.runtime.quiet_gc import freeze_new, paused_gc
 
 
 class BackwardAborted(Exception):
@@ -113,16 +112,24 @@ class BackwardRun:
         self.events: list[StepEvent] = []  # in the order the engine started them
         self.last_finished: StepEvent | None = None
         self.kept: collections.deque[StepEvent] = collections.deque()
-        self.kept_bytes = 0  # of the distinct tensors kept events hold
+        # What kept events hold is counted per tensor (kept_refs, kept_bytes: what a node
+        # sends is, as a rule, what its child receives) only once the history could be
+        # full: until then the sum of every event's nbytes (gross_bytes), which is never
+        # less, says it is not, for half the work per tensor.
+        self.counted = False
+        self.gross_bytes = 0
+        self.kept_bytes = 0  # of the distinct tensors kept events hold, once counted
         self.kept_refs: dict[int, int] = {}  # id(tensor) -> kept events holding it
-        # Gradients still to come, told from the graph's shapes (as float32): while more
-        # than the history holds are to come, the node now running will be evicted for
+        # Gradients still to come, told from the graph's shapes (as float32), beyond what
+        # the history holds: while some are, the node now running will be evicted for
         # sure, so its hooks summarize it at once (while its tensors are in cache) and
         # keep none (the engine may then reuse those buffers, and .grad take the last).
-        self.expected_bytes = sum(4 * math.prod(attrs["shape"] or ())
-                                  for attrs in graph._node.values())
-        self.produced_bytes = 0  # gradients that have flowed into nodes so far
+        # Each node's incoming gradients count off as it starts.
+        self.unkept_bytes = sum(4 * math.prod(attrs["shape"] or ())
+                                for attrs in graph._node.values()) - history_bytes
         self.handles: list[Any] = []
+        self.key_of: dict[Any, str] = {}  # autograd Node -> its key, while hooked
+        self.free_start = -1  # the event at this index starts without being held
         self.job: backward_threads.Job | None = None
 
         # networkx's own adjacency dicts, as its algorithms read them: a view per node
@@ -135,21 +142,44 @@ class BackwardRun:
         self.ready = {key for key, count in self.waiting_parents.items() if count == 0}
         self.readied = 0  # events[:readied] are counted in `ready`
 
+    def set_history_bytes(self, value: int) -> None:
+        with self.lock:
+            self.unkept_bytes += self.history_bytes - value
+            self.history_bytes = value
+
     # ------------------------------------------------------------- starting
-    def start(self) -> None:
+    def start(self, hold_first: bool = True, target: str | None = None,
+              stop_when: Callable[[StepEvent], bool] | None = None) -> None:
+        """Hook every node and start backward on a backward thread. ``hold_first``: hold
+        the first node that starts (as :meth:`BackwardStepper.start` does); otherwise run
+        to the end, to ``target`` or ``stop_when`` (see :meth:`BackwardStepper.run_until`)
+        or to a breakpoint, letting the first node run even if it is one (as a run() that
+        started the pass paused at its first node would)."""
         with self.lock:
             if self.state is not StepperState.NEW:
                 return
-            nodes = self.graph.nodes
+            fns = self.fns
+            # One hook function for all nodes (each finds its node through the engine):
+            # a partial per node and hook cost 0.5 us more per node to make, call and free.
+            self.key_of = dict(zip(fns, self.keys))
             pre_hook, post_hook = self.make_hooks()
-            partial = functools.partial
-            with paused_gc():
-                for key, fn in zip(self.keys, self.fns):
-                    attrs = nodes[key]
-                    leaf = fn.variable if attrs["kind"] != "op" else None
-                    node = (key, attrs["op"], attrs.get("module"), leaf)
-                    self.handles.append(fn.register_prehook(partial(pre_hook, node)))
-                    self.handles.append(fn.register_hook(partial(post_hook, node)))
+            handles = self.handles
+            try:
+                with paused_gc():
+                    for fn in fns:
+                        handles.append(fn.register_prehook(pre_hook))
+                        handles.append(fn.register_hook(post_hook))
+                    freeze_new()  # they live as long as backward: no collection need scan them
+            except BaseException:  # no hook is left behind on a graph that never ran
+                for handle in handles:
+                    handle.remove()
+                handles.clear()
+                raise
+            if not hold_first:
+                self.hold_next_node(None)
+                self.target = target
+                self.stop_when = stop_when
+                self.free_start = 0
             self.state = StepperState.RUNNING
         self.job = backward_threads.submit(self.backward)
 
@@ -171,6 +201,7 @@ class BackwardRun:
             for handle in self.handles:
                 handle.remove()
             self.handles.clear()
+            self.key_of = {}
             with self.lock:
                 if error is not None:
                     self.error = error
@@ -184,33 +215,50 @@ class BackwardRun:
 
     # ---------------------------------------------------------------- hooks
     def make_hooks(self):
-        """The pre-hook and post-hook every node gets (bound to it with ``partial``).
+        """The pre-hook and post-hook every node gets, the same two for all nodes: the
+        pre-hook asks the engine which node it runs (``torch._C._current_autograd_node``,
+        as torch's own autograd logging hooks do; the node's Python object is the one in
+        ``fns``, which keeps it alive), the post-hook takes the event on top of its
+        thread's stack.
 
         They run for every node of every backward, on the engine's threads, so they
         are closures over what they touch (no attribute lookups for those) and take
-        the lock once each.
+        the lock once each. What they cost is counted in instructions (callgrind) as
+        well as timed: about 20,000 per node for both, against 37,000 for registering,
+        calling and removing a no-op pair (benchmarks/zoo_rows.py: bench_hot_path).
         """
-        lock = self.lock
+        acquire = self.lock.acquire  # not `with`: 0.25 us less per use, twice per node
+        release = self.lock.release
+        key_of = self.key_of
+        node_attrs = self.graph._node
+        current_node = torch._C._current_autograd_node
+        accumulate_grad = torch._C._functions.AccumulateGrad
         events = self.events
         stacks = self.stacks
         runs = self.runs
         names = self.thread_names
         kept = self.kept
-        kept_refs = self.kept_refs
         breakpoints = self.breakpoints
         perf_counter = time.perf_counter
         get_ident = threading.get_ident
 
-        def pre_hook(node, grad_outputs):
-            key, op, module, leaf = node
-            grad_was_empty = leaf is not None and leaf.grad is None
+        def pre_hook(grad_outputs):
+            fn = current_node()
+            key = key_of[fn]
+            if fn.__class__ is accumulate_grad:
+                leaf = fn.variable
+                grad_was_empty = leaf.grad is None
+            else:
+                leaf = None
+                grad_was_empty = False
             ident = get_ident()
-            incoming_bytes = 0
-            if self.expected_bytes > self.history_bytes:  # else nothing is summarized at once
+            summarizing = self.unkept_bytes > 0  # as a rule not: the graph fits the history
+            if summarizing:
+                incoming_bytes = 0
                 for tensor in grad_outputs:
                     if tensor is not None:
                         incoming_bytes += tensor.nbytes
-            lock.acquire()  # not `with`: 0.25 us less per use, twice per node
+            acquire()
             try:
                 deadline = self.deadline
                 if (self.pausing or key in breakpoints
@@ -224,27 +272,32 @@ class BackwardRun:
                     names[ident] = threading.current_thread().name
                 repeat = runs.get(key, 0)
                 runs[key] = repeat + 1
-                self.produced_bytes += incoming_bytes
-                at_once = self.expected_bytes - self.produced_bytes > self.history_bytes
-                event = StepEvent(len(events), key, op, module, names[ident], repeat,
-                                  stack[-1].node if stack else None, grad_outputs, at_once,
-                                  grad_was_empty)
+                if summarizing:
+                    self.unkept_bytes -= incoming_bytes
+                    at_once = self.unkept_bytes > 0
+                else:
+                    at_once = False
+                attrs = node_attrs[key]
+                event = StepEvent(len(events), key, attrs["op"], attrs.get("module"),
+                                  names[ident], repeat, stack[-1].node if stack else None,
+                                  grad_outputs, at_once, leaf, grad_was_empty)
                 events.append(event)
                 stack.append(event)
                 if hold is not None:
                     hold.event = event
             finally:
-                lock.release()
+                release()
             if at_once:
                 event._incoming = tuple(summary_later(t) for t in grad_outputs)
             event._started = perf_counter()
 
-        def post_hook(node, grad_inputs, grad_outputs):
+        def post_hook(grad_inputs, grad_outputs):
             ended = perf_counter()
-            leaf = node[3]
             stack = stacks[get_ident()]
             event = stack[-1]
             incoming = event._incoming
+            leaf = event._leaf
+            held = None
             if event._at_once:
                 param = None
                 if leaf is not None and leaf.grad is not None:
@@ -253,51 +306,60 @@ class BackwardRun:
                 event._summaries = (incoming,
                                     sent_summaries(grad_inputs, grad_outputs, summary_later),
                                     param)
-                incoming = grad_inputs = ()
             else:
+                nbytes = 0
+                for tensor in incoming:
+                    if tensor is not None:
+                        nbytes += tensor.nbytes
+                for tensor in grad_inputs:
+                    if tensor is not None:
+                        nbytes += tensor.nbytes
                 param_grad = None
-                if leaf is not None and leaf.grad is not None:
-                    if event._grad_was_empty and len(incoming) == 1:
-                        param_grad = incoming[0]  # .grad = the gradient that came in
-                    else:  # accumulated: .grad changes in place later, so copy it
-                        param_grad = leaf.grad.detach().clone()
-                event.tensors = KeptTensors(incoming, grad_inputs, param_grad, 0)
+                if leaf is not None:
+                    grad = leaf.grad
+                    if grad is not None:
+                        if event._grad_was_empty and len(incoming) == 1:
+                            param_grad = incoming[0]  # .grad = the gradient that came in
+                        else:  # accumulated: .grad changes in place later, so copy it
+                            param_grad = grad.detach().clone()
+                        nbytes += param_grad.nbytes
+                held = event.tensors = KeptTensors(incoming, grad_inputs, param_grad, nbytes)
             event._incoming = ()
+            if leaf is not None:
+                event._leaf = None
             stop_when = self.stop_when
             stop = stop_when is not None and stop_when(event)
-            lock.acquire()
+            acquire()
             try:
                 stack.pop()
                 event.duration = ended - event._started
                 self.last_finished = event
-                held = event.tensors
+                evicted = ()
                 if held is not None:
                     kept.append(event)
-                    nbytes = 0
-                    for tensor in (*incoming, *grad_inputs, held.param_grad):
-                        if tensor is not None:
-                            size = tensor.nbytes
-                            nbytes += size
-                            key = id(tensor)
-                            count = kept_refs.get(key)
-                            if count is None:
-                                kept_refs[key] = 1
-                                self.kept_bytes += size
-                            else:
-                                kept_refs[key] = count + 1
-                    held.nbytes = nbytes
-                    evicted = self.evict() if self.kept_bytes > self.history_bytes else ()
-                else:
-                    evicted = ()
-                if stop or node[0] == self.target:
+                    if self.counted:
+                        self.count_in(held)
+                        if self.kept_bytes > self.history_bytes:
+                            evicted = self.evict()
+                    else:
+                        self.gross_bytes += nbytes
+                        if self.gross_bytes > self.history_bytes:
+                            self.count_all()
+                            evicted = self.evict()
+                if stop or event.node == self.target:
                     self.hold_next_node(Pause.TARGET)
                 awaited = self.awaited
                 if awaited is not None and awaited.event is event:
                     self.cond.notify_all()  # waking the caller costs a GIL hand-over: only then
             finally:
-                lock.release()
+                release()
             for old in evicted:
                 old.release()
+            if not event.index & 63:
+                # What the hooks made so far lives on with the events: out of the young
+                # generation before it is full (else each collection scans it, a few
+                # hundred tensors, and promotes it to be scanned again).
+                freeze_new()
 
         return pre_hook, post_hook
 
@@ -307,6 +369,8 @@ class BackwardRun:
         if self.abort_requested:
             raise BackwardAborted
         if any(self.stacks.values()):  # a node that starts inside another is never held
+            return None
+        if len(self.events) == self.free_start:  # a run() that started the pass lets it go
             return None
         reason = self.hold_reason(key)
         if reason is None:
@@ -334,6 +398,26 @@ class BackwardRun:
         if self.deadline is not None and time.perf_counter() >= self.deadline:
             return Pause.TIME
         return None
+
+    def count_in(self, held: KeptTensors) -> None:
+        """Count an event's tensors into the history (holding the lock, once counted)."""
+        kept_refs = self.kept_refs
+        for tensor in (*held.grad_outputs, *held.grad_inputs, held.param_grad):
+            if tensor is not None:
+                key = id(tensor)
+                count = kept_refs.get(key)
+                if count is None:
+                    kept_refs[key] = 1
+                    self.kept_bytes += tensor.nbytes
+                else:
+                    kept_refs[key] = count + 1
+
+    def count_all(self) -> None:
+        """Count every kept event's tensors, from now on as each event comes (holding
+        the lock): the history may be full."""
+        self.counted = True
+        for event in self.kept:
+            self.count_in(event.tensors)
 
     def evict(self) -> list[StepEvent]:
         """The oldest events whose tensors no longer fit the budget, taken out of the

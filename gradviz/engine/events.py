@@ -55,10 +55,10 @@ class StepEvent:
 
     __slots__ = ("index", "node", "op", "module", "duration", "thread", "repeat", "inside",
                  "tensors", "_summaries", "_queued", "_finite", "_incoming", "_at_once",
-                 "_grad_was_empty", "_started")
+                 "_leaf", "_grad_was_empty", "_started")
 
     def __init__(self, index, node, op, module, thread, repeat, inside, incoming, at_once,
-                 grad_was_empty):
+                 leaf, grad_was_empty):
         self.index = index
         self.node = node
         self.op = op
@@ -73,6 +73,7 @@ class StepEvent:
         self._finite: tuple[bool, bool] | None = None  # (what came in, what went out)
         self._incoming = incoming  # the gradients flowing in, until the node finishes
         self._at_once = at_once  # summarized in the hooks: the history could not keep it
+        self._leaf = leaf  # a leaf node's tensor, until the node finishes
         self._grad_was_empty = grad_was_empty  # a leaf whose .grad was None before it ran
         self._started = 0.0
 

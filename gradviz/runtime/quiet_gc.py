@@ -79,3 +79,13 @@ def frozen_heap() -> Iterator[None]:
             _frozen_depth -= 1
             if _frozen_depth == 0:
                 gc.unfreeze()
+
+
+def freeze_new() -> None:
+    """Inside a :func:`frozen_heap` block, what was made since it began is skipped by
+    collections from now on too (until the block ends): for long-lived objects made in
+    the block, such as a stepped backward's hooks, which a young collection would
+    otherwise scan and promote, twice. Outside such a block it does nothing."""
+    with _frozen_lock:
+        if _frozen_depth:
+            gc.freeze()

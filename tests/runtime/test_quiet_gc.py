@@ -1,5 +1,6 @@
 """built_to_last: what a walk builds goes straight to the oldest generation, and the
-caller's young garbage is still collected rather than carried along."""
+caller's young garbage is still collected rather than carried along. freeze_new: what a
+frozen_heap block made is frozen with the rest, until the block ends."""
 
 import gc
 
@@ -39,3 +40,18 @@ def test_collections_stay_off_when_they_were_off():
     finally:
         if was_enabled:
             gc.enable()
+
+
+def test_freeze_new_freezes_what_a_frozen_heap_block_made_until_it_ends():
+    from gradviz.runtime.quiet_gc import freeze_new, frozen_heap
+
+    freeze_new()  # outside a block: nothing
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        before = gc.get_freeze_count()
+        made = [[i] for i in range(100)]
+        freeze_new()
+        assert gc.get_freeze_count() >= before + len(made)
+        assert not any(o is made for o in gc.get_objects())  # frozen objects are not listed
+    assert gc.get_freeze_count() == 0
+    assert any(o is made for o in gc.get_objects())
