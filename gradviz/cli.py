@@ -164,7 +164,7 @@ def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         record_app = make_record_app(scenario)  # reads it; RecordError on a bad file
         if not has_terminal():
-            raise GradvizError("the app needs a terminal (stdin and stdout are not one): "
+            raise GradvizError("the app needs a terminal (stdin and stderr are not one): "
                                f"gradviz report {scenario} prints the run instead")
         record_app.run()
         return record_app.return_code or 0
@@ -173,7 +173,7 @@ def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if getattr(args, "weights", None):
         check_file(args.weights, "weights file")
     if not has_terminal():
-        raise GradvizError("the app needs a terminal (stdin and stdout are not one): run it "
+        raise GradvizError("the app needs a terminal (stdin and stderr are not one): run it "
                            "in a terminal, or use gradviz train / gradviz export headless")
     from gradviz.tui.app import run_app
 
@@ -181,9 +181,10 @@ def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def has_terminal() -> bool:
-    """The app draws on stdout and reads keys from stdin: both must be a terminal, or a
-    Textual driver must stand in for one (textual-serve's web driver, for gradviz serve)."""
-    return bool(os.environ.get("TEXTUAL_DRIVER")) or (sys.stdin.isatty() and sys.stdout.isatty())
+    """The app reads keys from stdin and draws on stderr: see :mod:`gradviz.runtime.where`."""
+    from gradviz.runtime.where import has_terminal as terminal
+
+    return terminal()
 
 
 def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

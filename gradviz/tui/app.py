@@ -13,13 +13,11 @@ This module imports no torch, so the first frame shows at once while torch loads
 from __future__ import annotations
 
 import functools
-import threading
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -129,6 +127,7 @@ class GradvizApp(App[int]):
         self._inspected: str | None = None
         self._rendered_version = -1
         self._enabled: tuple[bool, ...] = ()
+        self._layout_worker: SerialWorker | None = None  # made on the first re-layout
 
     @property
     def shown_graph(self):
@@ -172,7 +171,7 @@ class GradvizApp(App[int]):
             self.query_one(RunSoFar).show(self.pause.history, self.pause.brk)
         if self.session is not None:  # a graph from gradviz.show()
             self._adopt(self.session)
-            self._lay_out_worker(self.session, self.fold_depth, frozenset())
+            self._lay_out(self.session, self.fold_depth, frozenset())
         elif self.scenario_ref is not None:
             self.open_scenario(self.scenario_ref, weights=self.weights, from_cli=True)
         else:
@@ -214,10 +213,22 @@ class GradvizApp(App[int]):
         """Engine thread, after a forward: lay the new graph out before the screen asks."""
         jobs.lay_out_graph(self.post_message, session, self.fold_depth, frozenset(self.opened))
 
-    @work(thread=True, exclusive=True, group="layout")
-    def _lay_out_worker(self, session: Any, depth: int | None, opened: frozenset) -> None:
-        """Plain Python (networkx), no torch: fine on a Textual thread worker."""
-        jobs.lay_out_graph(self.post_message, session, depth, opened)
+    def _lay_out(self, session: Any, depth: int | None, opened: frozenset) -> None:
+        """Lay the graph out again (folding, a group opened) off the UI thread.
+
+        Plain Python (networkx), on the app's own layout thread rather than Textual's
+        ``@work(thread=True)``: those run on the event loop's default executor, and a
+        layout may drop the last reference to a deep graph, which needs a big stack.
+        Giving the executor's threads one meant ``threading.stack_size`` for the whole
+        process, which in a Jupyter kernel is every thread the kernel makes later. The
+        layout thread is not the engine's, so folding stays quick while backward runs.
+        """
+        if self._layout_worker is None:
+            self._layout_worker = SerialWorker(
+                "gradviz-layout",
+                on_error=lambda error: self.post_message(messages.EngineFailed(error)))
+        self._layout_worker.submit(
+            functools.partial(jobs.lay_out_graph, self.post_message, session, depth, opened))
 
     def on_laid_out(self, message: messages.LaidOut) -> None:
         session, laid_out, progress = message.session, message.laid_out, message.progress
@@ -567,7 +578,7 @@ class GradvizApp(App[int]):
             return
         self.fold_depth = None if self.fold_depth else 1
         self.opened.clear()
-        self._lay_out_worker(self.session, self.fold_depth, frozenset())
+        self._lay_out(self.session, self.fold_depth, frozenset())
 
     def action_find(self) -> None:
         find = self.query_one("#find", Input)
@@ -597,7 +608,7 @@ class GradvizApp(App[int]):
         self.push_screen(HelpScreen())
 
     def action_quit(self) -> None:
-        self._shut_down()
+        self.shut_down()
         self.exit(return_code=1 if self.failed_from_cli else 0)
 
     @property
@@ -607,9 +618,11 @@ class GradvizApp(App[int]):
                 and self.state.view().failure is not None)
 
     def on_unmount(self) -> None:
-        self._shut_down()  # however the app ends, no backward is left waiting
+        self.shut_down()  # however the app ends, no backward is left waiting
 
-    def _shut_down(self) -> None:
+    def shut_down(self) -> None:
+        """Stop what runs and end the app's threads (also for an app that never ran:
+        a notebook output removed before a page showed it)."""
         if self.state.view().busy:
             self.state.request(Action.STOP)
         if self.session is not None:
@@ -619,6 +632,8 @@ class GradvizApp(App[int]):
         # finalizes aborts the process ("terminate called without an active exception",
         # exit 134), seen on quitting right after opening a second scenario.
         self.engine.shutdown(timeout=ENGINE_EXIT_SECONDS)
+        if self._layout_worker is not None:
+            self._layout_worker.shutdown(timeout=ENGINE_EXIT_SECONDS)
 
     def on_resize(self, event) -> None:
         self._narrow(event.size.width, event.size.height)
@@ -653,7 +668,7 @@ class GradvizApp(App[int]):
         if self.session is None:
             return
         self.opened.add(message.module)
-        self._lay_out_worker(self.session, self.fold_depth, frozenset(self.opened))
+        self._lay_out(self.session, self.fold_depth, frozenset(self.opened))
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
@@ -678,10 +693,6 @@ def make_app(scenario: str | None = None, **kwargs) -> GradvizApp:
 
 def run_app(scenario: str | None = None, **kwargs) -> int:
     """Run the app in this terminal until it is closed; the CLI's exit code."""
-    from gradviz.runtime.deep_graphs import WORKER_STACK_BYTES
-
-    # Layout workers may drop the last reference to a deep graph: give new threads room.
-    threading.stack_size(WORKER_STACK_BYTES)
     app = make_app(scenario, **kwargs)
     app.run()
     return app.return_code or 0
