@@ -21,21 +21,25 @@ def build_parser() -> argparse.ArgumentParser:
     # What every command that runs a scenario takes besides its name.
     weighted = argparse.ArgumentParser(add_help=False, parents=[common])
     weighted.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
+    # What the app may open besides the scenario named: gradviz serve passes --no-files
+    # unless --allow-files (the picker's path input runs any .py file on the server).
+    apps = argparse.ArgumentParser(add_help=False)
+    apps.add_argument("--no-files", dest="files", action="store_false", help=argparse.SUPPRESS)
 
     parser = argparse.ArgumentParser(
         prog="gradviz",
         description="See PyTorch's autograd graph and step through backward in the terminal.",
-        parents=[common],
+        parents=[common, apps],
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     commands.add_parser("list", parents=[common], help="list the built-in demos")
 
-    demo = commands.add_parser("demo", parents=[weighted], help="open the app on a built-in demo")
+    demo = commands.add_parser("demo", parents=[weighted, apps], help="open the app on a built-in demo")
     demo.add_argument("scenario", metavar="NAME", help="a built-in demo (gradviz list)")
 
-    open_ = commands.add_parser("open", parents=[weighted],
+    open_ = commands.add_parser("open", parents=[weighted, apps],
                                 help="open the app on a scenario file, or on a training record")
     open_.add_argument("scenario", metavar="FILE",
                        help="a .py file that defines build(), or a RUN.db of gradviz.watch")
@@ -76,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[weighted],
         help="serve the app to a web browser (one app per browser tab)",
         description="Serve the app through textual-serve: each browser tab that opens the "
-        "page runs its own `gradviz demo/open` process. For a projector or a colleague "
-        "without a terminal; anyone who can reach the port can run the scenario.",
+        "page runs its own `gradviz demo/open` process. For a projector, a classroom or a "
+        "colleague without a terminal; the page needs no internet. Anyone who can reach "
+        "the port can run the scenario and the built-in demos (and, with --allow-files, "
+        "any .py file this machine can read).",
     )
     serve.add_argument("scenario", nargs="?", metavar="NAME_OR_FILE",
                        help="a built-in demo or a .py file (default: the picker)")
@@ -86,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     serve.add_argument("--public-url", metavar="URL",
                        help="the address browsers use, when it is not http://HOST:PORT")
+    serve.add_argument("--allow-files", action="store_true",
+                       help="let the page open scenario files by path (runs any .py file "
+                       "this machine can read: only on a network that is yours)")
     report = commands.add_parser(
         "report",
         parents=[common],
@@ -177,7 +186,7 @@ def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                            "in a terminal, or use gradviz train / gradviz export headless")
     from gradviz.tui.app import run_app
 
-    return run_app(scenario, weights=getattr(args, "weights", None))
+    return run_app(scenario, weights=getattr(args, "weights", None), files=args.files)
 
 
 def has_terminal() -> bool:
@@ -312,37 +321,12 @@ def _iteration_row(number: int, report) -> tuple:
 
 def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The app in a browser: textual-serve runs ``gradviz demo|open`` per tab."""
-    import shlex
+    from gradviz.serve import serve
 
-    from gradviz.model.catalog import BUILTIN_NAMES
-    from gradviz.errors import GradvizError, ScenarioError
-
-    command = [sys.executable, "-m", "gradviz.cli"]
-    if args.scenario in BUILTIN_NAMES:
-        command += ["demo", args.scenario]
-    elif args.scenario is not None:
-        path = Path(args.scenario).expanduser()
-        if not path.is_file():
-            raise ScenarioError(f"{args.scenario}: no such scenario file or built-in demo "
-                                "(gradviz list)")
-        command += ["open", str(path.resolve())]
-    if args.weights is not None:
-        if args.scenario is None:
-            parser.error("--weights needs a scenario")
-        command += ["--weights", str(Path(args.weights).expanduser().resolve())]
-    try:
-        from textual_serve.server import Server
-    except ImportError as error:
-        raise GradvizError("gradviz serve needs textual-serve: pip install textual-serve"
-                           ) from error
-    title = f"gradviz {args.scenario}" if args.scenario else "gradviz"
-    server = Server(shlex.join(command), host=args.host, port=args.port, title=title,
-                    public_url=args.public_url)
-    try:
-        server.serve(debug=args.debug)
-    except OSError as error:  # the port is taken, the address is not ours
-        raise GradvizError(f"cannot serve on {args.host}:{args.port}: {error.strerror or error}"
-                           ) from error
+    if args.weights is not None and args.scenario is None:
+        parser.error("--weights needs a scenario")
+    serve(args.scenario, host=args.host, port=args.port, public_url=args.public_url,
+          weights=args.weights, allow_files=args.allow_files, debug=args.debug)
     return 0
 
 

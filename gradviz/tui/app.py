@@ -30,13 +30,14 @@ from gradviz.model.progress import BackwardProgress, group_progress
 from gradviz.model.state import Action, Activity, Failure, Phase, SessionState, Verdict
 from gradviz.model.views import node_view
 from gradviz.runtime.serial_worker import SerialWorker
-from gradviz.model.catalog import builtin_scenarios
+from gradviz.model.catalog import BUILTIN_NAMES, builtin_scenarios
 from gradviz.tui import jobs, messages
 from gradviz.tui.screens.help import HELP_KEYS, HelpScreen
 from gradviz.tui.screens.picker import PickerScreen
 from gradviz.tui.screens.run_view import RunScreen
 from gradviz.tui.status import status_line
 from gradviz.tui.widgets.checks import ChecksPanel
+from gradviz.tui.widgets.footer import KeysFooter
 from gradviz.tui.widgets.forward_log import ForwardLog, forward_step_lines
 from gradviz.tui.widgets.graph_view import GraphView
 from gradviz.tui.widgets.inspector import Inspector
@@ -99,8 +100,11 @@ class GradvizApp(App[int]):
 
     def __init__(self, scenario: str | None = None, *, weights: str | None = None,
                  session: Any = None, export_dir: str | Path = ".",
-                 pause: TrainingPause | None = None) -> None:
+                 pause: TrainingPause | None = None, files: bool = True) -> None:
         super().__init__()
+        # False under gradviz serve: the page may open the scenario it was started with
+        # and the built-in demos, no file by its path (that would run any .py file).
+        self.files = files
         self.pause = pause  # a gradviz.watch break opened the app: its run, a way to stop it
         if pause is not None:
             session = pause.session
@@ -158,7 +162,7 @@ class GradvizApp(App[int]):
             yield ChecksPanel(id="checks")
         yield Input(placeholder="find: op, module or parameter name (enter: next)", id="find")
         yield Static(id="status")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#graph").border_title = "autograd graph (root at the top)"
@@ -182,6 +186,11 @@ class GradvizApp(App[int]):
     def open_scenario(self, ref: str, *, weights: str | None = None,
                       from_cli: bool = False) -> None:
         """Load ``ref`` on the engine's thread; what is shown stays until it has loaded."""
+        if not self.files and ref not in (*BUILTIN_NAMES, self.scenario_ref):
+            self.notify("this app opens the built-in demos and the scenario it was started "
+                        "with, no file by its path (gradviz serve --allow-files)",
+                        severity="warning", timeout=5)
+            return
         if self.state.view().busy:
             self.state.request(Action.STOP)  # the running work ends first, then this
         self._cli_open = from_cli
@@ -563,7 +572,9 @@ class GradvizApp(App[int]):
 
     def action_picker(self) -> None:
         choices = [(info.name, info.description) for info in builtin_scenarios()]
-        self.push_screen(PickerScreen(choices), self._picked)
+        if not self.files and self.scenario_ref and self.scenario_ref not in BUILTIN_NAMES:
+            choices.insert(0, (self.scenario_ref, "the scenario this app was started with"))
+        self.push_screen(PickerScreen(choices, files=self.files), self._picked)
 
     def _picked(self, ref: str | None) -> None:
         if ref:

@@ -22,10 +22,11 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from gradviz.model.runs.events import BREAK_KINDS, EventKind, origin_text
 from gradviz.model.runs.history import EventRecord, RunHistory, RunRecord, event_parts
+from gradviz.tui.widgets.footer import KeysFooter
 from gradviz.tui.widgets.heat_map import (FOOTER_LINES, HEADER_LINES, BandScale, HeatLayer,
                                   LayerHeatMap, LogScale)
 from gradviz.tui.widgets.run_plots import HistoryPlot
@@ -244,7 +245,7 @@ class RunScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield RunView(id="run-view")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.query_one(RunView).show(self.history, self.source)
