@@ -35,7 +35,6 @@ from gradviz.tui import jobs, messages
 from gradviz.tui.screens.help import HELP_KEYS, HelpScreen
 from gradviz.tui.screens.picker import PickerScreen
 from gradviz.tui.screens.run_view import RunScreen
-from gradviz.tui.status import status_line
 from gradviz.tui.widgets.checks import ChecksPanel
 from gradviz.tui.widgets.footer import KeysFooter
 from gradviz.tui.widgets.forward_log import ForwardLog, forward_step_lines
@@ -43,6 +42,7 @@ from gradviz.tui.widgets.graph_view import GraphView
 from gradviz.tui.widgets.inspector import Inspector
 from gradviz.tui.widgets.params_table import ParamsTable
 from gradviz.tui.widgets.plots import GradFlow, LossPlot
+from gradviz.tui.widgets.status_bar import StatusBar
 from gradviz.tui.widgets.run_so_far import RunSoFar
 
 if TYPE_CHECKING:
@@ -161,13 +161,17 @@ class GradvizApp(App[int]):
             yield GradFlow(id="flow")
             yield ChecksPanel(id="checks")
         yield Input(placeholder="find: op, module or parameter name (enter: next)", id="find")
-        yield Static(id="status")
+        yield StatusBar(id="status")
         yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#graph").border_title = "autograd graph (root at the top)"
         self.query_one("#inspector").border_title = "node"
         self.query_one("#tabs").border_title = "parameters and optimizer"
+        self.query_one("#checks").border_title = "checks"
+        # tab goes graph -> node inspector -> parameters, as the help and README say: the
+        # strip of tab names above the table was a stop of its own, where enter did nothing
+        self.query_one("#tabs Tabs").can_focus = False
         self.query_one("#find").display = False
         self._narrow(self.size.width, self.size.height)
         if self.pause is not None:
@@ -467,9 +471,7 @@ class GradvizApp(App[int]):
             self._render_state(force=True)
 
     def _render_status(self, view) -> None:
-        status = self.query_one("#status", Static)
-        width = (status.size.width - 2) if status.size.width else 1000
-        status.update(status_line(view, self._shown_graph, width), layout=False)
+        self.query_one(StatusBar).show(view, self._shown_graph)
 
     def _render_welcome(self, view) -> None:
         """With nothing loaded, the screen says what is loading, what failed, what to do."""
@@ -654,8 +656,6 @@ class GradvizApp(App[int]):
         self.set_class(width < 100 or height < 30, "-narrow")
         for footer in self.query(Footer):  # under 90 columns "^p palette" squeezed "q quit" off
             footer.show_command_palette = width >= 90
-        if self.is_mounted:
-            self._render_status(self.state.view())
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         if event.input.id != "find" or self._shown_graph is None:
