@@ -132,6 +132,7 @@ class GradvizApp(App[int]):
         self._rendered_version = -1
         self._enabled: tuple[bool, ...] = ()
         self._layout_worker: SerialWorker | None = None  # made on the first re-layout
+        self._found: tuple[str, list[str], int] | None = None  # query, matches, the one shown
 
     @property
     def shown_graph(self):
@@ -160,7 +161,9 @@ class GradvizApp(App[int]):
             yield LossPlot(id="loss")
             yield GradFlow(id="flow")
             yield ChecksPanel(id="checks")
-        yield Input(placeholder="find: op, module or parameter name (enter: next)", id="find")
+        with Horizontal(id="find-bar"):
+            yield Input(placeholder="find: op, module or parameter name (enter: next)", id="find")
+            yield Static(id="find-count")
         yield StatusBar(id="status")
         yield KeysFooter(compact=True)
 
@@ -172,7 +175,7 @@ class GradvizApp(App[int]):
         # tab goes graph -> node inspector -> parameters, as the help and README say: the
         # strip of tab names above the table was a stop of its own, where enter did nothing
         self.query_one("#tabs Tabs").can_focus = False
-        self.query_one("#find").display = False
+        self.query_one("#find-bar").display = False
         self._narrow(self.size.width, self.size.height)
         if self.pause is not None:
             self.add_class("-paused")
@@ -255,6 +258,7 @@ class GradvizApp(App[int]):
         if new_graph:
             self._shown_graph = laid_out.graph
             self._progress = progress
+            self._found = None  # matches are of a graph
             self._params_to_draw = set()
             self._flow_dirty = False
             self._follow = None
@@ -560,9 +564,9 @@ class GradvizApp(App[int]):
         self._request(Action.EXPORT)
 
     def action_stop(self) -> None:
-        find = self.query_one("#find", Input)
-        if find.display:
-            find.display = False
+        bar = self.query_one("#find-bar")
+        if bar.display:
+            bar.display = False
             self.query_one(GraphView).focus()
             return
         view = self.state.view()
@@ -594,9 +598,8 @@ class GradvizApp(App[int]):
         self._lay_out(self.session, self.fold_depth, frozenset())
 
     def action_find(self) -> None:
-        find = self.query_one("#find", Input)
-        find.display = True
-        find.focus()
+        self.query_one("#find-bar").display = True
+        self.query_one("#find", Input).focus()
 
     def action_stop_training(self) -> None:
         """Close the app and stop the watched loop: it raises TrainingStopped there."""
@@ -657,20 +660,36 @@ class GradvizApp(App[int]):
         for footer in self.query(Footer):  # under 90 columns "^p palette" squeezed "q quit" off
             footer.show_command_palette = width >= 90
 
+    def on_input_changed(self, event: Input.Changed) -> None:
+        """The count follows the query as it is typed (it stayed at the last enter's)."""
+        if event.input.id != "find":
+            return
+        self._found = None
+        count = self.query_one("#find-count", Static)
+        if self._shown_graph is None or not event.value.strip():
+            count.update("")
+            return
+        matches = find_nodes(self._shown_graph, event.value)
+        count.update(f"{len(matches)} match" + ("es" if len(matches) > 1 else "") if matches
+                     else "no match")
+
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter: the best match, then the next one (exact, then whole words, then parts)."""
         if event.input.id != "find" or self._shown_graph is None:
             return
         view = self.query_one(GraphView)
-        matches = find_nodes(self._shown_graph, event.value)
+        if self._found is None or self._found[0] != event.value:
+            self._found = (event.value, find_nodes(self._shown_graph, event.value, view.row_of),
+                           -1)
+        query, matches, index = self._found
+        count = self.query_one("#find-count", Static)
         if not matches:
-            self.notify(f"no node matches {event.value!r}", severity="warning", timeout=3)
+            count.update("no match")
             return
-        matches.sort(key=lambda k: view.row_of.get(k, 0))
-        current = view.row_key(view.cursor)
-        later = [k for k in matches if view.row_of.get(k, 0) > view.cursor and k != current]
-        target = later[0] if later else matches[0]
-        view.select_node(target)
-        self.notify(f"{matches.index(target) + 1} of {len(matches)}: {target}", timeout=2)
+        index = (index + 1) % len(matches)
+        self._found = (query, matches, index)
+        view.select_node(matches[index])
+        count.update(f"{index + 1} of {len(matches)}: {matches[index]}")
 
     def on_graph_view_node_selected(self, message: GraphView.NodeSelected) -> None:
         self._inspect(message.key)

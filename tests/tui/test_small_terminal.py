@@ -100,3 +100,24 @@ async def test_the_graph_and_the_inspector_say_which_gradient_they_show():
         await settle(app, pilot)
         shown = app.query_one(Inspector).plain_text()
         assert "|g in|=1.414" in shown and "|g out|=14.42" in shown
+
+
+async def test_find_b_goes_to_the_parameter_and_its_count_follows_the_query():
+    app = make_app("autograd-basics")
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        await pilot.press("slash", "b")
+        await pilot.pause(0.1)
+        count = app.query_one("#find-count")
+        assert str(count.render()) == "5 matches"  # b, and every *Backward0 with a b in it
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        view = app.query_one("#graph")
+        assert view.row_key(view.cursor) == "param:b"
+        assert str(count.render()) == "1 of 5: param:b"
+        await pilot.press("backspace", "p", "o", "w")
+        await pilot.pause(0.1)
+        assert str(count.render()) == "2 matches"  # edited: counted again, at once
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert str(count.render()).startswith("1 of 2: PowBackward0")
