@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EXPORT_FORMATS = ("dot", "json", "svg", "png")
+EXPORT_FORMATS = ("dot", "json", "svg", "png", "pdf")  # (gradviz.graph.export's, no torch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export",
         parents=[weighted],
-        help="write a scenario's autograd graph to DOT, JSON, SVG or PNG",
+        help="write a scenario's autograd graph to DOT, JSON, SVG, PNG or PDF",
         description="Run the scenario's forward pass once and write its autograd graph.",
     )
     export.add_argument("scenario", metavar="NAME_OR_FILE", help="a built-in demo or a .py file")
@@ -208,7 +208,7 @@ def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def cmd_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    fmt = args.format or _format_from_suffix(args.output) or "dot"
+    fmt = _export_format(args, parser)
     if args.output == "-" and fmt not in ("dot", "json"):
         parser.error(f"--format {fmt} cannot go to stdout; give -o FILE.{fmt}")
 
@@ -218,7 +218,7 @@ def cmd_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     scenario = load_scenario(args.scenario, weights=args.weights)
     graph = scenario.trace().graph
     target = args.output or f"{scenario.name}.{fmt}"
-    if fmt in ("svg", "png"):
+    if fmt in export.DRAWN:
         export.render(graph, target, fmt, modules=args.modules, saved=args.saved)
     elif fmt == "json":
         text = export.to_json(graph, None if target == "-" else target)
@@ -384,11 +384,19 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return 0
 
 
-def _format_from_suffix(output: str | None) -> str | None:
-    if not output or output == "-":
-        return None
-    suffix = Path(output).suffix.lstrip(".").lower()
-    return suffix if suffix in EXPORT_FORMATS else None
+def _export_format(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """What the file will hold: what its suffix says (x.pdf is a PDF, drawn by Graphviz),
+    else --format, else DOT. A suffix gradviz cannot write, or one that --format
+    contradicts, is refused: the file would hold something else than its name says."""
+    output = args.output
+    suffix = Path(output).suffix.lstrip(".").lower() if output and output != "-" else ""
+    if suffix and suffix not in EXPORT_FORMATS:
+        parser.error(f"cannot export to .{suffix}: give -o a file ending in "
+                     f"{', '.join('.' + f for f in EXPORT_FORMATS)}")
+    if suffix and args.format and args.format != suffix:
+        parser.error(f"-o {output} says {suffix}, --format says {args.format}: "
+                     "give one of them, or make them agree")
+    return suffix or args.format or "dot"
 
 
 def run() -> None:

@@ -99,8 +99,8 @@ def draw_with_dot(text: str, fmt: str) -> bytes:
     program = shutil.which("dot")
     if program is None:
         raise ExportError(
-            "Graphviz's dot program is not installed: install it (apt-get install graphviz, "
-            "brew install graphviz) or export with --format dot"
+            f"Graphviz's dot program is not installed, and it draws {fmt}: install it "
+            "(apt-get install graphviz, brew install graphviz) or write a .dot or .json file"
         )
     result = subprocess.run(
         [program, f"-T{fmt}"], input=text.encode(), capture_output=True, check=False

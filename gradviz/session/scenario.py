@@ -183,13 +183,13 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
         with warnings.catch_warnings():  # torch warns about pickles before it refuses them
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+    except OSError as error:
+        raise ScenarioError(f"weights file {path} could not be read: {one_line(error)}") from error
+    except Exception as error:  # junk unpickles into any error: KeyError: 174812789, EOFError
         raise ScenarioError(
             f"weights file {path} is not a state dict that torch.load(weights_only=True) "
             "can read: save one with torch.save(model.state_dict(), path)"
         ) from error
-    except Exception as error:
-        raise ScenarioError(f"weights file {path} could not be read: {one_line(error)}") from error
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]  # a training checkpoint that wraps the state dict
     if not isinstance(state, Mapping):
