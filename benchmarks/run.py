@@ -20,7 +20,7 @@ from common import Row
 
 #: The row modules, in the order the table shows them.
 MODULES = ["walker_rows", "stepper_rows", "zoo_rows", "forward_rows", "watch_rows",
-           "app_rows"]
+           "loop_rows", "app_rows"]
 
 
 def main(argv: list[str]) -> None:

@@ -93,38 +93,37 @@ _in_a_notebook()
 
 
 if TYPE_CHECKING:
-    from gradviz.model.catalog import builtin_scenarios
-    from gradviz.errors import ExportError, GradvizError, GraphError, ScenarioError
-    from gradviz.graph.export import to_dot, to_json
-    from gradviz.graph.picture import GraphPicture, draw
-    from gradviz.engine.forward_events import Exclusion, ForwardAborted, ForwardEvent
-    from gradviz.engine.forward_ops import ForwardRecording, record_forward
-    from gradviz.engine.source_lines import SourceLine
-    from gradviz.engine.forward import ForwardStepper
-    from gradviz.graph.walk import build_graph
-    from gradviz.engine.why_no_grad import NoGradExplanation, NoGradReason, why_no_grad
     from gradviz.engine.backward import BackwardStepper
     from gradviz.engine.backward_hooks import BackwardAborted, Pause
     from gradviz.engine.events import StepEvent
+    from gradviz.engine.forward import ForwardStepper
+    from gradviz.engine.forward_events import Exclusion, ForwardAborted, ForwardEvent
+    from gradviz.engine.forward_ops import ForwardRecording, record_forward
     from gradviz.engine.lifecycle import StepperError
+    from gradviz.engine.source_lines import SourceLine
     from gradviz.engine.summary import summarize
+    from gradviz.engine.why_no_grad import NoGradExplanation, NoGradReason, why_no_grad
+    from gradviz.errors import ExportError, GradvizError, GraphError, ScenarioError
+    from gradviz.graph.export import to_dot, to_json
+    from gradviz.graph.picture import GraphPicture, draw
+    from gradviz.graph.record import Recording, record
+    from gradviz.graph.walk import build_graph
+    from gradviz.model.catalog import builtin_scenarios
+    from gradviz.model.runs.events import TrainingPause
+    from gradviz.model.runs.history import RunHistory, RunRecord
+    from gradviz.model.runs.report import WatchReport
+    from gradviz.model.runs.schema import RecordError
     from gradviz.model.summary import TensorSummary
     from gradviz.model.updates import ParamUpdate, UpdateReport
-    from gradviz.session.optimizer_step import OptimizerWatch
-    from gradviz.graph.record import Recording, record
-    from gradviz.session.session import Session
-    from gradviz.show import show
-    from gradviz.model.runs.schema import RecordError
-    from gradviz.model.runs.history import RunHistory, RunRecord
-    from gradviz.show import watch
-    from gradviz.training.options import WatchError
-    from gradviz.training.watch import Watch
-    from gradviz.model.runs.events import TrainingPause
-    from gradviz.training.breaks import TrainingStopped, WatchBreak
-    from gradviz.model.runs.report import WatchReport
     from gradviz.model.views import CheckResult
+    from gradviz.session.optimizer_step import OptimizerWatch
     from gradviz.session.scenario import (
         Scenario,
         load_scenario,
         load_weights,
     )
+    from gradviz.session.session import Session
+    from gradviz.show import show, watch
+    from gradviz.training.breaks import TrainingStopped, WatchBreak
+    from gradviz.training.options import WatchError
+    from gradviz.training.watch import Watch

@@ -7,6 +7,7 @@ traceback), 2 usage error.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -159,8 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The app: a picker with no argument, else straight into the scenario."""
-    from gradviz.model.catalog import BUILTIN_NAMES, check_file
     from gradviz.errors import GradvizError
+    from gradviz.model.catalog import BUILTIN_NAMES, check_file
 
     scenario = getattr(args, "scenario", None)
     if args.command == "demo" and scenario not in BUILTIN_NAMES:
@@ -169,7 +170,9 @@ def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from gradviz.model.runs.schema import looks_like_record
 
     if args.command == "open" and looks_like_record(scenario):  # gradviz.watch's record
-        from gradviz.tui.screens.run_view import make_record_app  # no torch: a record is plain data
+        from gradviz.tui.screens.run_view import (
+            make_record_app,  # no torch: a record is plain data
+        )
 
         record_app = make_record_app(scenario)  # reads it; RecordError on a bad file
         if not has_terminal():
@@ -237,7 +240,13 @@ def cmd_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
 def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from gradviz.session.scenario import load_scenario
     from gradviz.session.session import Session
@@ -367,10 +376,11 @@ def cmd_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     from rich.table import Table
 
     from gradviz.model.runs.history import RunRecord
-    from gradviz.model.runs.report import REPORT_POINTS, WatchReport
+    from gradviz.model.runs.report import WatchReport
 
     with RunRecord(args.record) as record:
-        report = WatchReport(record.history(args.run, points=REPORT_POINTS), source=args.record)
+        run = args.run if args.run is not None else record.latest_run().run
+        report = WatchReport.of(functools.partial(record.history, run), source=args.record)
     console = Console()
     console.print(report.headline(), soft_wrap=True, highlight=False)
     for section in report.sections():

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 import torch
 
 from gradviz.graph.record import recorded_modules
-from gradviz.session.session import Session
-from gradviz.training import watch as training_watch
 from gradviz.model.runs.events import TrainingPause
 from gradviz.runtime.where import where
+from gradviz.session.session import Session
+from gradviz.training import watch as training_watch
 
 #: What show() says where it cannot show the app (no terminal, no notebook).
 NO_SCREEN = ("gradviz.show: no app here: stdin and stderr are not a terminal and this is "
@@ -68,6 +68,8 @@ def show(
 
 @functools.wraps(training_watch.watch)
 def watch(model, optimizer=None, **options) -> training_watch.Watch:
+    if options.get("on_break") is None:  # the app where there is a terminal to draw it on
+        options["on_break"] = {"terminal": "app", "notebook": "keep"}.get(where(), "report")
     # open_break is looked up when a break opens the app, so a test can replace it
     return training_watch.watch(model, optimizer, open_app=lambda pause: open_break(pause),
                                 **options)
@@ -79,7 +81,14 @@ watch.__signature__ = _signature.replace(
 
 
 def open_break(pause: TrainingPause) -> None:
-    """Open the app on a watch break's session; returns when it is closed."""
+    """Open the app on a watch break's session: in this terminal (returns when it is
+    closed), or in a notebook's cell output (returns at once: the kernel stays free)."""
+    if where() == "notebook":
+        from gradviz.notebook import show_app
+        from gradviz.tui.app import make_app
+
+        show_app(make_app(pause=pause))
+        return
     from gradviz.tui.app import run_app
 
     run_app(pause=pause)

@@ -1,7 +1,13 @@
 """Shared fixtures: the tutorial's graphs, built once per test session where they are read-only."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+# tests.loops (the loop zoo) and helpers shared between test folders import as `tests.*`
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 @pytest.fixture

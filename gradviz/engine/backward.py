@@ -24,9 +24,9 @@ import torch
 from gradviz.engine.backward_hooks import BackwardAborted, BackwardRun, Pause
 from gradviz.engine.events import StepEvent, all_finite_together, summary_of
 from gradviz.engine.lifecycle import PassEnd, StepperError, StepperState
-from gradviz.model.summary import TensorSummary
 from gradviz.errors import GraphError
 from gradviz.graph.walk import Roots, discover, root_nodes, walk_graph
+from gradviz.model.summary import TensorSummary
 from gradviz.runtime.quiet_gc import frozen_heap
 
 __all__ = ["BackwardAborted", "BackwardStepper", "Pause", "StepEvent", "StepperError",

@@ -32,11 +32,11 @@ from typing import Any
 import networkx as nx
 import torch
 
-from gradviz.runtime.deep_graphs import WORKER_STACK_BYTES
 from gradviz.engine.forward_events import ForwardAborted, ForwardEvent
 from gradviz.engine.forward_ops import ForwardRecording, roots_of
-from gradviz.runtime.quiet_gc import frozen_heap
 from gradviz.engine.lifecycle import PassEnd, StepperError, StepperState
+from gradviz.runtime.deep_graphs import WORKER_STACK_BYTES
+from gradviz.runtime.quiet_gc import frozen_heap
 
 _POLL = 0.05  # seconds between checks that the worker is still alive
 

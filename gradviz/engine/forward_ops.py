@@ -56,10 +56,6 @@ from torch._subclasses.fake_tensor import FakeTensor
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
-from gradviz.errors import GraphError
-from gradviz.graph.modules import ModuleSpans, compiling
-from gradviz.graph.walk import Roots, walk_graph
-from gradviz.runtime.quiet_gc import paused_gc
 from gradviz.engine.forward_events import (
     CUTS,
     Exclusion,
@@ -68,6 +64,10 @@ from gradviz.engine.forward_events import (
 )
 from gradviz.engine.source_lines import SourceLine, apply_line, caller_line
 from gradviz.engine.summary import summarize
+from gradviz.errors import GraphError
+from gradviz.graph.modules import ModuleSpans, compiling
+from gradviz.graph.walk import Roots, walk_graph
+from gradviz.runtime.quiet_gc import paused_gc
 
 #: Outputs held for lazy summaries, at most this many bytes (then summarized at once).
 DEFAULT_PENDING_BYTES = 512 << 20

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import torch
 
-from gradviz.errors import GradvizError
 from gradviz.engine.forward_events import Exclusion, ForwardEvent
 from gradviz.engine.forward_ops import ForwardRecording, roots_of
+from gradviz.errors import GradvizError
 from gradviz.graph.walk import ACCUMULATE_GRAD, Roots, root_nodes
 
 

@@ -31,7 +31,6 @@ from torch.autograd.graph import Node
 
 from gradviz.model.node_facts import CHECKPOINT, COMPILED
 
-
 COMPILED_OP = "CompiledFunctionBackward"
 CHECKPOINT_OP = "CheckpointFunctionBackward"
 REGION_OPS = (COMPILED_OP, CHECKPOINT_OP)

@@ -50,8 +50,6 @@ from torch.autograd.graph import Node
 from gradviz.graph.values import plain
 from gradviz.model.node_facts import FREED, HOOKED, MODIFIED_IN_PLACE, RECOMPUTED
 
-
-
 _SAVED = "_saved_"
 _RAW = "_raw_saved_"
 _UINT64 = 1 << 64

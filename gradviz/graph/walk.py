@@ -55,9 +55,7 @@ import networkx as nx
 import torch
 from torch.autograd.graph import Node
 
-from gradviz.runtime.deep_graphs import ensure_stack_for
 from gradviz.errors import GraphError
-from gradviz.runtime.quiet_gc import built_to_last
 from gradviz.graph.modules import NO_SEQUENCE
 from gradviz.graph.regions import REGION_OPS, describe_region
 from gradviz.graph.saved import (
@@ -73,6 +71,8 @@ from gradviz.graph.saved import (
     shape_pool,
     shape_tuple,
 )
+from gradviz.runtime.deep_graphs import ensure_stack_for
+from gradviz.runtime.quiet_gc import built_to_last
 
 Roots = Union[torch.Tensor, Node, Sequence[Union[torch.Tensor, Node]]]
 

@@ -204,6 +204,13 @@ class BackwardProgress:
             self._where = _Where(None, (), where.ready,
                                  where.broken if node is None else node, where.finished)
 
+    def mark_broken(self, key: str) -> None:
+        """Where a NaN/Inf started, known before any node runs (a watch break's origin)."""
+        with self._lock:
+            where = self._where
+            self._where = _Where(where.pending, where.incoming, where.ready, key,
+                                 where.finished)
+
     def stop(self) -> None:
         """Backward was aborted: nothing waits any more."""
         with self._lock:

@@ -22,6 +22,7 @@ from gradviz.graph.values import plain
 from gradviz.model.summary import TensorSummary
 from gradviz.model.updates import FROZEN, NO_GRAD, ParamUpdate, UpdateReport
 
+
 class OptimizerWatch:
     """Wraps ``optimizer.step()``; names come from ``model`` and ``names`` (name -> tensor)."""
 

@@ -22,12 +22,13 @@ from typing import Any
 import networkx as nx
 import torch
 
-from gradviz.model.catalog import check_file, describe_file, resolve
-from gradviz.errors import GradvizError, ScenarioError, one_line
-from gradviz.graph.walk import build_graph
 from gradviz.engine.interrupt import Interrupted
+from gradviz.errors import GradvizError, ScenarioError, one_line
 from gradviz.graph.record import record
+from gradviz.graph.walk import build_graph
+from gradviz.model.catalog import check_file, describe_file, resolve
 from gradviz.model.views import CheckResult
+
 
 @dataclass
 class Scenario:

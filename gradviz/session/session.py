@@ -21,19 +21,19 @@ from pathlib import Path
 import networkx as nx
 import torch
 
+from gradviz.engine.backward import BackwardStepper
+from gradviz.engine.events import StepEvent
+from gradviz.engine.interrupt import Interrupted, interruptible
+from gradviz.engine.lifecycle import StepperError
 from gradviz.errors import GradvizError, GraphError, ScenarioError, one_line
 from gradviz.graph.walk import root_nodes
 from gradviz.model.node_facts import FREED
-from gradviz.engine.interrupt import Interrupted, interruptible
-from gradviz.session.optimizer_step import OptimizerWatch, UpdateReport
 from gradviz.model.progress import BackwardProgress, ProgressDelta
+from gradviz.model.state import Action, Activity, Failure, SessionState
 from gradviz.model.views import CheckResult, ForwardStep, ParamRow, ParamView
+from gradviz.session.optimizer_step import OptimizerWatch, UpdateReport
 from gradviz.session.progress import forward_step, read_runs, report
 from gradviz.session.scenario import Scenario, load_scenario
-from gradviz.model.state import Action, Activity, Failure, SessionState
-from gradviz.engine.backward import BackwardStepper
-from gradviz.engine.events import StepEvent
-from gradviz.engine.lifecycle import StepperError
 
 #: Called with each :class:`ProgressDelta` of backward, each :class:`ForwardStep` of a
 #: stepped forward, or the list of them of a forward's rest.
@@ -274,7 +274,11 @@ class Session:
         detach, no_grad, an op without a derivative, with its line); after a plain
         forward, what the tensor and the graph tell.
         """
-        from gradviz.engine.why_no_grad import NoGradExplanation, NoGradReason, why_no_grad
+        from gradviz.engine.why_no_grad import (
+            NoGradExplanation,
+            NoGradReason,
+            why_no_grad,
+        )
 
         if self.recording is not None:
             return why_no_grad(self.recording, name)

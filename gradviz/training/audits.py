@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from gradviz.training.iteration_stats import Measurement
+from gradviz.model.runs.events import EventKind
+from gradviz.model.runs.history import EventRecord
 from gradviz.model.runs.schema import (
     FROZEN,
     MOVED,
@@ -29,8 +30,7 @@ from gradviz.model.runs.schema import (
     NOT_IN_OPTIMIZER,
     ZERO_GRAD,
 )
-from gradviz.model.runs.events import EventKind
-from gradviz.model.runs.history import EventRecord
+from gradviz.training.iteration_stats import Measurement
 
 IN_A_ROW = 10
 

@@ -101,6 +101,7 @@ class IterationStats:
     def set_params(self, params: Sequence[torch.Tensor]) -> None:
         """Measure these parameters from the next step on (the loss so far is kept)."""
         self.params = list(params)
+        self._position = {id(p): i for i, p in enumerate(self.params)}
         self.sampled = [False] * len(self.params)
         self._build()
 
@@ -127,9 +128,8 @@ class IterationStats:
     def clipped_by(self, params, coefficient: torch.Tensor) -> None:
         """``clip_grad_norm_`` scaled these parameters' gradients by ``coefficient`` (a
         0-d tensor): their norms after the clip are the ones before, times it."""
-        index = {id(p): i for i, p in enumerate(self.params)}
         for param in params:
-            position = index.get(id(param))
+            position = self._position.get(id(param))
             if position is not None:
                 self._clip_coefficients[position] = coefficient
 
@@ -140,8 +140,20 @@ class IterationStats:
     # ---------------------------------------------------------- around a step
     def before_step(self) -> None:
         """Launch the gradient norms and copy the parameters' samples (no sync)."""
+        self.snapshot_params()
+        self.launch_grads()
+
+    def snapshot_params(self) -> None:
+        """Copy the parameters' samples, as they are before the update (no sync)."""
         if self._pointers != tuple(p.data_ptr() for p in self.params):
             self._build()  # a parameter got new storage (module.to(), p.data = ...)
+        with torch.no_grad():
+            for group in self._groups:
+                torch._foreach_copy_(group.before_slices, group.views)
+        self._stepped = False
+
+    def launch_grads(self) -> None:
+        """Launch the gradient norms (no sync): as backward made them, and after a clip."""
         self._clipped_norms = []
         if self._before_clip is None:
             self._grad_norms = self._launch_grad_norms()
@@ -151,11 +163,7 @@ class IterationStats:
                 self._clipped_norms = self._launch_grad_norms()
             else:
                 self._clipped_norms = self._scaled_norms(self._before_clip)
-        with torch.no_grad():
-            for group in self._groups:
-                torch._foreach_copy_(group.before_slices, group.views)
         self._grads_read = None
-        self._stepped = False
         self._before_clip = None
         self._clip_coefficients = {}
         self._clip_unknown = False

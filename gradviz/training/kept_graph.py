@@ -16,10 +16,10 @@ the loss (in the next iteration's forward: twice the activation memory). Instead
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 import torch
-
 
 
 class _Box:
@@ -51,6 +51,19 @@ class SavedTensorKeeper:
         self._noting = None
 
     @staticmethod
+    def freeze(boxes: Iterable[_Box], params: Iterable[torch.Tensor]) -> None:
+        """Copy the saved tensors that training goes on to change in place (the
+        parameters, which ``optimizer.step()`` updates, and their views, such as the
+        ``weight.t()`` a linear layer saves), so that the graph can be stepped later and
+        still give this iteration's gradients: a saved tensor unpacked through a hook is
+        not checked against its version."""
+        storages = {p.untyped_storage().data_ptr() for p in params}
+        for box in boxes:
+            tensor = box.tensor
+            if tensor is not None and tensor.untyped_storage().data_ptr() in storages:
+                box.tensor = tensor.detach().clone()
+
+    @staticmethod
     def release(boxes: Iterable[_Box]) -> None:
         """Free the tensors in ``boxes`` (the graph they belong to can no longer run)."""
         for box in boxes:
@@ -67,3 +80,27 @@ class SavedTensorKeeper:
         if noting is not None:
             noting.append(box)
         return tensor
+
+
+#: Nodes looked at, at most, for a compiled region behind a loss.
+_REGION_SEARCH = 20_000
+
+
+def has_compiled_region(roots) -> bool:
+    """Whether a ``torch.compile``d region's node is behind ``roots``: its backward may
+    have been compiled with donated buffers, and then runs only without retain_graph.
+    Looked for only once torch.compile has compiled something in this process."""
+    dynamo = sys.modules.get("torch._dynamo.utils")
+    if dynamo is None or not dynamo.counters["stats"].get("unique_graphs"):
+        return False
+    stack = [r.grad_fn for r in roots if isinstance(r, torch.Tensor) and r.grad_fn is not None]
+    seen = set()
+    while stack and len(seen) < _REGION_SEARCH:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if type(node).__name__.startswith("CompiledFunctionBackward"):
+            return True
+        stack.extend(child for child, _ in node.next_functions if child is not None)
+    return False

@@ -112,8 +112,13 @@ def install_clipping(watch) -> list[Undo]:
             return inner(parameters, max_norm, total_norm, foreach)
 
         clip_grads_with_norm_.__wrapped__ = inner
-        module._clip_grads_with_norm_ = clip_grads_with_norm_
-        undo.append(lambda: setattr(module, "_clip_grads_with_norm_", inner))
+        # clip_grad_norm_ calls it by its module's name; accelerate (the transformers
+        # Trainer) and FSDP loops call torch.nn.utils.clip_grads_with_norm_, the same one
+        for owner, name in ((module, "_clip_grads_with_norm_"),
+                            (torch.nn.utils, "clip_grads_with_norm_")):
+            if getattr(owner, name, None) is inner:
+                setattr(owner, name, clip_grads_with_norm_)
+                undo.append(lambda owner=owner, name=name: setattr(owner, name, inner))
 
     def wrap(owner, name: str, by_norm: bool) -> None:
         original = getattr(owner, name, None)
@@ -142,3 +147,16 @@ def install_clipping(watch) -> list[Undo]:
         wrap(owner, "clip_grad_value_", by_norm=False)
         wrap(owner, "clip_grad_norm_", by_norm=True)
     return undo
+
+
+def install_registration(watch) -> list[Undo]:
+    """Tell ``watch`` when a parameter or a module is assigned to any module (torch's
+    global registration hooks): a layer replaced mid-run is seen at the next step, and
+    the model's parameters are not walked at every step to find out."""
+    from torch.nn.modules import module
+
+    handles = [module.register_module_parameter_registration_hook(
+                   lambda *args: watch.registered()),
+               module.register_module_module_registration_hook(
+                   lambda *args: watch.registered())]
+    return [handle.remove for handle in handles]

@@ -57,8 +57,17 @@ def backward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.
         return Origin(OriginPhase.BACKWARD, None, None, None, None, None,
                       "no node made a NaN/Inf when this backward was stepped again (it came "
                       "from elsewhere, such as another rank's gradients)")
-    return _origin(OriginPhase.BACKWARD, graph, event.node, model, lines,
-                   f"{event.op} made a NaN/Inf gradient out of finite ones")
+    detail = f"{event.op} made a NaN/Inf gradient out of finite ones"
+    fn = dict(zip(graph.nodes, walk.nodes)).get(event.node)
+    backward = getattr(getattr(type(fn), "_forward_cls", None), "backward", None)
+    if backward is not None:  # a custom autograd.Function: its own backward did it
+        try:
+            file = os.path.relpath(inspect.getsourcefile(backward))
+            line = inspect.getsourcelines(backward)[1]
+            detail += f" (in {backward.__qualname__}, {file}:{line})"
+        except (OSError, TypeError):
+            pass
+    return _origin(OriginPhase.BACKWARD, graph, event.node, model, lines, detail)
 
 
 def forward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.Module | None,
@@ -68,7 +77,7 @@ def forward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.M
     first node of a backward re-step to make one; failing that, the loss's own op."""
     graph, walk = walk_graph(list(roots), model=model, modules=modules)
     if replayed is not None and (replayed.made or replayed.took):
-        return _replayed_origin(graph, replayed)
+        return replayed_origin(graph, replayed)
     first: tuple[int, str, list[torch.Tensor]] | None = None
     for key, fn in zip(graph.nodes, walk.nodes):
         seq = graph.nodes[key]["seq"]
@@ -81,10 +90,17 @@ def forward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.M
         attrs = graph.nodes[first[1]]
         names = {id(p): name for name, p in model.named_parameters()} if model is not None else {}
         weights = [names[id(t)] for t in first[2] if id(t) in names]
-        detail = (f"{attrs['op']} took the NaN/Inf parameter {weights[0]} (an earlier "
-                  "optimizer.step() made it)" if weights
-                  else f"{attrs['op']} was the first op to save a NaN/Inf input: the op "
-                  "before it made it")
+        if weights:
+            detail = (f"{attrs['op']} took the NaN/Inf parameter {weights[0]} (an earlier "
+                      "optimizer.step() made it)")
+        elif replayed is not None:  # the model's forward ran again and made none
+            between = _after_the_model(graph, first[0])
+            detail = (f"the model's forward made no NaN/Inf (run again): it was made after it, "
+                      f"in the loop's own code, before {attrs['op']} took it"
+                      + (f", by one of {', '.join(between)}" if between else ""))
+        else:
+            detail = (f"{attrs['op']} was the first op to save a NaN/Inf input: the op "
+                      "before it made it")
         return _origin(OriginPhase.FORWARD, graph, first[1], model, replayed, detail)
     in_backward = backward_origin(roots, gradient, model=model, modules=modules,
                                   lines=replayed)
@@ -97,12 +113,25 @@ def forward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.M
                    "the loss's own op made it out of finite inputs (an overflow?)")
 
 
-def _replayed_origin(graph: nx.DiGraph, replayed: Replay) -> Origin:
-    """The replay's op, named by its node in the kept graph where it made one."""
+def _after_the_model(graph: nx.DiGraph, before: int) -> list[str]:
+    """The ops made outside the model after its forward and before sequence number
+    ``before``, in forward order: where a NaN made in the loop's own code can be."""
+    inside = [a["seq"] for _, a in graph.nodes(data=True)
+              if a.get("module") is not None and a.get("seq", -1) >= 0]
+    start = max(inside, default=-1)
+    found = sorted((a["seq"], a["op"]) for _, a in graph.nodes(data=True)
+                   if a.get("module") is None and a["kind"] == "op" and start < a["seq"] < before)
+    return [op for _, op in found][:6]
+
+
+def replayed_origin(graph: nx.DiGraph | None, replayed: Replay) -> Origin:
+    """The replay's op, named by its node in the kept graph where there is one."""
     op: ReplayedOp = replayed.made or replayed.took
+    seq = None if graph is None else replayed.graph_seq(
+        op, (a.get("seq", -1) for _, a in graph.nodes(data=True)))
     key = None
-    if op.seq is not None:
-        key = next((k for k, attrs in graph.nodes(data=True) if attrs.get("seq") == op.seq
+    if seq is not None:
+        key = next((k for k, attrs in graph.nodes(data=True) if attrs.get("seq") == seq
                     and attrs["op"] == op.node_type), None)
     module = graph.nodes[key].get("module") if key is not None else op.module
     if replayed.made is not None:
@@ -159,7 +188,10 @@ def _origin(phase, graph: nx.DiGraph, node: str, model, lines: Replay | None,
     where there is one, else (said so) the line of its module's ``forward``."""
     attrs = graph.nodes[node]
     module = attrs.get("module")
-    replayed = lines.by_seq.get(attrs.get("seq")) if lines is not None else None
+    replayed = None
+    if lines is not None and attrs.get("seq") is not None:
+        relative = lines.in_graph(attrs["seq"])
+        replayed = lines.by_seq.get(relative) if relative is not None else None
     if replayed is not None and replayed.source is not None:
         file, line = _where(replayed)
     else:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import torch
 
 from gradviz.errors import GradvizError
 
 BREAK_ON = ("nonfinite", "spike", "signal")
-ON_BREAK = ("app", "raise", "report")
+ON_BREAK = ("app", "raise", "report", "keep")
 
 
 class WatchError(GradvizError):
@@ -29,14 +27,14 @@ def check_optimizer(optimizer):
     ``.optimizer`` is one) is taken from inside it."""
     if optimizer is None:
         return None
-    given, seen = optimizer, 0
-    while not isinstance(optimizer, torch.optim.Optimizer) and seen < 8:
+    given = optimizer
+    for _ in range(8):  # accelerate's wrapper is an Optimizer itself: the inner one steps
         inner = getattr(optimizer, "optimizer", None)
-        if inner is None:
+        if not isinstance(inner, torch.optim.Optimizer):
             inner = getattr(optimizer, "_optimizer", None)
-        if inner is None or inner is optimizer:
+        if not isinstance(inner, torch.optim.Optimizer) or inner is optimizer:
             break
-        optimizer, seen = inner, seen + 1
+        optimizer = inner
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise WatchError(f"watch()'s optimizer must be a torch.optim.Optimizer (or a wrapper "
                          f"whose .optimizer is one), got {type(given).__name__}")
@@ -62,9 +60,10 @@ def check_break_on(break_on) -> tuple[str, ...]:
 
 
 def check_on_break(on_break):
+    """``on_break=None`` is "report" here; ``gradviz.watch`` (the entry layer, which knows
+    a terminal from a notebook) chooses "app" or "keep" for it first."""
     if on_break is None:
-        terminal = all(stream is not None and stream.isatty() for stream in (sys.stdin, sys.stdout))
-        return "app" if terminal else "report"
+        return "report"
     if callable(on_break) or on_break in ON_BREAK:
         return on_break
     raise WatchError(f"on_break= is one of {', '.join(map(repr, ON_BREAK))} or a callable; "

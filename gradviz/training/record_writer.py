@@ -17,13 +17,18 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from gradviz.model.runs.schema import APPLICATION_ID, SCHEMA, SCHEMA_VERSION, RecordError
 from gradviz.model.runs.history import (
     EventRecord,
     IterationRecord,
     ParamInfo,
     RunHistory,
     read_history,
+)
+from gradviz.model.runs.schema import (
+    APPLICATION_ID,
+    SCHEMA,
+    SCHEMA_VERSION,
+    RecordError,
 )
 
 
@@ -112,9 +117,11 @@ class RecordWriter:
             db.execute("UPDATE runs SET status = ?, ended = ? WHERE run = ?",
                        (status, ended, self.run))
 
-    def history(self, *, last: int | None = None, points: int | None = None) -> RunHistory:
+    def history(self, *, last: int | None = None, points: int | None = None,
+                span: tuple[int, int] | None = None) -> RunHistory:
         with self._lock:
-            return read_history(self._connection, self.run, last=last, points=points)
+            return read_history(self._connection, self.run, last=last, points=points,
+                                span=span)
 
     @property
     def closed(self) -> bool:

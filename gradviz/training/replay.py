@@ -86,7 +86,7 @@ class ReplayedOp:
     module: str | None
     source: SourceLine | None
     node_type: str | None
-    seq: int | None  # the original forward's sequence number of its node
+    seq: int | None  # its node's sequence number, counted from the start of its call
 
 
 @dataclass
@@ -98,8 +98,26 @@ class Replay:
     made: ReplayedOp | None = None
     took: ReplayedOp | None = None
     what: str = ""
-    by_seq: dict[int, ReplayedOp] = field(default_factory=dict)
+    by_seq: dict[int, ReplayedOp] = field(default_factory=dict)  # by seq from call start
     call: int = 0  # which forward call of the iteration
+    starts: list[int] = field(default_factory=list)  # each call's first sequence number
+
+    def in_graph(self, seq: int) -> int | None:
+        """A node's sequence number in the kept graph as counted from the start of the call
+        that made it (gradient accumulation calls the forward several times)."""
+        start = max((s for s in self.starts if s <= seq), default=None)
+        return None if start is None else seq - start
+
+    def graph_seq(self, op: ReplayedOp, graph_seqs) -> int | None:
+        """The sequence number ``op``'s node has in a graph whose nodes have ``graph_seqs``:
+        the same op of the call that made that graph."""
+        if op.seq is None:
+            return None
+        low = min((s for s in graph_seqs if s >= 0), default=None)
+        if low is None:
+            return None
+        start = max((s for s in self.starts if s <= low), default=None)
+        return None if start is None else start + op.seq
 
 
 class _Found(Exception):
@@ -114,14 +132,14 @@ def replay(model: torch.nn.Module, noted: ForwardCalls, spans: ModuleSpans | Non
     calls = list(noted.calls)
     if not calls or _sharded(model):
         return None
-    found = Replay()
+    found = Replay(starts=[call.first_seq for call in calls])
     noted.paused = True
     with _put_back(model), contextlib.ExitStack() as resume:
         resume.callback(setattr, noted, "paused", False)
         for number, call in enumerate(calls):
             mode = _Watcher(found, call, spans, model, find=find)
             try:
-                with _as_called(call), mode, _no_saved_tensors():
+                with _as_called(call), mode, _no_saved_tensors(), _seeing_functions(mode):
                     model(*call.args, **call.kwargs)
             except _Found:
                 pass
@@ -162,11 +180,18 @@ class _Watcher(TorchFunctionMode):
             self._note(func, args, kwargs, outputs)
         return out
 
+    def function_applied(self, cls, args, out) -> None:
+        """A custom ``autograd.Function`` ran (its node is made outside any torch function)."""
+        outputs = [t for t in pytree.tree_leaves(out) if isinstance(t, torch.Tensor)]
+        if outputs:
+            with torch._C.DisableTorchFunction():
+                self._note(_Applied(cls), args, {}, outputs)
+
     def _note(self, func, args, kwargs, outputs) -> None:
         node = outputs[0].grad_fn
         seq = None
         if node is not None and node._sequence_nr() >= self.call.first_seq + self.offset:
-            seq = node._sequence_nr() - self.offset
+            seq = node._sequence_nr() - self.offset - self.call.first_seq
         op = ReplayedOp(_op_name(func), self.spans.current if self.spans is not None else None,
                         caller_line(), None if node is None else type(node).__name__, seq)
         if seq is not None:
@@ -195,10 +220,40 @@ class _Watcher(TorchFunctionMode):
         return "a NaN/Inf input"
 
 
+class _Applied:
+    """A custom Function's ``apply``, named as forward events name it."""
+
+    def __init__(self, cls):
+        self.__name__ = f"{cls.__name__}.apply"
+
+
+@contextlib.contextmanager
+def _seeing_functions(watcher: _Watcher) -> Iterator[None]:
+    """Custom ``autograd.Function`` s run their forward under no_grad and make their node
+    after it, where a TorchFunctionMode sees nothing: their ``apply`` is watched too, for
+    the replay only."""
+    function = torch.autograd.Function
+    original = function.__dict__["apply"]
+
+    def apply(cls, *args, **kwargs):
+        out = original.__get__(None, cls)(*args, **kwargs)  # a C classmethod, bound
+        watcher.function_applied(cls, args, out)
+        return out
+
+    function.apply = classmethod(apply)
+    try:
+        yield
+    finally:
+        function.apply = original
+
+
 def _finite(tensor: torch.Tensor) -> bool:
+    """Read without making nodes: ``isfinite`` is built of differentiable ops, which would
+    take sequence numbers the replayed forward's nodes must keep."""
     if not (tensor.is_floating_point() or tensor.is_complex()) or tensor.numel() == 0:
         return True
-    return bool(torch.isfinite(tensor).all())
+    with torch.no_grad():
+        return bool(torch.isfinite(tensor.detach()).all())
 
 
 def _op_name(func) -> str:

@@ -46,20 +46,29 @@ from pathlib import Path
 
 import torch
 
-from gradviz.training.audits import Auditor
-from gradviz.errors import GradvizError
-from gradviz.training.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
 from gradviz.graph.modules import ModuleSpans
-from gradviz.training.kept_graph import SavedTensorKeeper
-from gradviz.training.replay import ForwardCalls, replay
+from gradviz.model.runs.events import EventKind, TrainingPause
+from gradviz.model.runs.history import (
+    EventRecord,
+    IterationRecord,
+    ParamInfo,
+    RunHistory,
+    RunRecord,
+)
+from gradviz.model.runs.report import WatchReport
+from gradviz.training.audits import Auditor
+from gradviz.training.bands import default_band
+from gradviz.training.breaks import BreakTaking, TrainingStopped, WatchBreak
+from gradviz.training.following import Following, unwrapped
+from gradviz.training.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
+from gradviz.training.kept_graph import SavedTensorKeeper, has_compiled_region
 from gradviz.training.loop_hooks import (
     install_backward,
     install_clipping,
     install_grad_scaler,
+    install_registration,
     install_signal,
 )
-from gradviz.training.bands import default_band
-from gradviz.training.spikes import SpikeWatch
 from gradviz.training.options import (
     WatchError,
     check_at,
@@ -71,15 +80,10 @@ from gradviz.training.options import (
     check_spike,
     check_update_sample,
 )
-from gradviz.model.runs.history import EventRecord, IterationRecord, ParamInfo, RunHistory, RunRecord
 from gradviz.training.record_writer import RecordWriter, check_record_path
-from gradviz.model.runs.events import EventKind, Origin, OriginPhase, TrainingPause
-from gradviz.training.breaks import TrainingStopped, WatchBreak
-from gradviz.model.runs.report import REPORT_POINTS, WatchReport
+from gradviz.training.replay import ForwardCalls
+from gradviz.training.spikes import SpikeWatch
 
-
-#: Iterations the app opened by a break reads of the run so far (evenly spaced).
-PAUSE_POINTS = 4000
 #: Iterations kept in memory when ``record=None``.
 MEMORY_ITERATIONS = 1000
 
@@ -100,6 +104,23 @@ class _Kept:
         self.gradient = None
 
 
+@dataclass(frozen=True)
+class LastIteration:
+    """The latest iteration, for the loop's own logger (``w.last``): its loss, the total
+    gradient norm backward made and the one the step saw (when the loop clipped), the
+    learning rate, and per layer (a module's own parameters) its gradient norm and
+    |update| / |param|."""
+
+    iteration: int
+    loss: float | None
+    grad_norm: float | None
+    grad_norm_clipped: float | None
+    lr: float | None
+    seconds: float
+    layer_grad_norms: dict[str, float]
+    layer_update_ratios: dict[str, float]
+
+
 @dataclass
 class _Iteration:
     """What the iteration in progress has seen so far."""
@@ -110,6 +131,8 @@ class _Iteration:
     scaled: bool = False  # a GradScaler scaled a loss: Inf gradients are its business
     events: list[EventRecord] = field(default_factory=list)
     measured: Measurement | None = None  # the loss and gradients as read before the step
+    closure: bool = False  # the step computes the gradients itself (a closure)
+    grads_read: bool = False  # the gradients' norms are launched for this iteration
 
 
 def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
@@ -142,14 +165,14 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
                  open_app=open_app)
 
 
-class Watch:
+class Watch(Following, BreakTaking):
     """The context manager :func:`watch` returns; see the module docstring."""
 
     def __init__(self, model, optimizer=None, *, record=None, break_on=(), at=None,
                  on_break=None, spike=10.0, band=None, nan_origin=None,
                  update_sample=DEFAULT_SAMPLE, open_app=None):
         self.model = check_model(model)
-        self.inner = _unwrapped(self.model)  # what names come from
+        self.inner = unwrapped(self.model)  # what names come from
         self.optimizer = check_optimizer(optimizer)
         self.path = None if record is None else Path(record)
         if self.path is not None:
@@ -167,6 +190,7 @@ class Watch:
         self.nan_origin = bool(nan_origin)
 
         self.iteration = 0  # iterations completed
+        self._last: tuple | None = None  # the latest one's row and numbers (w.last)
         self.breaks: list[WatchBreak] = []  # breaks taken (rank 0)
         self.stopped = False
         self._active = False
@@ -185,6 +209,7 @@ class Watch:
         self._keeper: SavedTensorKeeper | None = None
         self._spans: ModuleSpans | None = None
         self._calls: ForwardCalls | None = None
+        self._shelved: tuple | None = None  # (break, its kept graph, modules) for show()
         self._scaled: tuple[weakref.ref, object] | None = None
         self.steps_seen = 0
         self._params: list[torch.Tensor] = []
@@ -194,7 +219,13 @@ class Watch:
         self._auditor = Auditor(self.band)
         self._signature: tuple = ()
         self._model_signature: tuple = ()
+        # torch told of a parameter or module assigned somewhere: look at the model again
+        self._registered = False
         self._membership_checked = False
+        #: The caller says when the gradients are whole (:meth:`before_update`), not the
+        #: optimizer's step pre-hook: Lightning's accumulation runs the last micro-batch's
+        #: backward inside step(), after that hook.
+        self.updates_told = False
         self._left: set[int] = set()  # optimizers the watch followed away from
         self._companions: set[int] = set()  # optimizers stepping the model that are not followed
 
@@ -241,19 +272,20 @@ class Watch:
             raise WatchError("w.backward() works inside the watch's with block")
         self.watched_backward(loss, gradient, retain_graph, create_graph, inputs)
 
-    def history(self, *, last: int | None = None, points: int | None = None) -> RunHistory:
+    def history(self, *, last: int | None = None, points: int | None = None,
+                span: tuple[int, int] | None = None) -> RunHistory:
         """The run so far as plain data (:class:`~gradviz.model.runs.history.RunHistory`)."""
         if self._writer is None:
             raise WatchError("this watch has not started: use it as `with gradviz.watch(...)`")
         if self._writer.closed:
             with RunRecord(self.path) as record:
-                return record.history(self._writer.run, last=last, points=points)
-        return self._writer.history(last=last, points=points)
+                return record.history(self._writer.run, last=last, points=points, span=span)
+        return self._writer.history(last=last, points=points, span=span)
 
     def report(self) -> WatchReport:
         """The run as a report; ``print(w.report())`` shows it as tables."""
         source = str(self.path) if self.path is not None else "memory"
-        return WatchReport(self.history(points=REPORT_POINTS), source=source)
+        return WatchReport.of(self.history, source=source)
 
     # -------------------------------------------------------------- set-up
     def _run_info(self) -> dict:
@@ -272,82 +304,10 @@ class Watch:
                          "nan_origin": self.nan_origin, "update_sample": self.update_sample},
         }
 
-    def _track_params(self) -> list[EventRecord]:
-        """The parameters measured: the optimizer's, then the model's other trainable ones
-        (measured, never stepped: the not-in-optimizer audit). A parameter keeps its index
-        when the param groups or the model change; one the model no longer has (a layer
-        replaced after the optimizer was built) keeps its old name, marked replaced. The
-        events that says what changed."""
-        names: dict[int, str] = {}
-        for name, param in self.inner.named_parameters(remove_duplicate=False):
-            names.setdefault(id(param), name)
-        in_model = set(names)
-        group_of: dict[int, int] = {}
-        order: list[torch.Tensor] = []
-        if self.optimizer is not None:
-            for g, group in enumerate(self.optimizer.param_groups):
-                for i, param in enumerate(group["params"]):
-                    group_of.setdefault(id(param), g)
-                    order.append(param)
-        for param in self.model.parameters():
-            if id(param) not in group_of and (param.requires_grad or self.optimizer is None):
-                order.append(param)
-        for param in order:
-            if id(param) not in self._index:
-                self._index[id(param)] = len(self._params)
-                self._params.append(param)
-        events = []
-        before = {info.index: info.name for info in self._infos}
-        self._signature = self._groups_signature()
-        self._model_signature = self._model_params()
-        self._stats.set_params(self._params)
-        self._infos = []
-        orphans = []
-        for index, param in enumerate(self._params):
-            name = names.get(id(param))
-            if name is None and index in before:  # the model lets go of it: replaced
-                name = before[index].removesuffix(REPLACED) + REPLACED
-                orphans.append(index)
-                if not before[index].endswith(REPLACED):
-                    events.append(self._replaced(before[index], group_of, names))
-            elif name is None:
-                g = group_of.get(id(param))
-                name = f"param{index}" if g is None else \
-                    f"group{g}[{self.optimizer.param_groups[g]['params'].index(param)}]"
-            self._infos.append(ParamInfo(
-                index, name, name.removesuffix(REPLACED).rpartition(".")[0], tuple(param.shape),
-                param.numel(), str(param.dtype).removeprefix("torch."), group_of.get(id(param)),
-                self._stats.sampled[index]))
-        in_optimizer = [info.param_group is not None or self.optimizer is None
-                        for info in self._infos]
-        self._auditor.set_params([i.name for i in self._infos], [i.layer for i in self._infos],
-                                 in_optimizer, [i for i in orphans if id(self._params[i])
-                                                not in in_model])
-        self._writer.add_params(self._infos)
-        self._membership_checked = False
-        return events
-
-    def _replaced(self, name: str, group_of: dict[int, int], names: dict[int, str]
-                  ) -> EventRecord:
-        new = next((p for p in self.model.parameters() if names.get(id(p)) == name), None)
-        where = ("the new one is in no optimizer group: it is not trained" if new is not None
-                 and id(new) not in group_of else "the new one is stepped too")
-        if new is None:
-            where = "the model has no parameter of that name any more"
-        return EventRecord(self.iteration + 1, EventKind.PARAM_REPLACED, name,
-                           f"the optimizer still steps the old tensor; {where}")
-
-    def _model_params(self) -> tuple[int, ...]:
-        return tuple(map(id, self.model.parameters()))
-
-    def _groups_signature(self) -> tuple:
-        if self.optimizer is None:
-            return ()
-        return tuple(len(group["params"]) for group in self.optimizer.param_groups)
-
     def _install(self) -> None:
         """Everything the watch hooks into; each undo goes on ``_restore``."""
         self._restore.extend(install_backward(self))
+        self._restore.extend(install_registration(self))
         if self.optimizer is not None:  # every optimizer's steps: a new one may take over
             from torch.optim.optimizer import (
                 register_optimizer_step_post_hook,
@@ -366,7 +326,7 @@ class Watch:
             self._restore.append(self._keeper.remove)
             self._calls = ForwardCalls(self.model)  # outside DDP and compile: what was called
             self._restore.append(self._calls.remove)
-        if self.nan_origin or (self.rank == 0 and self.on_break == "app"
+        if self.nan_origin or (self.rank == 0 and self.on_break in ("app", "keep")
                                and (self.break_on or self.at is not None)):
             self._spans = ModuleSpans(self.inner)
             self._spans.install()
@@ -412,7 +372,11 @@ class Watch:
             reason = "at"
         user_keeps = bool(retain_graph) or (retain_graph is None and bool(create_graph))
         keep = tensors_only and (self._keeper is not None or (
-            reason is not None and self._takes_breaks and self.on_break == "app"))
+            reason is not None and self._takes_breaks and self.on_break in ("app", "keep")))
+        if keep and has_compiled_region(roots):
+            # inductor's compiled backward donates its buffers: it refuses retain_graph
+            # (the forward's replay still finds a NaN made there; its backward is one node)
+            keep = False
         boxes = None
         self._inside += 1
         try:
@@ -463,33 +427,10 @@ class Watch:
         if optimizer is self.optimizer:
             self._after_step(optimizer, args, kwargs)
 
-    def _maybe_follow(self, optimizer) -> None:
-        if id(optimizer) in self._companions:
-            return
-        ours = {id(p) for p in self.model.parameters()}
-        stepped = sum(1 for group in optimizer.param_groups for p in group["params"]
-                      if id(p) in ours)
-        if not stepped:
-            return  # another model's optimizer
-        previous = self.optimizer
-        if id(optimizer) in self._left:  # two optimizers take turns (a GAN): keep the first
-            self._companions.add(id(previous))
-            detail = (f"{type(optimizer).__name__} and {type(previous).__name__} both step this "
-                      f"model: the watch follows the {type(optimizer).__name__} it was given")
-        else:
-            detail = (f"a new {type(optimizer).__name__} steps {stepped} of the model's "
-                      f"parameters (the watch had a {type(previous).__name__}): iterations are "
-                      "its steps from here on")
-        self._left.add(id(previous))
-        self.optimizer = optimizer
-        events = self._track_params()
-        self._current.events += [EventRecord(self.iteration + 1, EventKind.OPTIMIZER_CHANGED, "",
-                                             detail), *events]
-
     def _before_step(self, optimizer, args, kwargs) -> None:
         if not self._active or self._inside:
             return
-        if self._model_params() != self._model_signature:  # a layer replaced, say
+        if self._registered and self._model_params() != self._model_signature:  # replaced
             self._current.events += self._track_params()
         if self._groups_signature() != self._signature:  # add_param_group(), say
             self._current.events += self._track_params()
@@ -500,7 +441,25 @@ class Watch:
             self._current.events.extend(self._auditor.membership(
                 self.iteration + 1, [p.requires_grad for p in self._params]))
             self._membership_checked = True
-        self._stats.before_step()
+        self._stats.snapshot_params()
+        if self.updates_told or not self._current.backwards:
+            # The gradients are made inside step() (a closure: LBFGS, Lightning) or the
+            # caller tells when they are whole (before_update): read them then.
+            self._current.closure = True
+            return
+        self._gradients_whole()
+
+    def before_update(self) -> None:
+        """The gradients of this iteration are whole and the optimizer is about to update
+        the weights: read and check them now. For integrations whose optimizer.step() runs
+        the forward and backward itself (Lightning calls it from on_before_optimizer_step);
+        a loop that calls backward then step() needs nothing of this."""
+        if self._active and not self._inside and not self._current.checked:
+            self._gradients_whole()
+
+    def _gradients_whole(self) -> None:
+        self._stats.launch_grads()
+        self._current.grads_read = True
         if self.nan_origin or {"nonfinite", "spike"} & set(self.break_on):
             self._check_before_step(self.iteration + 1, early=False)
 
@@ -508,6 +467,8 @@ class Watch:
         if not self._active or self._inside:
             return
         self.steps_seen += 1
+        if not self._current.grads_read:  # a closure made them inside step(): read them now
+            self._gradients_whole()
         self._stats.after_step()
         self._end_iteration(stepped=True)
 
@@ -515,6 +476,10 @@ class Watch:
     def scaled(self, tensor: torch.Tensor, scaler) -> None:
         """A GradScaler scaled ``tensor`` (the loss): it is recorded unscaled."""
         self._scaled = (weakref.ref(tensor), scaler)
+
+    def registered(self) -> None:
+        """A parameter or module was assigned to some module (a layer replaced, say)."""
+        self._registered = True
 
     def signalled(self) -> None:
         """SIGUSR1 arrived: break at the next backward."""
@@ -538,10 +503,16 @@ class Watch:
         if not self._active or not self._current.backwards:
             return
         self._stats.before_step()
-        self._current.events.append(EventRecord(
-            self.iteration + 1, EventKind.SCALER_SKIP, "",
-            "GradScaler skipped optimizer.step(): Inf/NaN gradients at this loss scale"))
-        self._current.checked = True  # expected with a scaler: no nonfinite break
+        measured = self._stats.read_grads()
+        if measured.loss is not None and not math.isfinite(measured.loss):
+            # the (unscaled) loss itself is NaN/Inf: no loss scale makes that right
+            self._current.measured = measured
+            self._check(self.iteration + 1, measured, final=True)
+        else:
+            self._current.events.append(EventRecord(
+                self.iteration + 1, EventKind.SCALER_SKIP, "",
+                "GradScaler skipped optimizer.step(): Inf/NaN gradients at this loss scale"))
+        self._current.checked = True  # gradients that overflow the scale are its business
         self._end_iteration(stepped=False, skipped=True)
 
     def _record_broken_iteration(self) -> None:
@@ -572,6 +543,34 @@ class Watch:
         self._writer.write_iteration(row, self.rank, rows, events)
         self.iteration = iteration
         self._last_end = now
+        self._last = (row, measured, self._infos)
+
+    @property
+    def last(self) -> LastIteration | None:
+        """The latest iteration, for the loop's own logger (read when asked for)."""
+        if self._last is None:
+            return None
+        return self._summary(*self._last)
+
+    def _summary(self, row: IterationRecord, measured: Measurement, infos) -> LastIteration:
+        grads: dict[str, float] = {}
+        updates: dict[str, float] = {}
+        params: dict[str, float] = {}
+        for index, info in enumerate(infos):
+            layer = info.layer or "(model)"
+            grad = measured.grad_norms[index] if index < len(measured.grad_norms) else None
+            if grad is not None:
+                grads[layer] = grads.get(layer, 0.0) + grad * grad
+            if measured.update_norms is not None and measured.param_norms is not None:
+                update, param = measured.update_norms[index], measured.param_norms[index]
+                if update is not None and param is not None and math.isfinite(param):
+                    updates[layer] = updates.get(layer, 0.0) + update * update
+                    params[layer] = params.get(layer, 0.0) + param * param
+        return LastIteration(
+            row.iteration, None if math.isnan(row.loss) else row.loss,
+            None if math.isnan(row.grad_norm) else row.grad_norm, row.grad_norm_clipped,
+            row.lr, row.seconds, {k: math.sqrt(v) for k, v in grads.items()},
+            {k: math.sqrt(updates[k] / params[k]) for k in updates if params[k] > 0})
 
     def _end_iteration(self, *, stepped: bool, skipped: bool = False) -> None:
         iteration = self.iteration + 1
@@ -655,91 +654,6 @@ class Watch:
             math.isinf(norm) and param.grad is not None and bool(torch.isfinite(param.grad).all())
             for param, norm in bad)
 
-    def _origin(self, loss_bad: bool) -> Origin | None:
-        """Where the NaN/Inf started, on the kept graph (None when none is kept)."""
-        from gradviz.training.nan_origin import backward_origin, forward_origin
-
-        kept = self._current.kept
-        if kept is None or not kept.roots:
-            return None
-        modules = self._spans.of_graph(kept.roots) if self._spans is not None else {}
-        self._inside += 1
-        try:
-            # the iteration's forward again: the op that made it, and every op's line
-            replayed = (replay(self.inner, self._calls, self._spans, find=loss_bad)
-                        if self._calls is not None else None)
-            if loss_bad:
-                return forward_origin(kept.roots, kept.gradient, model=self.inner,
-                                      modules=modules, replayed=replayed)
-            return backward_origin(kept.roots, kept.gradient, model=self.inner, modules=modules,
-                                   lines=replayed)
-        except (GradvizError, RuntimeError) as error:
-            return Origin(OriginPhase.BACKWARD, None, None, None, None, None,
-                          f"not found: {str(error).splitlines()[0]}")
-        finally:
-            self._inside -= 1
-
-    # -------------------------------------------------------------- breaks
-    @property
-    def _takes_breaks(self) -> bool:
-        return self.rank == 0
-
-    def _hit(self, brk: WatchBreak, *, wanted: bool) -> None:
-        """Record ``brk``'s event; if a break is ``wanted``, take it (on rank 0) or note it."""
-        noted = wanted and not self._takes_breaks
-        muted = wanted and brk.reason in self.muted
-        note = ("noted: breaks are taken on rank 0" if noted
-                else f"no break: {brk.reason.value} breaks were turned off" if muted else "")
-        self._writer.add_events([brk.event(note)])
-        if not wanted or noted or muted:
-            return
-        self.breaks.append(brk)
-        action = self.on_break
-        if action == "raise":
-            raise brk
-        if action == "report":
-            print(f"gradviz: {brk.message}; training goes on", file=sys.stderr, flush=True)
-        elif action == "app":
-            self._open_app(brk)
-        else:
-            action(brk)
-
-    def _open_app(self, brk: WatchBreak) -> None:
-        if self._app is None:
-            print(f"gradviz: {brk.message} (no app to open: use gradviz.watch); training "
-                  "goes on", file=sys.stderr, flush=True)
-            return
-        kept = self._current.kept
-        if kept is None or not kept.roots:
-            print(f"gradviz: {brk.message} (no graph kept to open: nan_origin=False); "
-                  "training goes on", file=sys.stderr, flush=True)
-            return
-        from gradviz.graph.walk import discover, root_nodes
-        from gradviz.training.nan_origin import set_aside_grads
-        from gradviz.session.session import Session
-
-        modules = self._spans.of_graph(kept.roots) if self._spans is not None else {}
-        leaves = [fn.variable for fn in discover(root_nodes(kept.roots)).nodes
-                  if fn.name().endswith("AccumulateGrad")]
-        self._inside += 1
-        try:
-            with set_aside_grads(leaves):
-                session = Session.for_roots(kept.roots, model=self.inner, gradient=kept.gradient,
-                                            modules=modules, name=f"iteration {brk.iteration}")
-                # thinned as the run view reads it: a 100k-iteration run read whole took 20 s
-                pause = TrainingPause(brk.info, self.history(points=PAUSE_POINTS), session)
-                try:
-                    self._app(pause)
-                finally:
-                    session.close()
-        finally:
-            self._inside -= 1
-        if pause.mute_requested:
-            self.muted.add(brk.reason)
-        if pause.stop_requested:
-            self.stopped = True
-            raise TrainingStopped(brk.iteration)
-
     def _release_kept(self) -> None:
         kept = self._current.kept
         if kept is not None:
@@ -776,26 +690,6 @@ def _finite(loss: float | None, total: float | None) -> bool:
 
 def _nan(value: float | None) -> float:
     return math.nan if value is None else value
-
-
-#: How a parameter the model let go of is named in the record.
-REPLACED = " (replaced)"
-
-
-def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
-    """The module the user wrote, inside the wrappers that torch.compile (``_orig_mod``)
-    and DDP / DataParallel (``module``) put around it: its parameter and module names
-    are the user's own, without their prefixes."""
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
-
-    for _ in range(8):
-        if isinstance(model, (DistributedDataParallel, DataParallel)):
-            model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
-            model = model._orig_mod
-        else:
-            break
-    return model
 
 
 def _lr(optimizer) -> float | None:

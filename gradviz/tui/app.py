@@ -24,13 +24,13 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from gradviz.errors import one_line
+from gradviz.model.catalog import BUILTIN_NAMES, builtin_scenarios
 from gradviz.model.find import find_nodes
 from gradviz.model.layout import GROUP, GraphLayout
 from gradviz.model.progress import BackwardProgress, group_progress
 from gradviz.model.state import Action, Activity, Failure, Phase, SessionState, Verdict
 from gradviz.model.views import node_view
 from gradviz.runtime.serial_worker import SerialWorker
-from gradviz.model.catalog import BUILTIN_NAMES, builtin_scenarios
 from gradviz.tui import jobs, messages
 from gradviz.tui.screens.help import HELP_KEYS, HelpScreen
 from gradviz.tui.screens.picker import PickerScreen
@@ -650,6 +650,8 @@ class GradvizApp(App[int]):
         self.engine.shutdown(timeout=ENGINE_EXIT_SECONDS)
         if self._layout_worker is not None:
             self._layout_worker.shutdown(timeout=ENGINE_EXIT_SECONDS)
+        if self.pause is not None:
+            self.pause.closed()  # the model's .grad put back (a break's graph was stepped)
 
     def on_resize(self, event) -> None:
         self._narrow(event.size.width, event.size.height)

@@ -4,7 +4,12 @@ import torch
 from torch import nn
 
 import gradviz
-from gradviz.graph.modules import NO_SEQUENCE, ModuleSpans, next_sequence_nr, sequence_nr
+from gradviz.graph.modules import (
+    NO_SEQUENCE,
+    ModuleSpans,
+    next_sequence_nr,
+    sequence_nr,
+)
 
 
 class Wrapper(nn.Module):

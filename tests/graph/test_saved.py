@@ -8,7 +8,13 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from gradviz import build_graph
-from gradviz.model.node_facts import FREED, HOOKED, MODIFIED_IN_PLACE, RECOMPUTED, meta_text
+from gradviz.model.node_facts import (
+    FREED,
+    HOOKED,
+    MODIFIED_IN_PLACE,
+    RECOMPUTED,
+    meta_text,
+)
 
 
 def ops(graph, op):

@@ -2,7 +2,13 @@
 
 import sqlite3
 
-from gradviz.model.runs.events import BreakInfo, EventKind, Origin, OriginPhase, origin_text
+from gradviz.model.runs.events import (
+    BreakInfo,
+    EventKind,
+    Origin,
+    OriginPhase,
+    origin_text,
+)
 from gradviz.model.runs.history import EventRecord, RunRecord, event_text
 
 ORIGIN = Origin(OriginPhase.BACKWARD, "SqrtBackward0#0", "SqrtBackward0", "abs",

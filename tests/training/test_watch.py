@@ -329,17 +329,29 @@ def test_the_app_opens_paused_on_the_iteration_graph_and_can_stop_training(monke
 
 
 # ---------------------------------------------------------------------- audits
-class DecayAll(torch.optim.Optimizer):
-    """Shrinks every parameter, gradient or not (as a careless custom optimizer might)."""
+class Blind(torch.optim.Optimizer):
+    """Changes every parameter in place by ``change``, gradient or not (as a careless
+    custom optimizer might)."""
 
-    def __init__(self, params):
+    def __init__(self, params, change):
         super().__init__(params, {})
+        self.change = change
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            for p in group["params"]:
-                p.mul_(0.99)
+            for param in group["params"]:
+                self.change(param)
+
+
+def DecayAll(params):  # noqa: N802 - an optimizer, named as one
+    """Shrinks every parameter by 1% at each step."""
+    return Blind(params, lambda param: param.mul_(0.99))
+
+
+def Flip(params):  # noqa: N802
+    """Negates every parameter at each step: |Δ|/|p| = 2, a layer rewritten, not trained."""
+    return Blind(params, lambda param: param.neg_())
 
 
 def audits_of(model, optimizer, steps=12, **kwargs):
@@ -444,18 +456,6 @@ def test_the_default_band_follows_the_optimizer_family():
     assert {(e.kind, e.subject) for e in w.history().audits} >= {("ratio-high", "0"),
                                                                   ("ratio-high", "2")}
 
-
-class Flip(torch.optim.Optimizer):
-    """Negates every parameter at each step: |Δ|/|p| = 2, a layer rewritten, not trained."""
-
-    def __init__(self, params):
-        super().__init__(params, {})
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            for param in group["params"]:
-                param.neg_()
 
 
 def test_each_audit_is_reported_once():
@@ -592,3 +592,58 @@ def test_a_break_at_an_iteration_opens_the_app_on_its_graph_and_training_resumes
         seen = train(model, optimizer, 4, *data())
     assert opened == [("at", 2, "MseLossBackward0", [])]
     assert w.history().losses == seen
+
+
+def test_a_break_kept_in_a_notebook_opens_later_with_that_iterations_gradients(monkeypatch):
+    """on_break="keep": training goes on; w.show() steps the break's own graph afterwards,
+    with the weights of that iteration (frozen), and puts the loop's .grad back."""
+    import gradviz.show
+
+    torch.manual_seed(0)
+    model = DeadUnitNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    opened = []
+
+    def app(pause):
+        session = pause.session
+        assert all(p.grad is None for p in model.parameters())  # set aside while it is open
+        session.run_backward()
+        opened.append((pause.brk.iteration, session.stepper.first_nonfinite.node,
+                       model.out.weight.grad.clone()))
+        pause.closed()
+
+    monkeypatch.setattr(gradviz.show, "open_break", app)
+    x, y = data()
+    zero, seen = zero_unit_at(model, 4), {}
+
+    def before(i):
+        zero(i)
+        if i == 5:  # the loop's own gradient of iteration 4, before iteration 5 replaces it
+            seen["grad"] = model.out.weight.grad.clone()
+
+    with gradviz.watch(model, optimizer, break_on=("nonfinite",), on_break="keep") as w:
+        train(model, optimizer, 6, x, y, before=before)
+    assert w.iteration == 6 and not opened  # training went on, nothing opened yet
+    loop_grad = model.out.weight.grad
+    w.show()
+    (iteration, node, grad), = opened
+    assert (iteration, node) == (4, "SqrtBackward0#0")
+    assert model.out.weight.grad is loop_grad  # put back
+    # the break's own backward, with that iteration's weights (not those of iteration 6)
+    torch.testing.assert_close(grad, seen["grad"], equal_nan=True)
+
+
+def test_w_last_gives_the_loops_logger_the_latest_iteration():
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gradviz.watch(model, optimizer) as w:
+        assert w.last is None
+        losses = train(model, optimizer, 3, *data())
+        last = w.last
+    assert last.iteration == 3 and last.loss == pytest.approx(losses[-1])
+    expected = math.sqrt(sum(float(p.grad.norm()) ** 2 for p in model[0].parameters()))
+    assert last.layer_grad_norms["0"] == pytest.approx(expected, rel=1e-6)
+    assert last.grad_norm == pytest.approx(math.sqrt(sum(
+        float(p.grad.norm()) ** 2 for p in model.parameters())), rel=1e-6)
+    assert last.grad_norm_clipped is None and last.lr == 0.1
+    assert set(last.layer_update_ratios) == {"0", "2"}

@@ -101,3 +101,46 @@ def test_the_break_shows_the_run_so_far_and_x_stops_training(monkeypatch):
     assert seen["reason"].startswith("nonfinite: a gradient is NaN/Inf")
     assert "started at SqrtBackward0#0" in seen["reason"]
     assert seen["losses"] == [1, 2] and seen["screen"] is RunScreen
+
+
+def test_a_nan_made_in_the_forward_is_marked_on_its_node_when_the_app_opens(monkeypatch):
+    import gradviz.tui.app as app_module
+    from gradviz.model.progress import NodeState
+    from gradviz.tui.widgets.graph_view import GraphView
+
+    class Log(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 8)
+            self.shift = -1.0
+
+        def forward(self, x):
+            return torch.log(self.fc(x).abs() - self.shift).sum(dim=1, keepdim=True)
+
+    seen = []
+
+    async def drive(pause):
+        app = make_app(pause=pause)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settle(app, pilot)
+            node = pause.brk.node
+            view = app.query_one(GraphView)
+            row = view.row_of[node]
+            seen.append((node, app.progress.state_of(node), view._row_text(row).plain))
+            await pilot.press("q")
+
+    monkeypatch.setattr(app_module, "run_app", lambda pause: asyncio.run(drive(pause)))
+    torch.manual_seed(0)
+    model = Log()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(16, 4), torch.randn(16, 1)
+    with gradviz.watch(model, optimizer, break_on=("nonfinite",), on_break="app"):
+        for i in range(1, 4):
+            model.shift = 1e6 if i == 2 else -1.0
+            loss = nn.functional.mse_loss(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    (node, state, text), = seen
+    assert node.startswith("LogBackward0") and state is NodeState.BROKEN
+    assert text.lstrip().startswith("✖") or "✖" in text.split(node.split("#")[0])[0]

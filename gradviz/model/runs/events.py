@@ -111,7 +111,8 @@ class Origin:
 
     @property
     def found(self) -> bool:
-        return self.node is not None
+        """Where it started is known: its node, or (outside the graph shown) its op."""
+        return self.node is not None or self.op is not None
 
     @property
     def where(self) -> str:
@@ -122,10 +123,10 @@ def origin_text(origin, *, short: bool = False) -> str:
     """Where a NaN/Inf started, in words: ``node (op) in 'module' · file:line`` (the op
     only where the node's key does not say it; ``short``: the file's name alone). Takes
     anything with ``node``, ``op``, ``module``, ``file`` and ``line``; '' without a node."""
-    if origin.node is None:
+    if origin.node is None and origin.op is None:
         return ""
-    text = origin.node
-    if origin.op and not origin.node.startswith(origin.op):
+    text = origin.node or origin.op
+    if origin.op and not text.startswith(origin.op):
         text += f" ({origin.op})"
     if origin.module:
         text += f" in {origin.module!r}"
@@ -210,6 +211,13 @@ class TrainingPause:
     session: object  # gradviz.session.session.Session
     stop_requested: bool = False
     mute_requested: bool = False  # no more breaks of this kind in this run
+    on_close: object = None  # called once when the app that shows it closes
+
+    def closed(self) -> None:
+        """The app showing this pause has closed (called by the app, once)."""
+        callback, self.on_close = self.on_close, None
+        if callable(callback):
+            callback()
 
     def request_stop(self) -> None:
         self.stop_requested = True

@@ -35,6 +35,7 @@ from gradviz.model.runs.schema import (
     RecordError,
 )
 
+
 #: Event kinds that are audits (each reported once per run and subject).
 @dataclass(frozen=True)
 class RunInfo:
@@ -231,15 +232,16 @@ class RunRecord:
         return min(same_job, key=lambda r: r.rank) if same_job else runs[-1]
 
     def history(self, run: int | None = None, *, last: int | None = None,
-                points: int | None = None) -> RunHistory:
+                points: int | None = None, span: tuple[int, int] | None = None) -> RunHistory:
         """Run ``run`` (default :meth:`latest_run`); ``last``: only its last N iterations;
-        ``points``: about that many iterations, evenly spaced (for a plot)."""
+        ``points``: about that many iterations, evenly spaced (for a plot); ``span``:
+        only the iterations from ``span[0]`` to ``span[1]``, both included."""
         if run is None:
             run = self.latest_run().run
         elif run not in {r.run for r in self.runs()}:
             raise RecordError(f"{self.path} has no run {run}")
         with self._reading():
-            return read_history(self._connection, run, last=last, points=points)
+            return read_history(self._connection, run, last=last, points=points, span=span)
 
     def close(self) -> None:
         self._connection.close()
@@ -302,7 +304,7 @@ def _gone(host: str, pid: int, started: float) -> bool:
 
 
 def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
-                 points: int | None = None) -> RunHistory:
+                 points: int | None = None, span: tuple[int, int] | None = None) -> RunHistory:
     """The run ``run`` of an open record as a :class:`RunHistory`."""
     info = _run_info(db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run = ?",
                                 (run,)).fetchone())
@@ -314,6 +316,8 @@ def read_history(db: sqlite3.Connection, run: int, *, last: int | None = None,
     numbers = [r[0] for r in db.execute(
         "SELECT iteration FROM iterations WHERE run = ? ORDER BY iteration", (run,))]
     total = len(numbers)
+    if span is not None:
+        numbers = [n for n in numbers if span[0] <= n <= span[1]]
     if last is not None:
         numbers = numbers[-last:] if last > 0 else []
     if points is not None and len(numbers) > points > 1:

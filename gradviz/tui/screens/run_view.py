@@ -27,8 +27,14 @@ from textual.widgets import DataTable, Static
 from gradviz.model.runs.events import BREAK_KINDS, EventKind, origin_text
 from gradviz.model.runs.history import EventRecord, RunHistory, RunRecord, event_parts
 from gradviz.tui.widgets.footer import KeysFooter
-from gradviz.tui.widgets.heat_map import (FOOTER_LINES, HEADER_LINES, BandScale, HeatLayer,
-                                  LayerHeatMap, LogScale)
+from gradviz.tui.widgets.heat_map import (
+    FOOTER_LINES,
+    HEADER_LINES,
+    BandScale,
+    HeatLayer,
+    LayerHeatMap,
+    LogScale,
+)
 from gradviz.tui.widgets.run_plots import HistoryPlot
 
 #: Iterations read from a record at most, evenly spaced over a longer run: the plots

@@ -24,7 +24,6 @@ from textual.strip import Strip
 from gradviz.model.layout import GROUP, LEFT, NODE, RIGHT, GraphLayout, Row, cell_char
 from gradviz.model.progress import BackwardProgress, NodeState, group_progress
 
-
 #: Each node state's glyph and style in the graph (the help screen's legend says them).
 GLYPHS = {NodeState.DONE: ("●", "green"), NodeState.READY: ("◉", "yellow"),
           NodeState.PENDING: ("▶", "bold reverse magenta"), NodeState.WAITING: ("○", "grey50"),
