@@ -180,6 +180,9 @@ def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                                f"gradviz report {scenario} prints the run instead")
         record_app.run()
         return record_app.return_code or 0
+    if args.command == "open" and scenario in BUILTIN_NAMES and not Path(scenario).exists():
+        raise GradvizError(f"{scenario} is a built-in demo, not a file: gradviz demo "
+                           f"{scenario} opens it")
     if args.command == "open":
         check_file(scenario, "scenario file")
     if getattr(args, "weights", None):
@@ -277,6 +280,8 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
               file=sys.stderr)
         return 130
     console.print(_iterations_table(rows.rows))
+    if session.scenario.train_note:
+        console.print(f"note: {session.scenario.train_note}", soft_wrap=True, highlight=False)
     if last.update is not None:
         console.print(_update_table(last.update))
     if origin is not None:

@@ -36,7 +36,8 @@ class Scenario:
 
     ``forward`` returns the root tensor(s); ``gradient`` is the external gradient
     for a non-scalar root; ``checks`` are named predicates evaluated after backward,
-    such as the tutorial's ``9*a**2 == a.grad``.
+    such as the tutorial's ``9*a**2 == a.grad``; ``train_note`` is said after each
+    training iteration.
     """
 
     name: str
@@ -47,6 +48,9 @@ class Scenario:
     optimizer: torch.optim.Optimizer | None = None
     gradient: torch.Tensor | Sequence[torch.Tensor] | None = None
     checks: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+    #: Said after each training iteration (``t``), when something about training this
+    #: scenario must be known: that its loss has no minimum, say.
+    train_note: str = ""
 
     def run_forward(self) -> tuple[list[torch.Tensor], dict[int, str]]:
         """Run ``forward`` once: its roots, and the module of each node (see ``record``).

@@ -49,7 +49,9 @@ def status_line(view: StateView, graph: nx.DiGraph | None, width: int = 1000) ->
         parts.append(f"error: {view.failure.message}")
     # the news (what runs, what happened, an error) before the standing hint: what a
     # narrow screen cuts is the hint
-    if view.phase is Phase.PAUSED and view.failure is None:
+    if view.phase is Phase.PAUSED and view.no_backward and view.failure is None:
+        parts.append(f"no backward: {view.no_backward}")
+    elif view.phase is Phase.PAUSED and view.failure is None:
         pending = view.pending
         roots = graph.graph.get("roots") if graph is not None else None
         if pending is None and view.done == 0 and roots:  # backward has not started

@@ -121,3 +121,17 @@ async def test_find_b_goes_to_the_parameter_and_its_count_follows_the_query():
         await pilot.press("enter")
         await pilot.pause(0.1)
         assert str(count.render()).startswith("1 of 2: PowBackward0")
+
+
+async def test_a_root_that_is_not_a_scalar_shows_its_graph_and_says_why_it_cannot_step(
+        scenario_file):
+    app = make_app(scenario_file("    return w * 2"))
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app, pilot)
+        assert len(app.query_one("#graph").rows) == 2  # MulBackward0 and w, as export draws
+        assert "no backward: the root is not a scalar (shape (3,))" in status(app)
+        assert not app.check_action("step", ())
+        await pilot.press("n")
+        await pilot.pause(0.2)
+        assert app.state.view().done == 0
+        assert any("backward needs a gradient" in str(n.message) for n in app._notifications)
