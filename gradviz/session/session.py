@@ -459,6 +459,17 @@ class Session:
         self.state.finished(_note(action, result, self.scenario))
         return result
 
+    @staticmethod
+    def warm_up() -> None:
+        """Run one tiny backward, so that the first step the user asks for is quick: a
+        process's first backward with a gradient given imports what torch checks it
+        with (symbolic shapes, sympy: about half a second here), and that was the first
+        ``n``'s wait. Through ``autograd.grad``: it touches no ``.grad``, and a
+        ``gradviz.watch`` (which follows ``backward``) does not count it."""
+        leaf = torch.zeros(1, requires_grad=True)
+        out = leaf * 1.0
+        torch.autograd.grad(out, leaf, grad_outputs=torch.ones_like(out))
+
     def detach(self) -> None:
         """Give this session a state of its own: another session now owns the shared one."""
         self.state = SessionState()

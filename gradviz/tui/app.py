@@ -133,6 +133,7 @@ class GradvizApp(App[int]):
         self._enabled: tuple[bool, ...] = ()
         self._layout_worker: SerialWorker | None = None  # made on the first re-layout
         self._found: tuple[str, list[str], int] | None = None  # query, matches, the one shown
+        self._warmed = False  # torch's first backward was run ahead of the first step
 
     @property
     def shown_graph(self):
@@ -275,6 +276,9 @@ class GradvizApp(App[int]):
             if roots:
                 view.mark_node(roots[0])  # a new graph starts at its root, not where the old was
                 self._inspect(roots[0])
+            if not self._warmed and self.pause is None:  # once the first graph is on screen
+                self._warmed = True
+                self._submit(jobs.warm_up, session)
         self._render_state(force=True)
 
     def _describe_visible(self) -> None:
