@@ -80,15 +80,16 @@ watch.__signature__ = _signature.replace(
     parameters=[p for p in _signature.parameters.values() if p.name != "open_app"])
 
 
-def open_break(pause: TrainingPause) -> None:
-    """Open the app on a watch break's session: in this terminal (returns when it is
-    closed), or in a notebook's cell output (returns at once: the kernel stays free)."""
+def open_break(pause: TrainingPause):
+    """Open the app on a watch break's session: in this terminal (returns None when it is
+    closed), or in a notebook's cell output (returns its handle at once: the kernel
+    stays free)."""
     if where() == "notebook":
         from gradviz.notebook import show_app
         from gradviz.tui.app import make_app
 
-        show_app(make_app(pause=pause))
-        return
+        return show_app(make_app(pause=pause))
     from gradviz.tui.app import run_app
 
     run_app(pause=pause)
+    return None
