@@ -121,7 +121,9 @@ class GradvizApp(App[int]):
         self._cli_open = False  # the scenario named on the command line is what was opened
         self._shown_graph: Any = None
         self._progress = BackwardProgress()  # what ran on the graph shown (the session's)
-        self._params_to_draw: set[str] = set()  # parameters whose .grad landed since drawn
+        # parameters whose .grad landed since drawn, in the order they landed: the table's
+        # cursor follows the last (a set's order put it on any of them, run to run)
+        self._params_to_draw: dict[str, None] = {}
         self._flow_dirty = False
         self._follow: str | None = None  # the node to inspect when the panels are drawn
         self._failure_shown: Any = None  # the failure whose node was selected
@@ -260,7 +262,7 @@ class GradvizApp(App[int]):
             self._shown_graph = laid_out.graph
             self._progress = progress
             self._found = None  # matches are of a graph
-            self._params_to_draw = set()
+            self._params_to_draw = {}
             self._flow_dirty = False
             self._follow = None
             view.follow = True
@@ -300,7 +302,7 @@ class GradvizApp(App[int]):
         if message.session is not self.session or message.progress is not self._progress:
             return
         delta = message.delta
-        self._params_to_draw.update(delta.params)
+        self._params_to_draw.update(dict.fromkeys(delta.params))
         self._flow_dirty = self._flow_dirty or bool(delta.params)
         view = self.query_one(GraphView)
         view.show_progress(self._progress, delta.nodes)
@@ -332,7 +334,7 @@ class GradvizApp(App[int]):
                 summary = self._progress.grad_of(name)
                 if summary is not None:
                     params.show_grad(name, summary)
-            self._params_to_draw = set()
+            self._params_to_draw = {}
         if self._flow_dirty:
             self._flow_dirty = False
             flow = self._progress.flow()

@@ -46,6 +46,13 @@ def test_resnet18_after_continue(snap_compare, steady_timings, size):
     async def continued(pilot):
         await settle(pilot.app, pilot)
         await press(pilot.app, pilot, "c")
+        # the engine's last report (every parameter's gradient) may land after the state
+        # says finished: wait until the flow plot has drawn all 62
+        for _ in range(200):
+            if "of 62 parameters" in str(pilot.app.query_one("#flow").border_title):
+                break
+            await pilot.pause(0.05)
+        await pilot.pause(0.1)
 
     assert snap_compare(make_app("resnet18"), terminal_size=size, run_before=continued)
 
