@@ -46,26 +46,26 @@ def _timed_app_class():
             self.pressed = time.perf_counter()
             super().action_forward_step()
 
-        def on_gradviz_app_forward_stepped(self, message):
-            super().on_gradviz_app_forward_stepped(message)
+        def on_forward_stepped(self, message):
+            super().on_forward_stepped(message)
             self.call_after_refresh(self._mark, "progress")
 
         def action_continue(self):
             self.pressed = time.perf_counter()
             super().action_continue()
 
-        def on_gradviz_app_progress_made(self, message):
-            super().on_gradviz_app_progress_made(message)
+        def on_progress_made(self, message):
+            super().on_progress_made(message)
             self.call_after_refresh(self._mark, "progress")
 
-        def on_gradviz_app_state_changed(self, message):
-            super().on_gradviz_app_state_changed(message)
+        def on_state_changed(self, message):
+            super().on_state_changed(message)
             view = self.state.view()
             if view.phase is Phase.FINISHED and not view.busy:
                 self.call_after_refresh(self._mark, "finished")
 
-        def on_gradviz_app_laid_out(self, message):
-            super().on_gradviz_app_laid_out(message)
+        def on_laid_out(self, message):
+            super().on_laid_out(message)
             self.call_after_refresh(self._mark, "shown")
 
         def _mark(self, what: str) -> None:
@@ -204,8 +204,8 @@ class Timed(GradvizApp):
         super().on_mount()
         self.call_after_refresh(lambda: marks.write(f"frame {time.time()}\\n"))
 
-    def on_gradviz_app_laid_out(self, message):
-        super().on_gradviz_app_laid_out(message)
+    def on_laid_out(self, message):
+        super().on_laid_out(message)
         self.call_after_refresh(self._mark_ready)
 
     def _mark_ready(self):

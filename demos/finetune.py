@@ -3,6 +3,7 @@
 The tutorial's "exclusion from the DAG": frozen parameters do not require grad, so
 the whole convolutional trunk drops out of the autograd graph. The optimizer still
 holds every parameter, as in the tutorial, and skips the ones without a gradient.
+Its loss, (prediction - labels).sum(), has no minimum: training drives it down.
 """
 
 import torch
@@ -10,6 +11,10 @@ from torch import nn
 from torchvision.models import resnet18
 
 import gradviz
+
+#: What the app says after a training step (t) of a demo with the tutorial's loss.
+UNBOUNDED = ("(prediction - labels).sum() has no minimum: training drives it down without "
+             "end (the tutorial takes one step)")
 
 
 def build(weights=None) -> gradviz.Scenario:
@@ -31,6 +36,9 @@ def build(weights=None) -> gradviz.Scenario:
         model=model,
         forward=forward,
         optimizer=torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9),
+        # The tutorial's loss, kept for its graph: it has no minimum, so each training
+        # step drives it further down (-478 to -16,239 in three), and the app says so.
+        train_note=UNBOUNDED,
         checks={
             "only fc has gradients": lambda: all(
                 (p.grad is not None) == name.startswith("fc.")

@@ -3,12 +3,19 @@
 The tutorial's first example. Offline there are no pretrained weights: the model
 starts from a seeded random initialisation, or from a local state dict given with
 --weights (such as torchvision's resnet18-f37072fd.pth saved by hand).
+
+The loss is the tutorial's, which has no minimum: one optimizer step shows what a
+step does, more (t, gradviz train) drive it down without end, and the app says so.
 """
 
 import torch
 from torchvision.models import resnet18
 
 import gradviz
+
+#: What the app says after a training step (t) of a demo with the tutorial's loss.
+UNBOUNDED = ("(prediction - labels).sum() has no minimum: training drives it down without "
+             "end (the tutorial takes one step)")
 
 
 def build(weights=None) -> gradviz.Scenario:
@@ -28,4 +35,7 @@ def build(weights=None) -> gradviz.Scenario:
         model=model,
         forward=forward,
         optimizer=torch.optim.SGD(model.parameters(), lr=1e-2, momentum=0.9),
+        # The tutorial's loss, kept for its graph: it has no minimum, so each training
+        # step drives it further down (-478 to -16,239 in three), and the app says so.
+        train_note=UNBOUNDED,
     )

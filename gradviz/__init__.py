@@ -21,6 +21,8 @@ _EXPORTS = {
     "Recording": "gradviz.graph.record",
     "to_dot": "gradviz.graph.export",
     "to_json": "gradviz.graph.export",
+    "draw": "gradviz.graph.picture",
+    "GraphPicture": "gradviz.graph.picture",
     "Scenario": "gradviz.session.scenario",
     "load_scenario": "gradviz.session.scenario",
     "builtin_scenarios": "gradviz.model.catalog",
@@ -76,6 +78,20 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
+def _in_a_notebook() -> None:
+    """In a Jupyter kernel, readable cell output for what cannot carry its own (a watch
+    break); standard library only, nothing else is imported here."""
+    from gradviz.runtime.where import kernel_shell
+
+    if kernel_shell() is not None:
+        from gradviz.notebook import register_formatters
+
+        register_formatters()
+
+
+_in_a_notebook()
+
+
 if TYPE_CHECKING:
     from gradviz.engine.backward import BackwardStepper
     from gradviz.engine.backward_hooks import BackwardAborted, Pause
@@ -89,6 +105,7 @@ if TYPE_CHECKING:
     from gradviz.engine.why_no_grad import NoGradExplanation, NoGradReason, why_no_grad
     from gradviz.errors import ExportError, GradvizError, GraphError, ScenarioError
     from gradviz.graph.export import to_dot, to_json
+    from gradviz.graph.picture import GraphPicture, draw
     from gradviz.graph.record import Recording, record
     from gradviz.graph.walk import build_graph
     from gradviz.model.catalog import builtin_scenarios

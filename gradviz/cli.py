@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EXPORT_FORMATS = ("dot", "json", "svg", "png")
+EXPORT_FORMATS = ("dot", "json", "svg", "png", "pdf")  # (gradviz.graph.export's, no torch)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,21 +22,25 @@ def build_parser() -> argparse.ArgumentParser:
     # What every command that runs a scenario takes besides its name.
     weighted = argparse.ArgumentParser(add_help=False, parents=[common])
     weighted.add_argument("--weights", metavar="PATH", help="a local state dict for the model")
+    # What the app may open besides the scenario named: gradviz serve passes --no-files
+    # unless --allow-files (the picker's path input runs any .py file on the server).
+    apps = argparse.ArgumentParser(add_help=False)
+    apps.add_argument("--no-files", dest="files", action="store_false", help=argparse.SUPPRESS)
 
     parser = argparse.ArgumentParser(
         prog="gradviz",
         description="See PyTorch's autograd graph and step through backward in the terminal.",
-        parents=[common],
+        parents=[common, apps],
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     commands.add_parser("list", parents=[common], help="list the built-in demos")
 
-    demo = commands.add_parser("demo", parents=[weighted], help="open the app on a built-in demo")
+    demo = commands.add_parser("demo", parents=[weighted, apps], help="open the app on a built-in demo")
     demo.add_argument("scenario", metavar="NAME", help="a built-in demo (gradviz list)")
 
-    open_ = commands.add_parser("open", parents=[weighted],
+    open_ = commands.add_parser("open", parents=[weighted, apps],
                                 help="open the app on a scenario file, or on a training record")
     open_.add_argument("scenario", metavar="FILE",
                        help="a .py file that defines build(), or a RUN.db of gradviz.watch")
@@ -47,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export",
         parents=[weighted],
-        help="write a scenario's autograd graph to DOT, JSON, SVG or PNG, or a training "
-        "record to TensorBoard",
+        help="write a scenario's autograd graph to DOT, JSON, SVG, PNG or PDF, or a "
+        "training record to TensorBoard",
         description="Run the scenario's forward pass once and write its autograd graph; or "
         "write a training record's scalars as TensorBoard event files "
         "(gradviz export RUN.db --tensorboard DIR).",
@@ -89,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[weighted],
         help="serve the app to a web browser (one app per browser tab)",
         description="Serve the app through textual-serve: each browser tab that opens the "
-        "page runs its own `gradviz demo/open` process. For a projector or a colleague "
-        "without a terminal; anyone who can reach the port can run the scenario.",
+        "page runs its own `gradviz demo/open` process. For a projector, a classroom or a "
+        "colleague without a terminal; the page needs no internet. Anyone who can reach "
+        "the port can run the scenario and the built-in demos (and, with --allow-files, "
+        "any .py file this machine can read).",
     )
     serve.add_argument("scenario", nargs="?", metavar="NAME_OR_FILE",
                        help="a built-in demo or a .py file (default: the picker)")
@@ -99,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=8000, help="port (default 8000)")
     serve.add_argument("--public-url", metavar="URL",
                        help="the address browsers use, when it is not http://HOST:PORT")
+    serve.add_argument("--allow-files", action="store_true",
+                       help="let the page open scenario files by path (runs any .py file "
+                       "this machine can read: only on a network that is yours)")
     report = commands.add_parser(
         "report",
         parents=[common],
@@ -216,28 +225,32 @@ def cmd_app(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         # reads them; RecordError on a bad file, or on two runs of different models
         record_app = make_record_app(scenario, against=against)
         if not has_terminal():
-            raise GradvizError("the app needs a terminal (stdin and stdout are not one): "
+            raise GradvizError("the app needs a terminal (stdin and stderr are not one): "
                                f"gradviz report {scenario} prints the run instead")
         record_app.run()
         return record_app.return_code or 0
     if against is not None:
         parser.error("--against compares two records: gradviz open A.db --against B.db")
+    if args.command == "open" and scenario in BUILTIN_NAMES and not Path(scenario).exists():
+        raise GradvizError(f"{scenario} is a built-in demo, not a file: gradviz demo "
+                           f"{scenario} opens it")
     if args.command == "open":
         check_file(scenario, "scenario file")
     if getattr(args, "weights", None):
         check_file(args.weights, "weights file")
     if not has_terminal():
-        raise GradvizError("the app needs a terminal (stdin and stdout are not one): run it "
+        raise GradvizError("the app needs a terminal (stdin and stderr are not one): run it "
                            "in a terminal, or use gradviz train / gradviz export headless")
     from gradviz.tui.app import run_app
 
-    return run_app(scenario, weights=getattr(args, "weights", None))
+    return run_app(scenario, weights=getattr(args, "weights", None), files=args.files)
 
 
 def has_terminal() -> bool:
-    """The app draws on stdout and reads keys from stdin: both must be a terminal, or a
-    Textual driver must stand in for one (textual-serve's web driver, for gradviz serve)."""
-    return bool(os.environ.get("TEXTUAL_DRIVER")) or (sys.stdin.isatty() and sys.stdout.isatty())
+    """The app reads keys from stdin and draws on stderr: see :mod:`gradviz.runtime.where`."""
+    from gradviz.runtime.where import has_terminal as terminal
+
+    return terminal()
 
 
 def cmd_list(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -258,7 +271,7 @@ def cmd_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         return _export_record(args, parser)
     if args.run is not None:
         parser.error("--run picks a run of a record: gradviz export RUN.db --tensorboard DIR")
-    fmt = args.format or _format_from_suffix(args.output) or "dot"
+    fmt = _export_format(args, parser)
     if args.output == "-" and fmt not in ("dot", "json"):
         parser.error(f"--format {fmt} cannot go to stdout; give -o FILE.{fmt}")
 
@@ -268,7 +281,7 @@ def cmd_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     scenario = load_scenario(args.scenario, weights=args.weights)
     graph = scenario.trace().graph
     target = args.output or f"{scenario.name}.{fmt}"
-    if fmt in ("svg", "png"):
+    if fmt in export.DRAWN:
         export.render(graph, target, fmt, modules=args.modules, saved=args.saved)
     elif fmt == "json":
         text = export.to_json(graph, None if target == "-" else target)
@@ -346,6 +359,8 @@ def cmd_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
               file=sys.stderr)
         return 130
     console.print(_iterations_table(rows.rows))
+    if session.scenario.train_note:
+        console.print(f"note: {session.scenario.train_note}", soft_wrap=True, highlight=False)
     if last.update is not None:
         console.print(_update_table(last.update))
     if origin is not None:
@@ -399,37 +414,12 @@ def _iteration_row(number: int, report) -> tuple:
 
 def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """The app in a browser: textual-serve runs ``gradviz demo|open`` per tab."""
-    import shlex
+    from gradviz.serve import serve
 
-    from gradviz.errors import GradvizError, ScenarioError
-    from gradviz.model.catalog import BUILTIN_NAMES
-
-    command = [sys.executable, "-m", "gradviz.cli"]
-    if args.scenario in BUILTIN_NAMES:
-        command += ["demo", args.scenario]
-    elif args.scenario is not None:
-        path = Path(args.scenario).expanduser()
-        if not path.is_file():
-            raise ScenarioError(f"{args.scenario}: no such scenario file or built-in demo "
-                                "(gradviz list)")
-        command += ["open", str(path.resolve())]
-    if args.weights is not None:
-        if args.scenario is None:
-            parser.error("--weights needs a scenario")
-        command += ["--weights", str(Path(args.weights).expanduser().resolve())]
-    try:
-        from textual_serve.server import Server
-    except ImportError as error:
-        raise GradvizError("gradviz serve needs textual-serve: pip install textual-serve"
-                           ) from error
-    title = f"gradviz {args.scenario}" if args.scenario else "gradviz"
-    server = Server(shlex.join(command), host=args.host, port=args.port, title=title,
-                    public_url=args.public_url)
-    try:
-        server.serve(debug=args.debug)
-    except OSError as error:  # the port is taken, the address is not ours
-        raise GradvizError(f"cannot serve on {args.host}:{args.port}: {error.strerror or error}"
-                           ) from error
+    if args.weights is not None and args.scenario is None:
+        parser.error("--weights needs a scenario")
+    serve(args.scenario, host=args.host, port=args.port, public_url=args.public_url,
+          weights=args.weights, allow_files=args.allow_files, debug=args.debug)
     return 0
 
 
@@ -548,11 +538,19 @@ def _number(value: float | None) -> str:
     return "NaN" if value is None else f"{value:.9g}"
 
 
-def _format_from_suffix(output: str | None) -> str | None:
-    if not output or output == "-":
-        return None
-    suffix = Path(output).suffix.lstrip(".").lower()
-    return suffix if suffix in EXPORT_FORMATS else None
+def _export_format(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    """What the file will hold: what its suffix says (x.pdf is a PDF, drawn by Graphviz),
+    else --format, else DOT. A suffix gradviz cannot write, or one that --format
+    contradicts, is refused: the file would hold something else than its name says."""
+    output = args.output
+    suffix = Path(output).suffix.lstrip(".").lower() if output and output != "-" else ""
+    if suffix and suffix not in EXPORT_FORMATS:
+        parser.error(f"cannot export to .{suffix}: give -o a file ending in "
+                     f"{', '.join('.' + f for f in EXPORT_FORMATS)}")
+    if suffix and args.format and args.format != suffix:
+        parser.error(f"-o {output} says {suffix}, --format says {args.format}: "
+                     "give one of them, or make them agree")
+    return suffix or args.format or "dot"
 
 
 def run() -> None:

@@ -7,6 +7,11 @@ The CLI prints ``str(error)`` and exits 1; tracebacks only with ``--debug``.
 class GradvizError(Exception):
     """Base of every error gradviz raises for a user's mistake."""
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows instead of the traceback: one line in a notebook too
+        (``%debug`` and ``sys.last_exc`` still have the whole of it)."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class GraphError(GradvizError, ValueError):
     """The roots given to :func:`gradviz.build_graph` have no autograd graph to walk."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gradviz.model.cells import step_event_html
 from gradviz.engine.summary import (
     PendingSummary,
     TensorSummary,
@@ -150,6 +151,10 @@ class StepEvent:
                 self._finite = (_all_finite(kept.grad_outputs),
                                 _all_finite((*kept.grad_inputs, kept.param_grad)))
         return self._finite
+
+    def _repr_html_(self) -> str:
+        """A notebook cell shows the event as a table of its gradients."""
+        return step_event_html(self)
 
     def __repr__(self) -> str:
         ran = "running" if self.duration is None else f"{self.duration * 1e3:.3f} ms"

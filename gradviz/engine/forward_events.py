@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from gradviz.engine.source_lines import SourceLine
+from gradviz.model.cells import forward_event_html
 from gradviz.model.summary import TensorSummary
 
 if TYPE_CHECKING:
@@ -121,6 +122,10 @@ class ForwardEvent:
     def overwritten(self) -> bool:
         """The output was changed in place before it could be summarized."""
         return self.output is None
+
+    def _repr_html_(self) -> str:
+        """A notebook cell shows the operation: its line, and the node it recorded or why none."""
+        return forward_event_html(self)
 
     def __repr__(self) -> str:
         where = f", module {self.module!r}" if self.module is not None else ""

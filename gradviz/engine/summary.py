@@ -14,9 +14,8 @@ import math
 
 import torch
 
-from gradviz.model.summary import TensorSummary
+from gradviz.model.summary import SAMPLE_SIZE, TensorSummary
 
-SAMPLE_SIZE = 6
 #: CPU tensors up to this many elements are summarized in plain Python: a torch op
 #: costs a few microseconds however small its tensor, and deep chains of small ops
 #: (200,000 nodes) would spend most of their time there.

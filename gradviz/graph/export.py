@@ -1,4 +1,4 @@
-"""Export a graph to Graphviz DOT, node-link JSON, SVG or PNG.
+"""Export a graph to Graphviz DOT, node-link JSON, SVG, PNG or PDF.
 
 The picture's legend: grey boxes are backward ops (label: op, module, gradient
 shape), the green ones are the roots; blue boxes are named parameters, pale blue
@@ -47,7 +47,9 @@ from gradviz.model.node_facts import (
     region_summary,
 )
 
-FORMATS = ("dot", "json", "svg", "png")
+FORMATS = ("dot", "json", "svg", "png", "pdf")
+#: What Graphviz's ``dot`` draws for us (the others are text written here).
+DRAWN = ("svg", "png", "pdf")
 
 _FILL = {"op": "lightgrey", "param": "lightblue", "leaf": "azure", "saved": "orange"}
 _ROOT_FILL = "darkolivegreen1"
@@ -86,23 +88,27 @@ def render(
     modules: bool = True,
     saved: bool = False,
 ) -> None:
-    """Draw the graph to an ``svg`` or ``png`` file with Graphviz's ``dot`` program."""
-    if fmt not in ("svg", "png"):
-        raise ExportError(f"cannot render format {fmt!r}: choose svg or png")
+    """Draw the graph to an ``svg``, ``png`` or ``pdf`` file with Graphviz's ``dot``."""
+    write_atomic(path, draw_with_dot(to_dot(graph_or_roots, modules=modules, saved=saved), fmt))
+
+
+def draw_with_dot(text: str, fmt: str) -> bytes:
+    """DOT text drawn by Graphviz's ``dot`` program as ``fmt`` (one of :data:`DRAWN`)."""
+    if fmt not in DRAWN:
+        raise ExportError(f"cannot draw format {fmt!r}: choose {', '.join(DRAWN)}")
     program = shutil.which("dot")
     if program is None:
         raise ExportError(
-            "Graphviz's dot program is not installed: install it (apt-get install graphviz, "
-            "brew install graphviz) or export with --format dot"
+            f"Graphviz's dot program is not installed, and it draws {fmt}: install it "
+            "(apt-get install graphviz, brew install graphviz) or write a .dot or .json file"
         )
-    text = to_dot(graph_or_roots, modules=modules, saved=saved)
     result = subprocess.run(
         [program, f"-T{fmt}"], input=text.encode(), capture_output=True, check=False
     )
     if result.returncode != 0:
         first_line = result.stderr.decode(errors="replace").strip().splitlines()[:1]
         raise ExportError(f"dot could not draw the graph: {' '.join(first_line) or 'no message'}")
-    write_atomic(path, result.stdout)
+    return result.stdout
 
 
 def _as_graph(graph_or_roots: nx.DiGraph | Roots) -> nx.DiGraph:

@@ -13,8 +13,9 @@ was saved. (``torch.autograd.graph.disable_saved_tensors_hooks`` is no help: it
 stops packing, not unpacking; checkpoint's unpack hook only fails under it after
 it has begun its work.)
 
-One saved tensor is described as ``{"shape", "dtype"}``, with ``"state"`` added
-when it cannot be read as it was saved:
+One saved tensor is described as ``{"shape", "dtype", "state"}``; ``"state"`` is None
+when it can be read as it was saved (the key is always there, as the README says),
+else:
 
 - :data:`RECOMPUTED`: held by ``torch.utils.checkpoint``; backward re-runs the
   checkpointed forward to get it back. Its shape and dtype come from checkpoint's
@@ -83,7 +84,7 @@ def shape_tuple(size: torch.Size | list[int] | tuple[int, ...]) -> tuple[int, ..
 
 
 def tensor_meta(tensor: torch.Tensor | None, state: str | None = None) -> dict[str, Any] | None:
-    """{"shape", "dtype"} of a tensor (and its ``state``), one shared dict per distinct value."""
+    """{"shape", "dtype", "state"} of a tensor, one shared dict per distinct value."""
     if tensor is None:
         return None
     return _shared_meta(tensor.shape, tensor.dtype, state)
@@ -101,9 +102,7 @@ def _shared_meta(size: tuple[int, ...], dtype: torch.dtype, state: str | None) -
 
 
 def _meta(shape, dtype: str | None, state: str | None, hook: str | None = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"shape": shape, "dtype": dtype}
-    if state is not None:
-        meta["state"] = state
+    meta: dict[str, Any] = {"shape": shape, "dtype": dtype, "state": state}
     if hook is not None:
         meta["hook"] = hook
     return meta

@@ -130,6 +130,7 @@ class StateView:
     continue_after: bool = False  # a continue pressed while stepping runs after the steps
     stopping: bool = False
     note: str = ""  # the latest one-line outcome ("stopped", "exported to ...")
+    no_backward: str = ""  # why backward cannot run on this graph (shown, not steppable)
     version: int = 0
 
     @property
@@ -189,6 +190,8 @@ def _decide(view: StateView, action: Action) -> Decision:
             return Decision(REFUSED, f"busy: {activity.value} (esc stops)")
         if view.phase is not Phase.PAUSED:
             return Decision(REFUSED, _why_no_backward(view))
+        if view.no_backward:
+            return Decision(REFUSED, view.no_backward)
         if activity is Activity.IDLE:
             return Decision(START)
         if activity is Activity.STEPPING:
@@ -201,6 +204,8 @@ def _decide(view: StateView, action: Action) -> Decision:
     if action in (Action.FORWARD, Action.TRAIN) and not view.can_forward:
         return Decision(REFUSED, "this session was given one graph: it cannot make another "
                                  "forward pass")
+    if action is Action.TRAIN and view.no_backward:
+        return Decision(REFUSED, view.no_backward)
     if action is Action.OPTIMIZER:
         if not view.has_optimizer:
             return Decision(REFUSED, "this scenario has no optimizer")
@@ -302,15 +307,16 @@ class SessionState:
                       stopping=False)
 
     def loaded(self, name: str, *, nodes: int = 0, can_forward: bool = True,
-               has_optimizer: bool = False) -> None:
+               has_optimizer: bool = False, no_backward: str = "") -> None:
         """A scenario is built, with its first graph of ``nodes`` nodes (the engine waits
-        before the first) or without one yet (``nodes=0``)."""
+        before the first) or without one yet (``nodes=0``); ``no_backward`` says why that
+        graph cannot be stepped, if it cannot."""
         with self._transition():
             self._expect(Activity.LOADING, "loaded")
             self._view = StateView(scenario=name, phase=Phase.PAUSED if nodes else Phase.NONE,
                                    nodes=nodes, forwards=1 if nodes else 0,
                                    can_forward=can_forward, has_optimizer=has_optimizer,
-                                   version=self._view.version + 1)
+                                   no_backward=no_backward, version=self._view.version + 1)
             self.stop_event.clear()
 
     def loading_stage(self, stage: str) -> None:
@@ -354,12 +360,14 @@ class SessionState:
             self._set(phase=Phase.NONE, pending=None, done=0, nodes=0, ops=0,
                       queued_steps=0, continue_after=False)
 
-    def forward_made(self, nodes: int) -> None:
-        """A new graph: backward waits before its first node; the optimizer has new work."""
+    def forward_made(self, nodes: int, *, no_backward: str = "") -> None:
+        """A new graph: backward waits before its first node (or, with ``no_backward``,
+        cannot run: the graph is shown); the optimizer has new work."""
         with self._transition():
             view = self._view
             self._set(phase=Phase.PAUSED, pending=None, done=0, nodes=nodes, ops=0,
-                      forwards=view.forwards + 1, applied=False, failure=None)
+                      forwards=view.forwards + 1, applied=False, failure=None,
+                      no_backward=no_backward)
 
     def progressed(self, *, done: int, pending: str | None, finished: bool) -> None:
         """Nodes ran: ``done`` in all, the engine waits before ``pending`` or has finished."""

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: Elements a summary keeps (``sample``): all of a tensor this small, whose values the
+#: screens then show in full (the tutorial's ``a.grad = [36, 81]``).
+SAMPLE_SIZE = 6
+
 
 @dataclass(frozen=True)
 class TensorSummary:

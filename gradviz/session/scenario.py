@@ -36,7 +36,8 @@ class Scenario:
 
     ``forward`` returns the root tensor(s); ``gradient`` is the external gradient
     for a non-scalar root; ``checks`` are named predicates evaluated after backward,
-    such as the tutorial's ``9*a**2 == a.grad``.
+    such as the tutorial's ``9*a**2 == a.grad``; ``train_note`` is said after each
+    training iteration.
     """
 
     name: str
@@ -47,6 +48,9 @@ class Scenario:
     optimizer: torch.optim.Optimizer | None = None
     gradient: torch.Tensor | Sequence[torch.Tensor] | None = None
     checks: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+    #: Said after each training iteration (``t``), when something about training this
+    #: scenario must be known: that its loss has no minimum, say.
+    train_note: str = ""
 
     def run_forward(self) -> tuple[list[torch.Tensor], dict[int, str]]:
         """Run ``forward`` once: its roots, and the module of each node (see ``record``).
@@ -184,13 +188,13 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
         with warnings.catch_warnings():  # torch warns about pickles before it refuses them
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+    except OSError as error:
+        raise ScenarioError(f"weights file {path} could not be read: {one_line(error)}") from error
+    except Exception as error:  # junk unpickles into any error: KeyError: 174812789, EOFError
         raise ScenarioError(
             f"weights file {path} is not a state dict that torch.load(weights_only=True) "
             "can read: save one with torch.save(model.state_dict(), path)"
         ) from error
-    except Exception as error:
-        raise ScenarioError(f"weights file {path} could not be read: {one_line(error)}") from error
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]  # a training checkpoint that wraps the state dict
     if not isinstance(state, Mapping):

@@ -95,6 +95,9 @@ class Session:
         self.recording = None
         self.checks: list[CheckResult] = []
         self.last_update: UpdateReport | None = None
+        #: Why backward cannot run on the current graph ("" when it can): a root that
+        #: is not a scalar, without a gradient. The graph is still shown.
+        self.no_backward = ""
         #: Called with this session each time a forward made a new graph (before its
         #: backward runs), on the thread that made it: a screen lays the graph out here.
         self.on_new_graph: Callable[[Session], None] | None = None
@@ -312,7 +315,7 @@ class Session:
     def _finish_forward(self) -> None:
         stepper = self.forward_stepper
         roots = stepper.roots
-        backward = BackwardStepper(roots, gradient=self.scenario.gradient, graph=stepper.graph,
+        backward = BackwardStepper(roots, gradient=self._gradient(roots), graph=stepper.graph,
                                    model=self.scenario.model, params=dict(self.scenario.params),
                                    history_bytes=self.history_bytes)
         self.forward_stepper = None
@@ -453,8 +456,19 @@ class Session:
             raise
         if deliver is not None:
             deliver(result)
-        self.state.finished(_note(action, result))
+        self.state.finished(_note(action, result, self.scenario))
         return result
+
+    @staticmethod
+    def warm_up() -> None:
+        """Run one tiny backward, so that the first step the user asks for is quick: a
+        process's first backward with a gradient given imports what torch checks it
+        with (symbolic shapes, sympy: about half a second here), and that was the first
+        ``n``'s wait. Through ``autograd.grad``: it touches no ``.grad``, and a
+        ``gradviz.watch`` (which follows ``backward``) does not count it."""
+        leaf = torch.zeros(1, requires_grad=True)
+        out = leaf * 1.0
+        torch.autograd.grad(out, leaf, grad_outputs=torch.ones_like(out))
 
     def detach(self) -> None:
         """Give this session a state of its own: another session now owns the shared one."""
@@ -508,9 +522,28 @@ class Session:
             self.forward()
         return self.stepper
 
+    def _gradient(self, roots: list[torch.Tensor]):
+        """The scenario's gradient for ``roots``. A root that is not a scalar and has none
+        gets ones, so that its graph can be walked and shown (as ``gradviz export`` draws
+        it), and backward is refused with the reason (:attr:`no_backward`): the ones are
+        never run."""
+        scenario = self.scenario
+        self.no_backward = ""
+        if scenario.gradient is not None:
+            return scenario.gradient
+        vectors = [root for root in roots if root.numel() != 1]
+        if not vectors:
+            return None
+        shape = tuple(vectors[0].shape)
+        which = "the root" if len(roots) == 1 else "a root"
+        self.no_backward = (f"{which} is not a scalar (shape {shape}): backward needs a "
+                            "gradient of its shape, as Q.backward(gradient=...) does: give "
+                            "Scenario(gradient=...) or gradviz.show(Q, gradient=...)")
+        return [torch.ones_like(root) if root.numel() != 1 else None for root in roots]
+
     def _new_stepper(self, roots: list[torch.Tensor], modules) -> BackwardStepper:
         scenario = self.scenario
-        return BackwardStepper(roots, gradient=scenario.gradient, model=scenario.model,
+        return BackwardStepper(roots, gradient=self._gradient(roots), model=scenario.model,
                                params=dict(scenario.params), modules=modules,
                                history_bytes=self.history_bytes)
 
@@ -522,13 +555,14 @@ class Session:
         report(stepper, [], self.leaves, self.progress)  # where it waits, before any node
         self.losses.append(loss)
         self.checks = []
-        self.state.forward_made(len(stepper))
+        self.state.forward_made(len(stepper), no_backward=self.no_backward)
         if self.on_new_graph is not None:
             self.on_new_graph(self)
 
     def _loaded(self) -> None:
         self.state.loaded(self.scenario.name, nodes=len(self.stepper) if self.stepper else 0,
-                          can_forward=self.can_forward, has_optimizer=self.watch is not None)
+                          can_forward=self.can_forward, has_optimizer=self.watch is not None,
+                          no_backward=self.no_backward)
 
     def _report(self, events: list[StepEvent], summary_seconds: float | None = None
                 ) -> ProgressDelta:
@@ -604,12 +638,15 @@ def _failure(during: Activity, error: BaseException) -> Failure:
                    type(error).__name__, getattr(error, "node", None), hint)
 
 
-def _note(action: Action, result: object) -> str:
+def _note(action: Action, result: object, scenario: Scenario) -> str:
     if action is Action.EXPORT:
         return f"exported the graph to {result}"
     if action is Action.OPTIMIZER and isinstance(result, UpdateReport):
         return (f"{result.optimizer}: {len(result.updated)} of {len(result.params)} "
                 "parameters updated")
-    if action is Action.TRAIN and isinstance(result, IterationReport) and result.update is None:
-        return "forward and backward ran; no optimizer step: the scenario has no optimizer"
+    if action is Action.TRAIN and isinstance(result, IterationReport):
+        if result.update is None:
+            return "forward and backward ran; no optimizer step: the scenario has no optimizer"
+        if scenario.train_note:
+            return f"loss {result.loss:.6g} before this step: {scenario.train_note}"
     return ""

@@ -13,20 +13,18 @@ This module imports no torch, so the first frame shows at once while torch loads
 from __future__ import annotations
 
 import functools
-import threading
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
-from textual import work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from gradviz.errors import one_line
-from gradviz.model.catalog import builtin_scenarios
+from gradviz.model.catalog import BUILTIN_NAMES, builtin_scenarios
 from gradviz.model.find import find_nodes
 from gradviz.model.layout import GROUP, GraphLayout
 from gradviz.model.progress import BackwardProgress, group_progress
@@ -37,13 +35,14 @@ from gradviz.tui import jobs, messages
 from gradviz.tui.screens.help import HELP_KEYS, HelpScreen
 from gradviz.tui.screens.picker import PickerScreen
 from gradviz.tui.screens.run_view import RunScreen
-from gradviz.tui.status import status_line
 from gradviz.tui.widgets.checks import ChecksPanel
+from gradviz.tui.widgets.footer import KeysFooter
 from gradviz.tui.widgets.forward_log import ForwardLog, forward_step_lines
 from gradviz.tui.widgets.graph_view import GraphView
 from gradviz.tui.widgets.inspector import Inspector
 from gradviz.tui.widgets.params_table import ParamsTable
 from gradviz.tui.widgets.plots import GradFlow, LossPlot
+from gradviz.tui.widgets.status_bar import StatusBar
 from gradviz.tui.widgets.run_so_far import RunSoFar
 
 if TYPE_CHECKING:
@@ -101,8 +100,11 @@ class GradvizApp(App[int]):
 
     def __init__(self, scenario: str | None = None, *, weights: str | None = None,
                  session: Any = None, export_dir: str | Path = ".",
-                 pause: TrainingPause | None = None) -> None:
+                 pause: TrainingPause | None = None, files: bool = True) -> None:
         super().__init__()
+        # False under gradviz serve: the page may open the scenario it was started with
+        # and the built-in demos, no file by its path (that would run any .py file).
+        self.files = files
         self.pause = pause  # a gradviz.watch break opened the app: its run, a way to stop it
         if pause is not None:
             session = pause.session
@@ -119,7 +121,9 @@ class GradvizApp(App[int]):
         self._cli_open = False  # the scenario named on the command line is what was opened
         self._shown_graph: Any = None
         self._progress = BackwardProgress()  # what ran on the graph shown (the session's)
-        self._params_to_draw: set[str] = set()  # parameters whose .grad landed since drawn
+        # parameters whose .grad landed since drawn, in the order they landed: the table's
+        # cursor follows the last (a set's order put it on any of them, run to run)
+        self._params_to_draw: dict[str, None] = {}
         self._flow_dirty = False
         self._follow: str | None = None  # the node to inspect when the panels are drawn
         self._failure_shown: Any = None  # the failure whose node was selected
@@ -129,6 +133,9 @@ class GradvizApp(App[int]):
         self._inspected: str | None = None
         self._rendered_version = -1
         self._enabled: tuple[bool, ...] = ()
+        self._layout_worker: SerialWorker | None = None  # made on the first re-layout
+        self._found: tuple[str, list[str], int] | None = None  # query, matches, the one shown
+        self._warmed = False  # torch's first backward was run ahead of the first step
 
     @property
     def shown_graph(self):
@@ -157,22 +164,28 @@ class GradvizApp(App[int]):
             yield LossPlot(id="loss")
             yield GradFlow(id="flow")
             yield ChecksPanel(id="checks")
-        yield Input(placeholder="find: op, module or parameter name (enter: next)", id="find")
-        yield Static(id="status")
-        yield Footer(compact=True)
+        with Horizontal(id="find-bar"):
+            yield Input(placeholder="find: op, module or parameter name (enter: next)", id="find")
+            yield Static(id="find-count")
+        yield StatusBar(id="status")
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#graph").border_title = "autograd graph (root at the top)"
         self.query_one("#inspector").border_title = "node"
         self.query_one("#tabs").border_title = "parameters and optimizer"
-        self.query_one("#find").display = False
+        self.query_one("#checks").border_title = "checks"
+        # tab goes graph -> node inspector -> parameters, as the help and README say: the
+        # strip of tab names above the table was a stop of its own, where enter did nothing
+        self.query_one("#tabs Tabs").can_focus = False
+        self.query_one("#find-bar").display = False
         self._narrow(self.size.width, self.size.height)
         if self.pause is not None:
             self.add_class("-paused")
             self.query_one(RunSoFar).show(self.pause.history, self.pause.brk)
         if self.session is not None:  # a graph from gradviz.show()
             self._adopt(self.session)
-            self._lay_out_worker(self.session, self.fold_depth, frozenset())
+            self._lay_out(self.session, self.fold_depth, frozenset())
         elif self.scenario_ref is not None:
             self.open_scenario(self.scenario_ref, weights=self.weights, from_cli=True)
         else:
@@ -183,6 +196,11 @@ class GradvizApp(App[int]):
     def open_scenario(self, ref: str, *, weights: str | None = None,
                       from_cli: bool = False) -> None:
         """Load ``ref`` on the engine's thread; what is shown stays until it has loaded."""
+        if not self.files and ref not in (*BUILTIN_NAMES, self.scenario_ref):
+            self.notify("this app opens the built-in demos and the scenario it was started "
+                        "with, no file by its path (gradviz serve --allow-files)",
+                        severity="warning", timeout=5)
+            return
         if self.state.view().busy:
             self.state.request(Action.STOP)  # the running work ends first, then this
         self._cli_open = from_cli
@@ -214,10 +232,22 @@ class GradvizApp(App[int]):
         """Engine thread, after a forward: lay the new graph out before the screen asks."""
         jobs.lay_out_graph(self.post_message, session, self.fold_depth, frozenset(self.opened))
 
-    @work(thread=True, exclusive=True, group="layout")
-    def _lay_out_worker(self, session: Any, depth: int | None, opened: frozenset) -> None:
-        """Plain Python (networkx), no torch: fine on a Textual thread worker."""
-        jobs.lay_out_graph(self.post_message, session, depth, opened)
+    def _lay_out(self, session: Any, depth: int | None, opened: frozenset) -> None:
+        """Lay the graph out again (folding, a group opened) off the UI thread.
+
+        Plain Python (networkx), on the app's own layout thread rather than Textual's
+        ``@work(thread=True)``: those run on the event loop's default executor, and a
+        layout may drop the last reference to a deep graph, which needs a big stack.
+        Giving the executor's threads one meant ``threading.stack_size`` for the whole
+        process, which in a Jupyter kernel is every thread the kernel makes later. The
+        layout thread is not the engine's, so folding stays quick while backward runs.
+        """
+        if self._layout_worker is None:
+            self._layout_worker = SerialWorker(
+                "gradviz-layout",
+                on_error=lambda error: self.post_message(messages.EngineFailed(error)))
+        self._layout_worker.submit(
+            functools.partial(jobs.lay_out_graph, self.post_message, session, depth, opened))
 
     def on_laid_out(self, message: messages.LaidOut) -> None:
         session, laid_out, progress = message.session, message.laid_out, message.progress
@@ -231,7 +261,8 @@ class GradvizApp(App[int]):
         if new_graph:
             self._shown_graph = laid_out.graph
             self._progress = progress
-            self._params_to_draw = set()
+            self._found = None  # matches are of a graph
+            self._params_to_draw = {}
             self._flow_dirty = False
             self._follow = None
             view.follow = True
@@ -247,6 +278,9 @@ class GradvizApp(App[int]):
             if roots:
                 view.mark_node(roots[0])  # a new graph starts at its root, not where the old was
                 self._inspect(roots[0])
+            if not self._warmed and self.pause is None:  # once the first graph is on screen
+                self._warmed = True
+                self._submit(jobs.warm_up, session)
         self._render_state(force=True)
 
     def _describe_visible(self) -> None:
@@ -268,7 +302,7 @@ class GradvizApp(App[int]):
         if message.session is not self.session or message.progress is not self._progress:
             return
         delta = message.delta
-        self._params_to_draw.update(delta.params)
+        self._params_to_draw.update(dict.fromkeys(delta.params))
         self._flow_dirty = self._flow_dirty or bool(delta.params)
         view = self.query_one(GraphView)
         view.show_progress(self._progress, delta.nodes)
@@ -300,7 +334,7 @@ class GradvizApp(App[int]):
                 summary = self._progress.grad_of(name)
                 if summary is not None:
                     params.show_grad(name, summary)
-            self._params_to_draw = set()
+            self._params_to_draw = {}
         if self._flow_dirty:
             self._flow_dirty = False
             flow = self._progress.flow()
@@ -447,9 +481,7 @@ class GradvizApp(App[int]):
             self._render_state(force=True)
 
     def _render_status(self, view) -> None:
-        status = self.query_one("#status", Static)
-        width = (status.size.width - 2) if status.size.width else 1000
-        status.update(status_line(view, self._shown_graph, width), layout=False)
+        self.query_one(StatusBar).show(view, self._shown_graph)
 
     def _render_welcome(self, view) -> None:
         """With nothing loaded, the screen says what is loading, what failed, what to do."""
@@ -538,9 +570,9 @@ class GradvizApp(App[int]):
         self._request(Action.EXPORT)
 
     def action_stop(self) -> None:
-        find = self.query_one("#find", Input)
-        if find.display:
-            find.display = False
+        bar = self.query_one("#find-bar")
+        if bar.display:
+            bar.display = False
             self.query_one(GraphView).focus()
             return
         view = self.state.view()
@@ -552,7 +584,9 @@ class GradvizApp(App[int]):
 
     def action_picker(self) -> None:
         choices = [(info.name, info.description) for info in builtin_scenarios()]
-        self.push_screen(PickerScreen(choices), self._picked)
+        if not self.files and self.scenario_ref and self.scenario_ref not in BUILTIN_NAMES:
+            choices.insert(0, (self.scenario_ref, "the scenario this app was started with"))
+        self.push_screen(PickerScreen(choices, files=self.files), self._picked)
 
     def _picked(self, ref: str | None) -> None:
         if ref:
@@ -567,12 +601,11 @@ class GradvizApp(App[int]):
             return
         self.fold_depth = None if self.fold_depth else 1
         self.opened.clear()
-        self._lay_out_worker(self.session, self.fold_depth, frozenset())
+        self._lay_out(self.session, self.fold_depth, frozenset())
 
     def action_find(self) -> None:
-        find = self.query_one("#find", Input)
-        find.display = True
-        find.focus()
+        self.query_one("#find-bar").display = True
+        self.query_one("#find", Input).focus()
 
     def action_stop_training(self) -> None:
         """Close the app and stop the watched loop: it raises TrainingStopped there."""
@@ -597,7 +630,7 @@ class GradvizApp(App[int]):
         self.push_screen(HelpScreen())
 
     def action_quit(self) -> None:
-        self._shut_down()
+        self.shut_down()
         self.exit(return_code=1 if self.failed_from_cli else 0)
 
     @property
@@ -607,9 +640,11 @@ class GradvizApp(App[int]):
                 and self.state.view().failure is not None)
 
     def on_unmount(self) -> None:
-        self._shut_down()  # however the app ends, no backward is left waiting
+        self.shut_down()  # however the app ends, no backward is left waiting
 
-    def _shut_down(self) -> None:
+    def shut_down(self) -> None:
+        """Stop what runs and end the app's threads (also for an app that never ran:
+        a notebook output removed before a page showed it)."""
         if self.state.view().busy:
             self.state.request(Action.STOP)
         if self.session is not None:
@@ -619,6 +654,8 @@ class GradvizApp(App[int]):
         # finalizes aborts the process ("terminate called without an active exception",
         # exit 134), seen on quitting right after opening a second scenario.
         self.engine.shutdown(timeout=ENGINE_EXIT_SECONDS)
+        if self._layout_worker is not None:
+            self._layout_worker.shutdown(timeout=ENGINE_EXIT_SECONDS)
         if self.pause is not None:
             self.pause.closed()  # the model's .grad put back (a break's graph was stepped)
 
@@ -630,23 +667,37 @@ class GradvizApp(App[int]):
         self.set_class(width < 100 or height < 30, "-narrow")
         for footer in self.query(Footer):  # under 90 columns "^p palette" squeezed "q quit" off
             footer.show_command_palette = width >= 90
-        if self.is_mounted:
-            self._render_status(self.state.view())
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        """The count follows the query as it is typed (it stayed at the last enter's)."""
+        if event.input.id != "find":
+            return
+        self._found = None
+        count = self.query_one("#find-count", Static)
+        if self._shown_graph is None or not event.value.strip():
+            count.update("")
+            return
+        matches = find_nodes(self._shown_graph, event.value)
+        count.update(f"{len(matches)} match" + ("es" if len(matches) > 1 else "") if matches
+                     else "no match")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter: the best match, then the next one (exact, then whole words, then parts)."""
         if event.input.id != "find" or self._shown_graph is None:
             return
         view = self.query_one(GraphView)
-        matches = find_nodes(self._shown_graph, event.value)
+        if self._found is None or self._found[0] != event.value:
+            self._found = (event.value, find_nodes(self._shown_graph, event.value, view.row_of),
+                           -1)
+        query, matches, index = self._found
+        count = self.query_one("#find-count", Static)
         if not matches:
-            self.notify(f"no node matches {event.value!r}", severity="warning", timeout=3)
+            count.update("no match")
             return
-        matches.sort(key=lambda k: view.row_of.get(k, 0))
-        current = view.row_key(view.cursor)
-        later = [k for k in matches if view.row_of.get(k, 0) > view.cursor and k != current]
-        target = later[0] if later else matches[0]
-        view.select_node(target)
-        self.notify(f"{matches.index(target) + 1} of {len(matches)}: {target}", timeout=2)
+        index = (index + 1) % len(matches)
+        self._found = (query, matches, index)
+        view.select_node(matches[index])
+        count.update(f"{index + 1} of {len(matches)}: {matches[index]}")
 
     def on_graph_view_node_selected(self, message: GraphView.NodeSelected) -> None:
         self._inspect(message.key)
@@ -655,7 +706,7 @@ class GradvizApp(App[int]):
         if self.session is None:
             return
         self.opened.add(message.module)
-        self._lay_out_worker(self.session, self.fold_depth, frozenset(self.opened))
+        self._lay_out(self.session, self.fold_depth, frozenset(self.opened))
 
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
@@ -680,10 +731,6 @@ def make_app(scenario: str | None = None, **kwargs) -> GradvizApp:
 
 def run_app(scenario: str | None = None, **kwargs) -> int:
     """Run the app in this terminal until it is closed; the CLI's exit code."""
-    from gradviz.runtime.deep_graphs import WORKER_STACK_BYTES
-
-    # Layout workers may drop the last reference to a deep graph: give new threads room.
-    threading.stack_size(WORKER_STACK_BYTES)
     app = make_app(scenario, **kwargs)
     app.run()
     return app.return_code or 0

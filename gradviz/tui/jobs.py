@@ -91,3 +91,8 @@ def abandon_forward(session: Any) -> None:
 
 def close(session: Any) -> None:
     session.close()
+
+
+def warm_up(post: Post, session: Any) -> None:
+    """While the user reads the first screen: what the first step would wait for."""
+    session.warm_up()

@@ -54,9 +54,34 @@ def test_export_default_name_and_stdout(tmp_path):
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
-def test_export_png(tmp_path):
+def test_export_png_and_pdf(tmp_path):
     assert main(["export", "autograd-basics", "-o", str(tmp_path / "q.png")]) == 0
     assert (tmp_path / "q.png").read_bytes().startswith(b"\x89PNG")
+    assert main(["export", "autograd-basics", "-o", str(tmp_path / "q.pdf")]) == 0
+    assert (tmp_path / "q.pdf").read_bytes().startswith(b"%PDF")  # not DOT text
+
+
+def test_a_pdf_without_graphviz_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    import gradviz.graph.export as export
+
+    monkeypatch.setattr(export.shutil, "which", lambda name: None)
+    with pytest.raises(gradviz_errors().ExportError, match="Graphviz's dot program is not "
+                       "installed, and it draws pdf"):
+        export.render(export.build_graph(tutorial_q()), tmp_path / "q.pdf", "pdf")
+    assert not (tmp_path / "q.pdf").exists()
+
+
+def gradviz_errors():
+    import gradviz.errors
+
+    return gradviz.errors
+
+
+def tutorial_q():
+    import torch
+
+    a = torch.tensor([2.0, 3.0], requires_grad=True)
+    return 3 * a**3
 
 
 @pytest.mark.parametrize(
@@ -65,6 +90,11 @@ def test_export_png(tmp_path):
         (["export", "nope"], 1, "no scenario named 'nope'"),
         (["export", "autograd-basics", "-o", "/no/such/folder/q.dot"], 1, "does not exist"),
         (["export", "autograd-basics", "--format", "gif"], 2, "invalid choice"),
+        (["export", "autograd-basics", "-o", "q.gif"], 2, "cannot export to .gif: give -o a file"),
+        (["export", "autograd-basics", "-o", "q.pdf", "--format", "dot"], 2,
+         "-o q.pdf says pdf, --format says dot"),
+        (["open", "resnet18"], 1, "resnet18 is a built-in demo, not a file: gradviz demo "
+                                  "resnet18 opens it"),
         (["export", "autograd-basics", "-o", "-", "--format", "png"], 2, "cannot go to stdout"),
         (["frobnicate"], 2, "invalid choice"),
     ],
@@ -184,6 +214,15 @@ def test_a_base_exception_from_build_is_one_line(tmp_path):
     path.write_text("class Stop(BaseException):\n    pass\n"
                     "def build():\n    raise Stop('no')\n")
     one_line_error(gradviz("export", str(path)), "build() raised Stop: no")
+
+
+@pytest.mark.parametrize("junk", [b"junk\n", b"\x80\x02}q\x00", bytes(range(256)) * 8])
+def test_weights_that_are_junk_are_not_a_state_dict(tmp_path, junk):
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(junk)
+    one_line_error(gradviz("export", "resnet18", "--weights", str(weights), "-o",
+                           str(tmp_path / "r.dot")),
+                   "is not a state dict that torch.load(weights_only=True) can read")
 
 
 def test_the_app_without_a_terminal_refuses_at_once():

@@ -59,6 +59,7 @@ def another_programs_database(path):
     ("other.db", another_programs_database, "is not a gradviz record (an SQLite file of another"),
     ("other.sqlite3", another_programs_database, "is not a gradviz record"),
     ("missing.db", lambda p: None, "missing.db: no such record file"),
+    ("empty.db", lambda p: p.write_bytes(b""), "empty.db is empty: not a gradviz record"),
 ])
 def test_a_file_that_is_not_a_gradviz_record_is_one_line_with_exit_1(tmp_path, name, make,
                                                                     message):
@@ -72,6 +73,16 @@ def test_a_corrupt_record_is_one_line_with_exit_1(tmp_path, record):
     cut = tmp_path / "cut.db"
     cut.write_bytes(whole[:4096] + b"\x00\xff" * 4096)  # its first page, then garbage
     one_line_error(gradviz("open", cut), "cut.db")
+
+
+def test_reading_a_record_leaves_nothing_beside_it_even_when_it_is_cut_short(tmp_path, record):
+    cut = tmp_path / "truncated.db"
+    cut.write_bytes(record.read_bytes()[:6000])  # killed mid-copy, say
+    one_line_error(gradviz("report", cut), "truncated.db")
+    good = tmp_path / "good.db"
+    good.write_bytes(record.read_bytes())
+    assert gradviz("report", good).returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.db", "truncated.db"]
 
 
 def test_a_good_record_without_a_terminal_says_so_and_names_report(record):

@@ -1,10 +1,14 @@
 """`gradviz serve` in a real headless Chromium: the page loads the app, a key steps it, the text shows it.
 
+Everything the page asks for comes from the server (a classroom may have no
+internet), and the footer shows the scenario's keys before anyone clicks the page.
+
 textual-serve draws the terminal with xterm.js on a canvas, so the page's text is
 read from xterm's own buffer (its public ``buffer.active`` API): a script added
 before the page's own catches the Terminal when textual-serve's client stores it.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -94,6 +98,7 @@ def server():
 def browser(tmp_path):
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
     options = webdriver.ChromeOptions()
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     options.binary_location = CHROMIUM
     for argument in ("--headless", "--no-sandbox", "--disable-gpu",
                      "--disable-background-networking", "--disable-component-update",
@@ -120,6 +125,15 @@ def test_the_served_app_steps_in_a_browser(server, browser, tmp_path):
     screen = wait_until(lambda: "step 0/6" in text() and text(), 180,
                         "the app's first screen (step 0/6) in the page")
     assert "autograd-basics" in screen
+    # Before any click (the page has no focus): the footer has the loaded scenario's keys
+    footer = wait_until(lambda: "n step" in text() and text(), 30, "the scenario's keys")
+    assert "c continue" in footer.splitlines()[-1] or "c continue" in footer
+    requested = [json.loads(entry["message"])["message"]["params"]["request"]["url"]
+                 for entry in browser.get_log("performance")
+                 if '"Network.requestWillBeSent"' in entry["message"]]
+    assert any(url.endswith("fonts/RobotoMono-VariableFont_wght.ttf") for url in requested)
+    assert [url for url in requested if not url.startswith((server, server.replace("http", "ws"),
+                                                            "data:", "chrome:"))] == []
     browser.find_element(By.CSS_SELECTOR, ".xterm-helper-textarea").send_keys("n")
     screen = wait_until(lambda: "step 1/6" in text() and text(), 60,
                         "step 1/6 after pressing n")
@@ -138,6 +152,33 @@ def test_serve_says_what_is_wrong_in_one_line(argv, code, message):
                             text=True, timeout=120)
     assert result.returncode == code
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_scenario_that_cannot_load_before_serving(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def build(:\n    pass\n")
+    port = free_port()
+    result = subprocess.run([sys.executable, "-m", "gradviz.cli", "serve", "--port", str(port),
+                             str(broken)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("gradviz: error: ")
+    assert "broken.py:1: syntax error" in result.stderr
+    with socket.socket() as probe:  # and nothing listens: it never served
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_the_served_page_and_its_font_come_from_gradviz():
+    from gradviz.serve import TEMPLATES, app_command
+
+    page = (TEMPLATES / "app_index.html").read_text()
+    assert "googleapis" not in page and "https://" not in page
+    assert "fonts/RobotoMono-VariableFont_wght.ttf" in page
+    import textual_serve
+
+    fonts = os.path.join(os.path.dirname(textual_serve.__file__), "static", "fonts")
+    assert os.path.isfile(os.path.join(fonts, "RobotoMono-VariableFont_wght.ttf"))
+    assert app_command("autograd-basics")[-3:] == ["demo", "autograd-basics", "--no-files"]
+    assert "--no-files" not in app_command(None, allow_files=True)
 
 
 def test_serve_says_when_its_port_is_taken():

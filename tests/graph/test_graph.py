@@ -36,7 +36,7 @@ def test_tutorial_graph_exactly(tutorial_leaves):
 
     cube, square = graph.nodes["PowBackward0#1"], graph.nodes["PowBackward0#0"]
     assert cube["args"] == {"exponent": 3} and square["args"] == {"exponent": 2}
-    assert cube["saved"] == {"self": {"shape": (2,), "dtype": "float32"}}
+    assert cube["saved"] == {"self": {"shape": (2,), "dtype": "float32", "state": None}}
     assert cube["shape"] == (2,) and cube["kind"] == "op" and cube["module"] is None
     assert cube["seq"] < graph.nodes["MulBackward0#0"]["seq"] < graph.nodes["SubBackward0#0"]["seq"]
 
@@ -50,8 +50,8 @@ def test_unnamed_leaves_and_saved_freed_after_backward(tutorial_leaves):
     before = build_graph(q)
     assert {d["kind"] for _, d in before.nodes(data=True) if d["op"] == "AccumulateGrad"} == {"leaf"}
     assert before.nodes["MulBackward0#0"]["saved"] == {
-        "other": {"shape": (2,), "dtype": "float32"},
-        "self": {"shape": (2,), "dtype": "float32"},
+        "other": {"shape": (2,), "dtype": "float32", "state": None},
+        "self": {"shape": (2,), "dtype": "float32", "state": None},
     }
     q.backward()
     after = build_graph(q)
@@ -117,7 +117,7 @@ def test_custom_function_node_shows_its_saved_tensors():
     x = torch.ones(5, requires_grad=True)
     graph = build_graph(Square.apply(x).sum())
     node = graph.nodes["SquareBackward#0"]
-    assert node["saved"] == {"saved_tensors[0]": {"shape": (5,), "dtype": "float32"}}
+    assert node["saved"] == {"saved_tensors[0]": {"shape": (5,), "dtype": "float32", "state": None}}
     assert list(graph.successors("SquareBackward#0")) == ["leaf#0"]
 
 

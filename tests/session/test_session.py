@@ -85,7 +85,6 @@ from gradviz.model.state import Action, Activity, Phase, SessionState  # noqa: E
 @pytest.mark.parametrize(("body", "message"), [
     ("    raise ValueError('bad batch')",
      "scenario 's': forward() raised ValueError: bad batch"),
-    ("    return w * 2", "the root is not a scalar (shape (3,)): pass gradient="),
     ("    return w", "the root has no autograd graph: it is a leaf tensor"),
 ])
 def test_a_load_that_fails_says_why_in_one_line_and_leaves_nothing_running(scenario_file, body,
@@ -97,6 +96,22 @@ def test_a_load_that_fails_says_why_in_one_line_and_leaves_nothing_running(scena
     view = state.view()
     assert view.activity is Activity.IDLE and view.failure.message == str(raised.value)
     assert view.scenario is None
+
+
+def test_a_root_that_is_not_a_scalar_loads_its_graph_and_refuses_backward_with_why(
+        scenario_file):
+    state = SessionState()
+    session = Session.load(scenario_file("    return w * 2"), state=state)
+    view = state.view()
+    assert view.phase is Phase.PAUSED and view.nodes == 2 and session.graph is not None
+    reason = state.request(Action.STEP)
+    assert reason.verdict == "refused"
+    assert reason.reason.startswith("the root is not a scalar (shape (3,)): backward needs a "
+                                    "gradient of its shape")
+    assert "Scenario(gradient=...)" in reason.reason
+    assert not state.view().allowed(Action.CONTINUE) and not state.view().allowed(Action.TRAIN)
+    assert state.view().allowed(Action.EXPORT)  # it can be drawn, as gradviz export does
+    session.close()
 
 
 def test_a_syntax_error_and_a_missing_weights_file_fail_the_load(tmp_path):
@@ -197,3 +212,19 @@ def test_interrupted_is_not_an_error_of_the_users_forward():
     scenario.forward = stopped
     with pytest.raises(Interrupted):
         scenario.run_forward()
+
+
+def test_a_training_step_says_the_scenarios_train_note(scenario_file):
+    path = scenario_file("    return (w * w).sum()", extra="train_note='this loss has no minimum',")
+    session = Session.load(path)
+    session.perform(Action.TRAIN, lambda made: None)
+    assert session.state.view().note == "loss 14 before this step: this loss has no minimum"
+    session.close()
+
+
+def test_the_demos_with_the_tutorials_loss_say_it_has_no_minimum():
+    from pathlib import Path
+
+    demos = Path(__file__).resolve().parents[2] / "demos"
+    for name in ("resnet18.py", "finetune.py"):
+        assert "has no minimum" in gradviz.load_scenario(str(demos / name)).train_note

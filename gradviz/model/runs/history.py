@@ -205,9 +205,17 @@ class RunRecord:
         self.path = Path(path)
         if not self.path.is_file():
             raise RecordError(f"{self.path}: no such record file")
+        if self.path.stat().st_size == 0:
+            raise RecordError(f"{self.path} is empty: not a gradviz record (gradviz.watch "
+                              "writes its runs there as it trains)")
+        # Read-only, and leaving nothing beside the file: SQLite makes -wal and -shm files
+        # for a reader of a WAL-mode database, and a reader cannot remove them (a report on
+        # a truncated record left both). With no -wal there is no writer whose pages we
+        # would miss, so the file is read as immutable; with one, as SQLite reads it.
+        live = self.path.with_name(self.path.name + "-wal").exists()
+        uri = f"{self.path.resolve().as_uri()}?mode=ro" + ("" if live else "&immutable=1")
         try:
-            self._connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro",
-                                               uri=True)
+            self._connection = sqlite3.connect(uri, uri=True)
             app = self._connection.execute("PRAGMA application_id").fetchone()[0]
             version = self._connection.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.DatabaseError as error:

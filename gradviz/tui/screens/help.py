@@ -60,6 +60,10 @@ class HelpScreen(ModalScreen[None]):
             glyph, style = GLYPHS[state]
             legend.append(f"  {glyph} ", style)
             legend.append(f"{what}\n")
+        legend.append("  |g out|", "green")
+        legend.append(" the largest gradient a node sent on (a parameter's: "
+                      "|grad|, its .grad);\n  the inspector shows what came in, |g in|, "
+                      "and each edge's |g out|\n")
         with VerticalScroll(id="help"):
             yield Static(Text.assemble(("gradviz: PyTorch's backward, one node at a time", "bold"),
                                        ("   escape closes, ↑ ↓ scroll", "grey50")))

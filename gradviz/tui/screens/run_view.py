@@ -30,15 +30,22 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
 from gradviz.model.runs.diff import RunDiff, diff_runs, verdict_text
 from gradviz.model.runs.events import BREAK_KINDS, EventKind, origin_text
 from gradviz.model.runs.history import EventRecord, RunHistory, RunRecord, event_parts
 from gradviz.model.runs.ranks import RankComparison, compare_ranks, comparison_text, find_job
-from gradviz.tui.widgets.heat_map import (FOOTER_LINES, HEADER_LINES, BandScale, HeatLayer,
-                                  LayerHeatMap, LogScale)
+from gradviz.tui.widgets.footer import KeysFooter
+from gradviz.tui.widgets.heat_map import (
+    FOOTER_LINES,
+    HEADER_LINES,
+    BandScale,
+    HeatLayer,
+    LayerHeatMap,
+    LogScale,
+)
 from gradviz.tui.widgets.run_plots import AGAINST_COLOR, HistoryPlot
 
 #: Iterations read from a record at most, evenly spaced over a longer run: the plots
@@ -320,7 +327,7 @@ class RunScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield RunView(id="run-view")
-        yield Footer(compact=True)
+        yield KeysFooter(compact=True)
 
     def on_mount(self) -> None:
         self.query_one(RunView).show(self.history, self.source, against=self.against,

@@ -15,15 +15,16 @@ class ChecksPanel(Static):
         if not expected:
             self.update(Text("no checks in this scenario", "grey50"), layout=False)
             return
-        text = Text("checks\n", "bold")
+        lines = []  # its title is the panel's border title (a row more at 80x24)
         results = {c.name: c for c in checks}
         for name in expected:
             result = results.get(name)
             if result is None:
-                text.append("  …  ", "grey50")
-                text.append(f"{name}  (after backward)\n", "grey50")
+                lines.append(Text.assemble(("  …  ", "grey50"),
+                                           (f"{name}  (after backward)", "grey50")))
             else:
-                text.append(" pass " if result.passed else " FAIL ",
-                            "bold black on green" if result.passed else "bold white on red")
-                text.append(f" {name} {result.detail}\n")
-        self.update(text, layout=False)
+                lines.append(Text.assemble(
+                    (" pass " if result.passed else " FAIL ",
+                     "bold black on green" if result.passed else "bold white on red"),
+                    f" {name} {result.detail}".rstrip()))
+        self.update(Text("\n").join(lines))

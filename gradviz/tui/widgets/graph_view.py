@@ -185,7 +185,7 @@ class GraphView(ScrollView, can_focus=True):
         right = scroll_x + self.scrollable_content_region.width
         if used <= right:
             return strip.crop(scroll_x, right)
-        # Cut at the panel's edge: say so, rather than show "|g|=0" for 0.0007.
+        # Cut at the panel's edge: say so, rather than show "|g out|=0" for 0.0007.
         style = Style(bgcolor="grey23") if index == self.cursor else Style()
         return Strip.join([strip.crop(scroll_x, right - 1),
                            Strip([Segment("…", style + Style(color="grey50"))])])
@@ -220,18 +220,24 @@ class GraphView(ScrollView, can_focus=True):
                                   "grey62"))
         attrs = self.graph.nodes[key]
         label = Text()
-        if attrs["kind"] == "op":
+        op = attrs["kind"] == "op"
+        if op:
             label.append(attrs["op"], "bold" if state is NodeState.PENDING else "")
-            if attrs.get("module"):
-                label.append(f"  {attrs['module']}", "cyan")
         else:
             label.append(attrs.get("name") or "leaf", "bold blue")
+        # The value beside the name, before the module and shape: what a narrow panel
+        # cuts is the longer text, not the number. It is the largest gradient the node
+        # sent on (a leaf's: its .grad), and says so: the inspector shows what came in.
+        norm = self.progress.norm_of(key)
+        if norm is not None:
+            label.append(f"  {'|g out|' if op else '|grad|'}={norm:.3g}",
+                         "red" if state is NodeState.BROKEN else "green")
+        if op and attrs.get("module"):
+            label.append(f"  {attrs['module']}", "cyan")
+        elif not op:
             label.append("  " + ("parameter" if attrs["kind"] == "param" else "leaf"), "grey50")
         if attrs.get("shape") is not None:
             label.append(f"  {tuple(attrs['shape'])}", "grey62")
-        norm = self.progress.norm_of(key)
-        if norm is not None:
-            label.append(f"  |g|={norm:.3g}", "red" if state is NodeState.BROKEN else "green")
         return label
 
 

@@ -29,16 +29,23 @@ from gradviz.model.summary import TensorSummary
 from gradviz.model.views import NodeView, ParamView
 
 
-def summary_text(summary: TensorSummary | None, norm_label: str = "|g|") -> Text:
+#: Which gradient a norm is of, said wherever one is shown: a node's gradient in and
+#: what it sends out differ (PowBackward0 of b**2 takes |g|=1.414 in, sends 14.4 out),
+#: and the graph's row shows what went out.
+IN, OUT, GRAD = "|g in|", "|g out|", "|grad|"
+
+
+def summary_text(summary: TensorSummary | None, norm_label: str = IN) -> Text:
     """One gradient in a line or two: shape, norm, stats, NaN/Inf, a few values
     (``norm_label="|x|"`` for a forward's values)."""
     if summary is None:
         return Text("None (nothing flows)", "grey50")
     text = Text()
-    text.append(f"{summary.shape} {summary.dtype}", "grey62")
+    # the norm first, labelled: which gradient it is stays on screen however narrow
+    text.append(f"{norm_label}={summary.norm:.4g}", "bold")
+    text.append(f"  {summary.shape} {summary.dtype}", "grey62")
     if summary.device != "cpu":
         text.append(f" {summary.device}", "grey62")
-    text.append(f"  {norm_label}={summary.norm:.4g}", "bold")
     text.append("\n   ")
     text.append(f"  mean={summary.mean:.3g} std={summary.std:.3g} "
                 f"min={summary.min:.3g} max={summary.max:.3g}")
@@ -124,7 +131,7 @@ class Inspector(ScrollView, can_focus=True):
             Text.assemble((view.name, "bold blue"), "  ", (str(view.shape), "grey62")),
             Text(f"requires_grad={view.requires_grad}", "grey62")]
         if view.grad is not None:
-            lines += [Text(".grad:", "bold"), summary_text(view.grad)]
+            lines += [Text(".grad:", "bold"), summary_text(view.grad, GRAD)]
         elif view.why_no_grad is not None:
             lines += [Text("no .grad: why", "bold yellow"), Text(view.why_no_grad, "yellow")]
         else:
@@ -192,22 +199,22 @@ def node_lines(view: NodeView) -> list[Any]:
         if run.nonfinite:
             lines.append(Text("the first node to make a NaN/Inf gradient", "bold red"))
         lines.append(Text("gradient in:", "bold"))
-        lines += [summary_text(s) for s in run.grad_outputs]
+        lines += [summary_text(s, IN) for s in run.grad_outputs]
         if run.param_grad is not None:
             lines.append(Text(".grad now:", "bold"))
-            lines.append(summary_text(run.param_grad))
+            lines.append(summary_text(run.param_grad, GRAD))
         if run.grad_inputs:
             lines.append(Text("sent on:", "bold"))
             by_slot = dict(view.children)
             for slot, summary in enumerate(run.grad_inputs):
                 target = by_slot.get(slot, "(no grad needed)")
                 lines.append(Text.assemble(f"  → slot {slot} ", (target, "cyan")))
-                lines.append(summary_text(summary))
+                lines.append(summary_text(summary, OUT))
     elif run is not None:
         lines.append(Text(f"ran as step {run.index + 1}; reading its gradients…", "green"))
     elif view.incoming is not None:
         lines.append(Text("next to run; gradient waiting:", "bold yellow"))
-        lines += [summary_text(s) for s in view.incoming]
+        lines += [summary_text(s, IN) for s in view.incoming]
     else:
         lines.append(Text("not run yet", "grey50"))
     return lines

@@ -112,4 +112,11 @@ def _name_ticks(names: list[str], width: int) -> tuple[list[int], list[str]]:
     if len(starts) > room:
         step = math.ceil(len(starts) / room)
         starts = starts[::step]
-    return [i + 1 for i in starts], [tops[i][:9] for i in starts]
+    # Labels that would overlap on screen go here, the later one: plotext drops one of
+    # two overlapping labels itself, and which one changed from run to run.
+    columns = max(width - 8, 1) / max(len(names), 1)  # the plot's columns per parameter
+    kept: list[int] = []
+    for i in starts:
+        if not kept or (i - kept[-1]) * columns >= len(tops[kept[-1]][:9]) + 1:
+            kept.append(i)
+    return [i + 1 for i in kept], [tops[i][:9] for i in kept]
