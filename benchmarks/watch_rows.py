@@ -116,7 +116,7 @@ def bench_watch_gpt2() -> Iterator[Row]:
 
 def bench_nan_origin_search() -> Iterator[Row]:
     """What a NaN costs once found: stepping the kept graph again to its first NaN node."""
-    from gradviz.training.nan_origin import backward_origin
+    from gradviz.training.diagnosis.nan_origin import backward_origin
 
     model, optimizer, make_loss = _resnet18(224)
     searches, plain = [], []

@@ -15,7 +15,7 @@ Each audit is reported once per parameter (or layer), the first iteration it is 
 - ``zero-grad-run``: a gradient exactly zero for ``IN_A_ROW`` iterations in a row.
 
 Not an audit, but seen here first, as every row is: ``not-combined``, a sharded model
-whose ranks' sums could not be added up (:mod:`gradviz.training.sharded`): its rows are
+whose ranks' sums could not be added up (:mod:`gradviz.training.norms.sharded`): its rows are
 flagged as one rank's shards from then on, and the event says why, once.
 """
 
@@ -35,7 +35,7 @@ from gradviz.model.runs.schema import (
     ONE_SHARD,
     ZERO_GRAD,
 )
-from gradviz.training.iteration_stats import Measurement
+from gradviz.training.norms.iteration_stats import Measurement
 
 IN_A_ROW = 10
 

@@ -20,10 +20,10 @@ from gradviz.model.runs.events import (
     TrainingPause,
 )
 from gradviz.model.runs.history import EventRecord
-from gradviz.training.kept_graph import SavedTensorKeeper
+from gradviz.training.diagnosis.kept_graph import SavedTensorKeeper
 from gradviz.training.options import WatchError
-from gradviz.training.replay import replay
-from gradviz.training.sharded import NOT_STEPPED
+from gradviz.training.diagnosis.replay import replay
+from gradviz.training.norms.sharded import NOT_STEPPED
 
 #: Iterations the app opened by a break reads of the run so far (evenly spaced): a
 #: 100k-iteration run read whole took 20 s.
@@ -87,7 +87,7 @@ class BreakTaking:
     def _origin(self, loss_bad: bool) -> Origin | None:
         """Where the NaN/Inf started: from the replayed forward and the kept graph (None
         when neither is there)."""
-        from gradviz.training.nan_origin import (
+        from gradviz.training.diagnosis.nan_origin import (
             backward_origin,
             forward_origin,
             replayed_origin,
@@ -201,7 +201,7 @@ class BreakTaking:
             return None
         from gradviz.graph.walk import discover, root_nodes
         from gradviz.session.session import Session
-        from gradviz.training.nan_origin import set_aside_grads
+        from gradviz.training.diagnosis.nan_origin import set_aside_grads
 
         if modules is None:
             modules = self._spans.of_graph(kept.roots) if self._spans is not None else {}

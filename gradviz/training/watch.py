@@ -17,7 +17,7 @@ per step with gradient accumulation; a ``GradScaler``'s scale divided out) and, 
 asked, keeps its graph. Everything is put back on exit, whatever happened in the
 loop; the loop's own exceptions pass through unchanged.
 
-Per iteration it measures (:mod:`gradviz.training.iteration_stats`, one host sync) the
+Per iteration it measures (:mod:`gradviz.training.norms.iteration_stats`, one host sync) the
 loss, the wall time, the total gradient norm and, per parameter, the gradient norm,
 the parameter and update norms, |Δ|/|p| and flags; runs the audits
 (:mod:`gradviz.training.audits`); checks the breakpoints; and commits it all to the
@@ -31,7 +31,7 @@ Breakpoints: ``at=N``; ``"nonfinite"`` (the loss or a gradient NaN/Inf, checked 
 :class:`WatchBreak`), or ``"app"`` (the app on that iteration's graph). In a
 ``torch.distributed`` job every rank records; only rank 0 breaks. A sharded model's
 (FSDP2, DTensor) norms are the whole parameters', combined across the ranks
-(:mod:`gradviz.training.sharded`), and so is what the breaks decide on.
+(:mod:`gradviz.training.norms.sharded`), and so is what the breaks decide on.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ from gradviz.training.audits import Auditor
 from gradviz.training.bands import default_band
 from gradviz.training.breaks import BreakTaking, TrainingStopped, WatchBreak
 from gradviz.training.following import Following
-from gradviz.training.iteration_stats import DEFAULT_SAMPLE, Measurement
-from gradviz.training.kept_graph import SavedTensorKeeper, has_compiled_region
+from gradviz.training.norms.iteration_stats import DEFAULT_SAMPLE, Measurement
+from gradviz.training.diagnosis.kept_graph import SavedTensorKeeper, has_compiled_region
 from gradviz.training.loop_hooks import (
     install_backward,
     install_clipping,
@@ -83,8 +83,8 @@ from gradviz.training.options import (
     check_update_sample,
 )
 from gradviz.training.record_writer import RecordWriter, check_record_path
-from gradviz.training.replay import ForwardCalls
-from gradviz.training.sharded import is_sharded, iteration_stats_for
+from gradviz.training.diagnosis.replay import ForwardCalls
+from gradviz.training.norms.sharded import is_sharded, iteration_stats_for
 from gradviz.training.spikes import SpikeWatch
 from gradviz.training.user_names import unwrapped, user_class_name
 
@@ -159,7 +159,7 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
     name where a NaN/Inf started on the same iteration (default: on when breaking on
     "nonfinite" or "spike"; activations then live to the end of backward).
     ``update_sample``: parameters larger than this are measured through a fixed
-    sample of their elements (None: all of them; see gradviz.training.iteration_stats).
+    sample of their elements (None: all of them; see gradviz.training.norms.iteration_stats).
     ``open_app``: how ``on_break="app"`` opens the app on a :class:`TrainingPause`;
     ``gradviz.watch`` (the entry layer, :mod:`gradviz.show`) passes it, since nothing
     here imports the app.

@@ -189,7 +189,7 @@ def main() -> None:
             train(model, optimizer, batches(world), rank=rank, world=world, fault="raise",
                   record=out / "raise.db")
         elif case == "leave":
-            from gradviz.training import rank_sums
+            from gradviz.training.norms import rank_sums
 
             rank_sums.TIMEOUT = datetime.timedelta(seconds=3)
             torch.manual_seed(0)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradviz.training.nan_origin import _held
+from gradviz.training.diagnosis.nan_origin import _held
 from gradviz.training.user_names import user_class_name, user_name
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ otherwise (HSDP). A vector of a few kB; what it costs is the meeting, not the by
 It must never hang the job or raise into the loop:
 
 - it runs only where every rank comes, in the same order: the optimizer's step hooks
-  (gradviz.training.sharded says which reads combine), never from a break, a report or
+  (gradviz.training.norms.sharded says which reads combine), never from a break, a report or
   ``__exit__``; whether it runs depends on the watch's arguments, which every rank
   shares, never on what one rank saw;
 - it runs on gloo groups of its own (on the host, beside the job's NCCL or gloo groups),

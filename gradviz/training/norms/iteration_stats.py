@@ -45,7 +45,7 @@ class Measurement:
     update_norms: list[float] | None = None
     clipped_norms: list[float | None] | None = None  # what the step saw, when the loop clipped
     #: Why these are one rank's shards only ('' where the numbers are whole): see
-    #: :mod:`gradviz.training.sharded`, whose ranks combine theirs.
+    #: :mod:`gradviz.training.norms.sharded`, whose ranks combine theirs.
     not_combined: str = ""
 
     @property

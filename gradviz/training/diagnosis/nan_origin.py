@@ -1,7 +1,7 @@
 """Where a NaN/Inf started, found on the very iteration that made it.
 
 Forward: when the loss itself is NaN/Inf, backward only carries it. The iteration's
-forward is replayed (:mod:`gradviz.training.replay`): the origin is the first op that
+forward is replayed (:mod:`gradviz.training.diagnosis.replay`): the origin is the first op that
 made a NaN/Inf out of finite inputs, or, when none did, the first that took one (the
 model's input, a parameter an earlier step spoiled). Where the forward cannot be
 replayed (FSDP) or the NaN was made outside the model's forward (in the loss), the
@@ -9,7 +9,7 @@ kept graph tells what it can: the earliest op (by sequence number, forward order
 that saved a NaN/Inf tensor, which is the op *after* the one that made it (of a
 sharded model, only the activations are read: FSDP2 frees the gathered weights).
 
-Backward: the kept graph (see :mod:`gradviz.training.kept_graph`) is stepped again by a
+Backward: the kept graph (see :mod:`gradviz.training.diagnosis.kept_graph`) is stepped again by a
 :class:`~gradviz.engine.backward.BackwardStepper` on restored gradient state: every
 leaf's ``.grad`` is set aside and ``None`` while it runs, so an accumulated NaN from
 an earlier micro-batch cannot be mistaken for a new one, and put back afterwards, so
@@ -37,8 +37,8 @@ from gradviz.engine.backward import BackwardStepper
 from gradviz.engine.events import StepEvent
 from gradviz.graph.walk import ACCUMULATE_GRAD, walk_graph
 from gradviz.model.runs.events import Origin, OriginPhase
-from gradviz.training.replay import Replay, ReplayedOp
-from gradviz.training.sharded import NOT_STEPPED, is_dtensor, is_sharded
+from gradviz.training.diagnosis.replay import Replay, ReplayedOp
+from gradviz.training.norms.sharded import NOT_STEPPED, is_dtensor, is_sharded
 
 
 def backward_origin(roots: Sequence[torch.Tensor], gradient, *, model: torch.nn.Module | None,

@@ -6,13 +6,13 @@ the record holds is the whole parameter's, as an unsharded run of the same model
 batches would record it (measured on 2 ranks: gradient norms within 1.4e-6 relative in
 float32, 6e-6 for an update, whose float32 subtraction rounds; 1e-14 in float64):
 
-- each rank reads its shards as :class:`~gradviz.training.iteration_stats.IterationStats`
+- each rank reads its shards as :class:`~gradviz.training.norms.iteration_stats.IterationStats`
   reads a whole model (``_foreach_norm`` over the gradients, the fixed sample of each
   larger parameter copied before and after the step), on the DTensors' local tensors;
   a sampled shard is scaled by its own ``numel / sampled``, so the sum over ranks of
   the estimates estimates the whole;
 - the sums of squares, in float64, are added up over the ranks that hold the shards
-  (:mod:`gradviz.training.rank_sums`: one ``all_reduce`` of a few kB per iteration on
+  (:mod:`gradviz.training.norms.rank_sums`: one ``all_reduce`` of a few kB per iteration on
   FSDP2; one more with a ``"nonfinite"`` or ``"spike"`` break, whose gradients are
   combined before the step), then square-rooted;
 - the same vector carries what every rank must agree on, so that each one's record
@@ -38,8 +38,8 @@ from dataclasses import dataclass
 
 import torch
 
-from gradviz.training.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
-from gradviz.training.rank_sums import RankSums
+from gradviz.training.norms.iteration_stats import DEFAULT_SAMPLE, IterationStats, Measurement
+from gradviz.training.norms.rank_sums import RankSums
 
 #: What the watch says where it would step a sharded model's graph again (the NaN
 #: origin's backward re-step, the app on a break).
