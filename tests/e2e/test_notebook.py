@@ -4,7 +4,8 @@ Chromium, its cells run, keys pressed in the app's output, the step read on the 
 Timings are taken inside the page (xterm's ``onData`` when the key arrives, the first
 paint whose status line shows the next step) and in the kernel (``show()``'s call and
 return); they are printed as JSON (``pytest -s``) and kept in ``notebook-timings.json``
-beside the test's files.
+beside the test's files, with ``notebook.png`` (the page after the keys) and
+``narrow.png`` (the app refitted to a narrower window).
 """
 
 from __future__ import annotations
@@ -122,6 +123,15 @@ def test_the_app_runs_in_a_jupyterlab_cell_and_keys_step_it(page, tmp_path):
     assert "step 6/6" in screen and "[36, 81]" in screen  # a.grad, as in the tutorial
     assert "step 0/" in page.term(second)["status"]  # each show is an app of its own
     assert max(latencies) < 2000, timings
+    # What a learner sees, kept beside the timings for a person to look at; then a
+    # narrower window: the app refits to the cell (its own narrow layout)
+    page.driver.save_screenshot(str(tmp_path / "notebook.png"))
+    wide = page.term(first)["cols"]
+    page.driver.set_window_size(1000, 1200)
+    page.wait(lambda: page.term(first)["cols"] < wide - 30, 10, "the app to refit the cell")
+    time.sleep(0.5)
+    page.driver.save_screenshot(str(tmp_path / "narrow.png"))
+    page.driver.set_window_size(1400, 1200)
 
     # Five presses at once are five steps (keys queue; none is lost or doubled)
     page.press(second, "nnnnn")
