@@ -616,8 +616,8 @@ class Watch(Following, BreakTaking):
         """Read the loss and gradients (one sync) and check them while the graph is kept
         and the weights untouched. ``early``: before the next backward of the same
         iteration (gradient accumulation), on what the earlier ones accumulated."""
-        if early:  # only where a graph is kept: on this rank alone
-            self._stats.before_step()
+        if early:  # only where a graph is kept: on this rank alone; the parameters are
+            self._stats.launch_grads()  # copied at the step, not between micro-batches
         measured = self._stats.read_local_grads() if early else self._stats.read_grads()
         self._current.measured = measured
         try:
