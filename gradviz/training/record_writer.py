@@ -128,7 +128,16 @@ class RecordWriter:
         return self._closed
 
     def close(self) -> None:
+        """Close; the last writer of a file leaves it a plain one-file database (rollback
+        journal), so that readers opening it read-only (pandas, DuckDB, ``gradviz report``)
+        leave no ``-wal`` / ``-shm`` beside it. While another process has it open, SQLite
+        refuses the switch and the file stays in WAL mode: nothing is lost either way."""
         with self._lock:
+            if self.path is not None:
+                try:
+                    self._connection.execute("PRAGMA journal_mode = DELETE")
+                except sqlite3.Error:
+                    pass
             self._connection.close()
             self._closed = True
 
