@@ -310,6 +310,12 @@ def _modified(raw) -> dict[str, Any] | None:
 def _held(raw, checkpoints: CheckpointRecords | None) -> dict[str, Any]:
     """A saved tensor behind an unpack hook, described from what the hook packed."""
     hook = _unpack_hook(raw)
+    packed = raw.data
+    if getattr(packed, "holds_saved_tensor", False):
+        # gradviz's own box (the watch keeps a graph for a NaN's origin): the tensor
+        # itself is in it, so it reads as saved; None once the watch freed it
+        tensor = packed.tensor
+        return _unknown_meta(FREED) if tensor is None else tensor_meta(tensor)
     if getattr(hook, "__module__", None) == _CHECKPOINT_MODULE:
         record = (checkpoints or CheckpointRecords()).metadata(hook, raw.data)
         if record is None:

@@ -20,7 +20,9 @@ Node attributes, on every node:
 - ``saved``: tensor name -> ``{"shape", "dtype"}`` (a list of them for a tensor
   list), with ``"state"`` "recomputed in backward" (held by non-reentrant
   checkpointing), "modified in place" or "held by a saved-tensors hook" where it
-  cannot be read as saved; or the one string "freed" once backward freed them.
+  cannot be read as saved ("freed" for one a watch kept and has let go); or the one
+  string "freed" once backward freed them. A tensor the watch keeps for a NaN's origin
+  reads as saved: that hook is gradviz's own.
   Nothing a hook packed is ever unpacked (see :mod:`gradviz.graph.saved`).
 - ``args``: saved non-tensor values such as a power's exponent, made readable:
   signed integers, a loss's ``reduction`` by name; values torch saved only to lay

@@ -271,3 +271,28 @@ def test_on_cuda_under_autocast_the_replay_finds_the_op_and_puts_the_generators_
     assert (brk.iteration, brk.op, brk.module) == (3, "LogBackward0", "block")
     assert brk.line == line_of("FAULT: log of a neg")
     assert torch.equal(seen["draw"], expected)
+
+
+def test_a_graph_the_watch_keeps_shows_its_saved_tensors_not_a_users_hook():
+    """The watch keeps a graph through its own saved-tensors hook; the app's inspector
+    must not tell the user their tensors are held by a hook they never installed."""
+    from gradviz.training.diagnosis.kept_graph import SavedTensorKeeper
+
+    keeper = SavedTensorKeeper()
+    keeper.install()
+    try:
+        x = torch.rand(3, 4, requires_grad=True)
+        y = torch.sqrt(x**2).sum()
+    finally:
+        keeper.remove()
+    graph = gradviz.build_graph(y)
+    sqrt = next(k for k in graph if graph.nodes[k]["op"] == "SqrtBackward0")
+    saved = graph.nodes[sqrt]["saved"]
+    assert [(name, m["shape"], m["dtype"], m["state"]) for name, m in saved.items()] == [
+        ("result", (3, 4), "float32", None)]
+    boxes = keeper.start_noting()
+    y.backward(retain_graph=True)
+    keeper.stop_noting()
+    SavedTensorKeeper.release(boxes)  # what the watch does once the gradients are checked
+    graph = gradviz.build_graph(y)
+    assert graph.nodes[sqrt]["saved"]["result"]["state"] == "freed"

@@ -24,6 +24,9 @@ import torch
 
 class _Box:
     __slots__ = ("tensor",)
+    #: The walker (:mod:`gradviz.graph.saved`) describes the tensor in a box like this as
+    #: saved, not as "held by a saved-tensors hook": the hook is gradviz's, not the user's.
+    holds_saved_tensor = True
 
     def __init__(self, tensor: torch.Tensor):
         self.tensor = tensor
