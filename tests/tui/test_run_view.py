@@ -104,6 +104,22 @@ async def test_a_record_with_nans_opens_on_its_loss_gradients_layers_and_events(
         assert "events: 2, 0 of them audits" in title(app, "#run-events")
 
 
+async def test_at_80x24_the_heat_maps_titles_are_cut_with_an_ellipsis_not_mid_word(recorded):
+    path, _ = recorded
+    app = make_record_app(path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        heat = app.screen.query_one(LayerHeatMap)
+        header = "".join(segment.text for segment in heat.render_line(0))
+        assert "|grad| per layer" in header and "|Δ|/|p| per layer" in header
+        label_width, map_width, _ = heat._geometry
+        titles = [header[label_width:label_width + map_width],
+                  header[label_width + map_width + 2:label_width + 2 * map_width + 2]]
+        for title in titles:  # each map's title fits its map; what does not fit says so
+            assert len(title) == map_width
+            assert title.rstrip().endswith(("…", "step", "gradient")), titles
+
+
 async def test_enter_on_an_event_puts_the_heat_maps_cursor_on_its_iteration(recorded):
     path, _ = recorded
     app = make_record_app(path)

@@ -491,7 +491,7 @@ class LayerHeatMap(Widget, can_focus=True):
                 title.append(" NaN/Inf", "grey70")
             title.append("  ·", _MISSING_STYLE)
             title.append(f" {layer.missing}", "grey70")
-            title.truncate(map_width, pad=True)
+            title.truncate(map_width, overflow="ellipsis", pad=True)
             text.append_text(title)
         return text
 
