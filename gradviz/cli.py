@@ -516,9 +516,12 @@ def cmd_diff(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         table.caption = f"and {len(result.differences) - ROWS_SHOWN} more"
         table.caption_justify = "left"
     console.print(table)
+    end = parted + WINDOW - 1
+    over = (f"{parted}..{end} and the last" if end < result.compared
+            else f"{parted}..{result.compared}")  # a short run: to its end
     layers = Table(title="layers, by how far their |grad| parted", title_justify="left",
                    caption=f"relative difference of the layer's gradient norm, over iterations "
-                   f"{parted}..{parted + WINDOW - 1} and the last", caption_justify="left")
+                   f"{over}", caption_justify="left")
     for column in ("layer", "parted at", "largest rel. difference", f"at {parted}"):
         layers.add_column(column, justify="left" if column == "layer" else "right")
     for layer in result.layers[:ROWS_SHOWN]:

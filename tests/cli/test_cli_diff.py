@@ -45,6 +45,9 @@ def test_the_first_parting_iteration_what_parted_and_the_layers(folder):
     assert len(layer_rows) == 5 and all(row.split("│")[2].strip() == "77" for row in layer_rows)
     largest = [float(row.split("│")[3]) for row in layer_rows]
     assert largest == sorted(largest, reverse=True)
+    # the window read for the layers ends with the runs (150 iterations), not beyond them
+    words = " ".join(result.stdout.split())  # the caption wraps at the table's width
+    assert "over iterations 77..150" in words and "1076" not in words
 
 
 def test_identical_runs_are_said_to_be_identical(folder):
