@@ -1,18 +1,34 @@
 """The app in a real terminal: tmux runs `gradviz demo autograd-basics`, keys go in, text comes out."""
 
+import os
 import shutil
 import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
+#: A tmux server of the tests' own (``tmux -L``): the developer's sessions are not touched,
+#: and their ``tmux kill-server`` does not end a test's pane.
+SOCKET = f"gradviz-tests-{uuid.uuid4().hex[:8]}"
+TMUX = ["tmux", "-L", SOCKET]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_tmux_server():
+    yield
+    subprocess.run([*TMUX, "kill-server"], capture_output=True)
+    # tmux leaves its socket file behind
+    folder = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.getuid()}"
+    (folder / SOCKET).unlink(missing_ok=True)
+
 
 def pane(session):
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+    return subprocess.run([*TMUX, "capture-pane", "-p", "-t", session], capture_output=True,
                           text=True).stdout
 
 
@@ -30,35 +46,35 @@ def test_step_through_the_tutorial_in_tmux():
     session = f"gradviz-{uuid.uuid4().hex[:8]}"
     # A test runner may export COLUMNS/LINES, which Textual would take over the pane size.
     command = f"env -u COLUMNS -u LINES {sys.executable} -m gradviz.cli demo autograd-basics; sleep 30"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command],
+    subprocess.run([*TMUX, "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command],
                    check=True)
     try:
         wait_for(session, "step 0/6")
         for _ in range(6):
-            subprocess.run(["tmux", "send-keys", "-t", session, "n"], check=True)
+            subprocess.run([*TMUX, "send-keys", "-t", session, "n"], check=True)
             time.sleep(0.3)
         screen = wait_for(session, "step 6/6")
         assert "[36, 81]" in screen and "[-12, -8]" in screen
         assert "9*a**2 == a.grad" in screen and "pass" in screen
-        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        subprocess.run([*TMUX, "send-keys", "-t", session, "q"], check=True)
         deadline = time.monotonic() + 10
         while "step 6/6" in pane(session) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert "step 6/6" not in pane(session)  # the app has exited
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run([*TMUX, "kill-session", "-t", session], capture_output=True)
 
 
 def start(command, size=("120", "40")):
     session = f"gradviz-{uuid.uuid4().hex[:8]}"
     line = f"env -u COLUMNS -u LINES {sys.executable} -m gradviz.cli {command}; echo EXIT=$?; sleep 30"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", size[0], "-y", size[1], line],
+    subprocess.run([*TMUX, "new-session", "-d", "-s", session, "-x", size[0], "-y", size[1], line],
                    check=True)
     return session
 
 
 def keys(session, *pressed):
-    subprocess.run(["tmux", "send-keys", "-t", session, *pressed], check=True)
+    subprocess.run([*TMUX, "send-keys", "-t", session, *pressed], check=True)
 
 
 def test_a_failed_load_stays_on_screen_and_q_exits_with_1(tmp_path):
@@ -78,7 +94,7 @@ def test_a_failed_load_stays_on_screen_and_q_exits_with_1(tmp_path):
         keys(session, "q")
         wait_for(session, "EXIT=1", timeout=15)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run([*TMUX, "kill-session", "-t", session], capture_output=True)
 
 
 def test_twenty_quick_steps_in_a_real_terminal_are_twenty_steps():
@@ -94,7 +110,7 @@ def test_twenty_quick_steps_in_a_real_terminal_are_twenty_steps():
         keys(session, "q")
         wait_for(session, "EXIT=0", timeout=15)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run([*TMUX, "kill-session", "-t", session], capture_output=True)
 
 
 def test_q_during_a_slow_forward_ends_the_process_at_once(tmp_path):
@@ -121,4 +137,4 @@ def test_q_during_a_slow_forward_ends_the_process_at_once(tmp_path):
         wait_for(session, "EXIT=0", timeout=15)
         assert time.monotonic() - quit_at < 3
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run([*TMUX, "kill-session", "-t", session], capture_output=True)
