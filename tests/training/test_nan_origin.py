@@ -296,3 +296,41 @@ def test_a_graph_the_watch_keeps_shows_its_saved_tensors_not_a_users_hook():
     SavedTensorKeeper.release(boxes)  # what the watch does once the gradients are checked
     graph = gradviz.build_graph(y)
     assert graph.nodes[sqrt]["saved"]["result"]["state"] == "freed"
+
+
+class MaskedAttention(nn.Module):
+    """nanoGPT's causal attention: -inf on purpose, which softmax turns into zeros."""
+
+    def __init__(self, size=8, width=16):
+        super().__init__()
+        self.qkv = nn.Linear(width, 3 * width)
+        self.register_buffer("bias", torch.tril(torch.ones(size, size)).view(1, size, size))
+        self.broken = False
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).split(x.shape[-1], 2)
+        att = (q @ k.transpose(-2, -1)).masked_fill(self.bias == 0, float("-inf"))
+        att = torch.softmax(att, -1) @ v
+        position = torch.arange(x.shape[1], dtype=torch.float32)
+        bucket = torch.log(position).clamp(min=0).long()  # T5's log(0), cast away: on purpose
+        att = att + bucket[None, :, None]
+        if self.broken:
+            att = torch.log(att - 1e6)  # FAULT: the one that matters
+        return att
+
+
+def test_an_inf_the_model_makes_on_purpose_is_not_blamed_for_the_nan():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), MaskedAttention(), nn.Linear(16, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.raises(gradviz.WatchBreak) as caught:
+        with gradviz.watch(model, optimizer, break_on=("nonfinite",), on_break="raise"):
+            for iteration in range(1, 4):
+                model[1].broken = iteration == 3
+                loss = model(torch.rand(2, 8, 16)).pow(2).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+    brk = caught.value
+    assert (brk.iteration, brk.op, brk.module) == (3, "LogBackward0", "1")
+    assert brk.file.endswith("test_nan_origin.py") and brk.line == line_of("FAULT: the one that matters")

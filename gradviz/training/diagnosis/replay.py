@@ -7,8 +7,13 @@ so its consumer is blamed. And a node says nothing of the line that made it. So 
 watch notes each call of the model's forward (:class:`ForwardCalls`: its arguments, the
 random number generators' state, autocast and grad mode; a reference each, no copy),
 and when an iteration goes NaN/Inf it runs that forward again (:func:`replay`) under a
-``TorchFunctionMode`` that checks every op's output: the first op to make a NaN/Inf out
-of finite inputs is the origin, with the user's line that called it (the first frame
+``TorchFunctionMode`` that checks every op's output. Models make Inf on purpose (a causal
+mask's ``masked_fill(..., -inf)`` that softmax turns into zeros, T5's ``log(0)`` cast to
+an integer bucket), so the first op to make a NaN/Inf is not enough: each non-finite
+tensor carries the op that started its line of descent (the op that made it out of
+finite inputs, or the first to take a non-finite parameter, buffer or input), a line
+that ends where an op turns it finite again, and the origin is where the line reaching
+the forward's output started, with the user's line that called it (the first frame
 outside torch and gradviz) and the module running it. The replay makes the same nodes
 in the same order, so an op's node is matched to the kept graph's by its sequence
 number (counted from the call's first); its saved tensors are dropped as they are made.
@@ -91,9 +96,10 @@ class ReplayedOp:
 
 @dataclass
 class Replay:
-    """What a replay found: the first op that made a NaN/Inf out of finite inputs
-    (``made``), else the first that took one (``took``, with ``what`` it took: the
-    model's input, a parameter, a buffer), and every op's line by node (``by_seq``)."""
+    """What a replay found: the op that started the line of NaN/Inf values the forward
+    returned, either by making them out of finite inputs (``made``) or by taking them
+    (``took``, with ``what`` it took: the model's input, a parameter, a buffer), and
+    every op's line by node (``by_seq``)."""
 
     made: ReplayedOp | None = None
     took: ReplayedOp | None = None
@@ -120,10 +126,6 @@ class Replay:
         return None if start is None else start + op.seq
 
 
-class _Found(Exception):
-    """Ends the replay at the origin: nothing after it is needed."""
-
-
 def replay(model: torch.nn.Module, noted: ForwardCalls, spans: ModuleSpans | None,
            *, find: bool = True) -> Replay | None:
     """Run the calls ``noted`` of ``model``'s forward again and watch each op (see the module
@@ -140,11 +142,11 @@ def replay(model: torch.nn.Module, noted: ForwardCalls, spans: ModuleSpans | Non
             mode = _Watcher(found, call, spans, model, find=find)
             try:
                 with _as_called(call), mode, _no_saved_tensors(), _seeing_functions(mode):
-                    model(*call.args, **call.kwargs)
-            except _Found:
-                pass
+                    output = model(*call.args, **call.kwargs)
             except Exception:  # the forward did not run again as it did: tell what was seen
+                mode.conclude(None)
                 break
+            mode.conclude(output)
             if found.made is not None or found.took is not None:
                 found.call = number
                 break
@@ -164,7 +166,10 @@ class _Watcher(TorchFunctionMode):
         self.call = call
         self.names = {id(t): f"the parameter {name}" for name, t in model.named_parameters()}
         self.names.update({id(t): f"the buffer {name}" for name, t in model.named_buffers()})
-        self.checked_inputs = False
+        #: id -> (the non-finite tensor, kept so that its id stays its own; the op that
+        #: started its line; made: True, or what it took)
+        self.lines: dict[int, tuple[torch.Tensor, ReplayedOp, str | None]] = {}
+        self.first_line: tuple[ReplayedOp, str | None] | None = None
 
     def __enter__(self):
         self.offset = next_sequence_nr() - self.call.first_seq
@@ -196,16 +201,52 @@ class _Watcher(TorchFunctionMode):
                         caller_line(), None if node is None else type(node).__name__, seq)
         if seq is not None:
             self.found.by_seq.setdefault(seq, op)
-        if not self.find or all(_finite(t) for t in outputs):
+        if not self.find:
+            return
+        bad_outputs = [t for t in outputs if not _finite(t)]
+        if not bad_outputs:  # a line of non-finite values ends here (softmax of a mask)
             return
         inputs = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
-        bad = [t for t in inputs if not _finite(t)]
-        if not bad:
+        line = None
+        for tensor in inputs:
+            known = self.lines.get(id(tensor))
+            if known is not None and known[0] is tensor:
+                line = known[1:]
+                break
+            if not _finite(tensor):  # a parameter, a buffer, the model's input: taken
+                line = (op, self._what(tensor, args))
+                break
+        if line is None:  # made out of finite inputs
+            line = (op, None)
+        for tensor in bad_outputs:
+            self.lines[id(tensor)] = (tensor, *line)
+        if self.first_line is None:
+            self.first_line = line
+
+    def conclude(self, output) -> None:
+        """The origin: where the line of the first non-finite tensor the forward returned
+        started; with no such tensor (the forward failed, or returned none: the NaN was
+        made after it, in the loop's own code), the first line started."""
+        if not self.find:
+            return
+        line = None
+        leaves = [t for t in pytree.tree_leaves(output) if isinstance(t, torch.Tensor)]
+        for tensor in leaves:
+            known = self.lines.get(id(tensor))
+            if known is not None and known[0] is tensor:
+                line = known[1:]
+                break
+        if line is None and (output is None or not leaves
+                             or not all(_finite(t) for t in leaves)):
+            line = self.first_line  # (a returned tensor changed where no op was seen)
+        self.lines.clear()
+        if line is None:
+            return
+        op, what = line
+        if what is None:
             self.found.made = op
         else:
-            self.found.took = op
-            self.found.what = self._what(bad[0], args)
-        raise _Found
+            self.found.took, self.found.what = op, what
 
     def _what(self, tensor: torch.Tensor, args) -> str:
         named = self.names.get(id(tensor))
