@@ -647,3 +647,22 @@ def test_w_last_gives_the_loops_logger_the_latest_iteration():
         float(p.grad.norm()) ** 2 for p in model.parameters())), rel=1e-6)
     assert last.grad_norm_clipped is None and last.lr == 0.1
     assert set(last.layer_update_ratios) == {"0", "2"}
+
+
+def test_two_clips_record_the_norm_the_step_saw():
+    """A loop that clips twice (or clips, then logs with max_norm=inf): the clipped norm of
+    record is the one after both, the norm of record the one before either."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(8, 8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with gradviz.watch(model, optimizer) as w:
+        loss = model(torch.randn(4, 8)).pow(2).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        before = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        seen = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf")).item()
+        optimizer.step()
+    assert w.last.grad_norm == pytest.approx(before, rel=1e-6)
+    assert w.last.grad_norm_clipped == pytest.approx(seen, rel=1e-5)
+    assert seen == pytest.approx(0.5, rel=1e-5)

@@ -147,11 +147,14 @@ class IterationStats:
 
     def clipped_by(self, params, coefficient: torch.Tensor) -> None:
         """``clip_grad_norm_`` scaled these parameters' gradients by ``coefficient`` (a
-        0-d tensor): their norms after the clip are the ones before, times it."""
+        0-d tensor): their norms after the clip are the ones before, times it (times
+        every earlier clip's since the last backward: a loop may clip twice)."""
         for param in params:
             position = self._position.get(id(param))
             if position is not None:
-                self._clip_coefficients[position] = coefficient
+                earlier = self._clip_coefficients.get(position)
+                self._clip_coefficients[position] = (coefficient if earlier is None
+                                                     else earlier * coefficient)
 
     def clipped_otherwise(self) -> None:
         """Clipped by value (or another way): the norms after it are read again."""
