@@ -3,12 +3,15 @@
 Each audit is reported once per parameter (or layer), the first iteration it is seen:
 
 - ``not-in-optimizer``: requires grad, but is in no optimizer param group;
-- ``no-grad``: in the optimizer, requires grad, but got no gradient this iteration
-  (an unused layer, a detached branch); with ``zero_grad(set_to_none=False)`` such a
-  gradient stays an all-zero tensor and shows as ``zero-grad-run`` instead;
-- ``moved-frozen`` / ``moved-without-grad`` / ``moved-zero-grad``: changed by
-  ``optimizer.step()`` although it has ``requires_grad=False``, no gradient, or an
-  all-zero gradient (weight decay or momentum moving a layer meant to stay put);
+- ``no-grad``: in the optimizer, requires grad, but got no gradient for ``IN_A_ROW``
+  iterations in a row (an unused layer, a detached branch; in a row, so that LayerDrop
+  skipping a layer now and then does not count); with ``zero_grad(set_to_none=False)``
+  such a gradient stays an all-zero tensor and shows as ``zero-grad-run`` instead;
+- ``moved-frozen``: changed by ``optimizer.step()`` although it has
+  ``requires_grad=False``; ``moved-without-grad`` / ``moved-zero-grad``: changed without
+  a gradient or with an all-zero one, ``IN_A_ROW`` steps in a row (weight decay or
+  momentum moving a layer meant to stay put, not stochastic depth dropping a block in
+  one iteration);
 - ``ratio-high`` / ``ratio-low``: a layer's |update| / |param| outside ``band`` for
   ``IN_A_ROW`` steps in a row (a layer: the parameters one module owns, their norms
   combined; in a row, so that Adam's first steps or one odd batch do not count);
@@ -50,6 +53,8 @@ class Auditor:
         self.in_optimizer: list[bool] = []
         self.orphans: set[int] = set()
         self._zero_runs: list[int] = []
+        self._missing_runs: list[int] = []  # iterations in a row without a gradient
+        self._moved_runs: list[int] = []  # steps in a row moving it without one (or zero)
         self._band_runs: dict[tuple[str, str], int] = {}  # (kind, layer) -> steps in a row
         self._seen: set[tuple[str, str]] = set()
         self._layer_members: dict[str, list[int]] = {}
@@ -62,7 +67,8 @@ class Auditor:
         self.layers = list(layers)
         self.in_optimizer = list(in_optimizer)
         self.orphans = set(orphans)
-        self._zero_runs += [0] * (len(self.names) - len(self._zero_runs))
+        for runs in (self._zero_runs, self._missing_runs, self._moved_runs):
+            runs += [0] * (len(self.names) - len(runs))
         self._layer_members = {}
         for index, layer in enumerate(self.layers):
             self._layer_members.setdefault(layer, []).append(index)
@@ -102,6 +108,9 @@ class Auditor:
             if update:
                 flags |= MOVED
             self._zero_runs[index] = self._zero_runs[index] + 1 if flags & ZERO_GRAD else 0
+            self._missing_runs[index] = self._missing_runs[index] + 1 if flags & NO_GRAD else 0
+            self._moved_runs[index] = (self._moved_runs[index] + 1
+                                       if flags & MOVED and flags & (NO_GRAD | ZERO_GRAD) else 0)
             events.extend(self._param_audits(iteration, name, flags, grad, update, index))
             ratio = None if update is None or param is None else _ratio(update, param)
             rows.append((index, grad, param, update, ratio, flags))
@@ -114,13 +123,14 @@ class Auditor:
             if flags & FROZEN:
                 yield from self._maybe(iteration, "moved-frozen", name,
                                        f"|Δ| {update:.3g} with requires_grad=False")
-            elif flags & NO_GRAD:
-                yield from self._maybe(iteration, "moved-without-grad", name, f"|Δ| {update:.3g}")
-            elif flags & ZERO_GRAD:
-                yield from self._maybe(iteration, "moved-zero-grad", name, f"|Δ| {update:.3g}")
-        if flags & NO_GRAD and not flags & (FROZEN | NOT_IN_OPTIMIZER) \
+            elif self._moved_runs[index] == IN_A_ROW:
+                kind = "moved-without-grad" if flags & NO_GRAD else "moved-zero-grad"
+                yield from self._maybe(iteration, kind, name, f"|Δ| {update:.3g}, "
+                                       f"{IN_A_ROW} steps in a row")
+        if self._missing_runs[index] == IN_A_ROW and not flags & (FROZEN | NOT_IN_OPTIMIZER) \
                 and index not in self.orphans:
-            yield from self._maybe(iteration, "no-grad", name, "")
+            yield from self._maybe(iteration, "no-grad", name,
+                                   f"since iteration {iteration - IN_A_ROW + 1}")
         if self._zero_runs[index] == IN_A_ROW:
             yield from self._maybe(iteration, "zero-grad-run", name,
                                    f"since iteration {iteration - IN_A_ROW + 1}")
