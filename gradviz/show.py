@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from gradviz.errors import GradvizError
 from gradviz.graph.record import recorded_modules
 from gradviz.model.runs.events import TrainingPause
 from gradviz.runtime.where import where
@@ -71,8 +72,11 @@ def watch(model, optimizer=None, **options) -> training_watch.Watch:
     if options.get("on_break") is None:  # the app where there is a terminal to draw it on
         options["on_break"] = {"terminal": "app", "notebook": "keep"}.get(where(), "report")
     # open_break is looked up when a break opens the app, so a test can replace it
-    return training_watch.watch(model, optimizer, open_app=lambda pause: open_break(pause),
-                                **options)
+    try:
+        return training_watch.watch(model, optimizer, open_app=lambda pause: open_break(pause),
+                                    **options)
+    except GradvizError as error:  # a user's mistake: their line and this one, not our insides
+        raise error.with_traceback(None) from None
 
 
 _signature = inspect.signature(training_watch.watch)

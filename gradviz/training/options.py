@@ -13,6 +13,8 @@ ON_BREAK = ("app", "raise", "report", "keep")
 class WatchError(GradvizError):
     """``gradviz.watch`` was given something it cannot watch."""
 
+    __module__ = "gradviz"  # a traceback names it as the user imports it
+
 
 def check_model(model) -> torch.nn.Module:
     if not isinstance(model, torch.nn.Module):

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import torch
 
+from gradviz.errors import GradvizError
 from gradviz.graph.modules import ModuleSpans
 from gradviz.model.runs.events import EventKind, TrainingPause
 from gradviz.model.runs.history import (
@@ -250,10 +251,12 @@ class Watch(Following, BreakTaking):
             self._writer.begin(self._run_info())
             self._track_params()
             self._install()
-        except BaseException:
+        except BaseException as error:
             self._uninstall()
             self._writer.discard()  # no run that never ran is left in the record
             self._writer.close()
+            if isinstance(error, GradvizError):  # a user's mistake: not our insides
+                raise error.with_traceback(None) from None
             raise
         self._active = True
         self._last_end = time.perf_counter()

@@ -105,6 +105,8 @@ ONE_SHARD = 64
 class RecordError(GradvizError):
     """A record could not be created, written or read."""
 
+    __module__ = "gradviz"  # a traceback names it as the user imports it
+
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Names that mean a record even when the file is missing, empty or not SQLite.
