@@ -209,9 +209,8 @@ class _Watcher(TorchFunctionMode):
         inputs = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)]
         line = None
         for tensor in inputs:
-            known = self.lines.get(id(tensor))
-            if known is not None and known[0] is tensor:
-                line = known[1:]
+            line = self._line_of(tensor)
+            if line is not None:
                 break
             if not _finite(tensor):  # a parameter, a buffer, the model's input: taken
                 line = (op, self._what(tensor, args))
@@ -223,19 +222,19 @@ class _Watcher(TorchFunctionMode):
         if self.first_line is None:
             self.first_line = line
 
+    def _line_of(self, tensor: torch.Tensor) -> tuple[ReplayedOp, str | None] | None:
+        """The line ``tensor`` belongs to (where it started, what it took), if it has one."""
+        known = self.lines.get(id(tensor))
+        return known[1:] if known is not None and known[0] is tensor else None
+
     def conclude(self, output) -> None:
         """The origin: where the line of the first non-finite tensor the forward returned
         started; with no such tensor (the forward failed, or returned none: the NaN was
         made after it, in the loop's own code), the first line started."""
         if not self.find:
             return
-        line = None
         leaves = [t for t in pytree.tree_leaves(output) if isinstance(t, torch.Tensor)]
-        for tensor in leaves:
-            known = self.lines.get(id(tensor))
-            if known is not None and known[0] is tensor:
-                line = known[1:]
-                break
+        line = next((found for found in map(self._line_of, leaves) if found is not None), None)
         if line is None and (output is None or not leaves
                              or not all(_finite(t) for t in leaves)):
             line = self.first_line  # (a returned tensor changed where no op was seen)
